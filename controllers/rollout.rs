@@ -1,0 +1,231 @@
+//! Rolling-replacement arithmetic (ECS semantics), kept pure so it can be property-tested.
+//!
+//! Invariants each step keeps, given the current counts:
+//! - total active tasks never exceed floor(desired × maximumPercent / 100);
+//! - healthy tasks never drop below ceil(desired × minimumHealthyPercent / 100) because of a
+//!   stop this step decides (tasks that die on their own are outside our control).
+
+/// Lower bound of healthy tasks during a deployment (rounded up).
+pub fn min_healthy(desired: u32, minimum_healthy_percent: u32) -> u32 {
+    ((desired as u64 * minimum_healthy_percent as u64).div_ceil(100)) as u32
+}
+
+/// Upper bound of running + pending tasks during a deployment (rounded down, at least
+/// `desired` so a steady service can always run its full count).
+pub fn max_total(desired: u32, maximum_percent: u32) -> u32 {
+    ((desired as u64 * maximum_percent as u64 / 100) as u32).max(desired)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    /// Active tasks of the primary (newest) revision.
+    pub new_total: u32,
+    pub new_healthy: u32,
+    /// Active tasks of older revisions.
+    pub old_total: u32,
+    pub old_healthy: u32,
+    /// Tasks asked to stop that have not stopped yet: they still hold a slot under the ceiling.
+    pub stopping: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Step {
+    /// New-revision tasks to start.
+    pub start: u32,
+    /// Primary tasks to stop because there are more than desired (unhealthy ones first).
+    pub stop_new: u32,
+    /// Old-revision tasks to stop that are not healthy (always allowed).
+    pub stop_old_unhealthy: u32,
+    /// Old-revision healthy tasks to stop (bounded by the healthy floor).
+    pub stop_old_healthy: u32,
+}
+
+pub fn step(desired: u32, min_pct: u32, max_pct: u32, c: Counts) -> Step {
+    let floor = min_healthy(desired, min_pct);
+    let ceiling = max_total(desired, max_pct);
+    let mut s = Step {
+        stop_new: c.new_total.saturating_sub(desired),
+        // Unhealthy old tasks serve nobody: always stop them.
+        stop_old_unhealthy: c.old_total - c.old_healthy,
+        ..Step::default()
+    };
+    // Stopping tasks keep their slot until they are gone, so count everything not stopped.
+    let holding = c.new_total + c.old_total + c.stopping;
+    s.start = desired
+        .saturating_sub(c.new_total)
+        .min(ceiling.saturating_sub(holding));
+    // Healthy tasks left after the surplus primaries go (the unhealthy ones go first).
+    let new_unhealthy = c.new_total - c.new_healthy;
+    let new_healthy_stopped = s.stop_new.saturating_sub(new_unhealthy);
+    let healthy_left = c.new_healthy - new_healthy_stopped + c.old_healthy;
+    let budget = healthy_left.saturating_sub(floor);
+    // Old healthy tasks go only as far as the floor allows, and only as many as are not
+    // needed to reach the desired count together with the primaries (started or starting) —
+    // plus as many as the ceiling needs freed so the missing primaries can start.
+    let surplus = (c.new_total - s.stop_new + s.start + c.old_healthy).saturating_sub(desired);
+    let blocked = desired.saturating_sub(c.new_total) - s.start;
+    s.stop_old_healthy = budget.min(c.old_healthy).min(surplus + blocked);
+    s
+}
+
+/// Nothing to do this step although the service is not at its target, and nothing in flight
+/// that could change that: the bounds leave no room to move.
+pub fn is_stuck(desired: u32, c: Counts, s: Step) -> bool {
+    let done = c.new_total == desired && c.old_total == 0;
+    let idle = s == Step::default();
+    !done && idle && c.stopping == 0 && c.new_total == c.new_healthy && c.old_total == c.old_healthy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn bounds_round_like_ecs() {
+        assert_eq!(min_healthy(4, 50), 2);
+        assert_eq!(min_healthy(3, 50), 2);
+        assert_eq!(max_total(4, 150), 6);
+        assert_eq!(max_total(3, 150), 4);
+        assert_eq!(max_total(3, 100), 3);
+    }
+
+    #[test]
+    fn fresh_service_starts_everything() {
+        let s = step(3, 100, 200, Counts::default());
+        assert_eq!(s.start, 3);
+    }
+
+    #[test]
+    fn rolling_4_at_50_150() {
+        // 4 old healthy, nothing new yet: start 2 (room to 6), stop 2 old (floor 2).
+        let s = step(
+            4,
+            50,
+            150,
+            Counts {
+                new_total: 0,
+                new_healthy: 0,
+                old_total: 4,
+                old_healthy: 4,
+                stopping: 0,
+            },
+        );
+        assert_eq!(s.start, 2);
+        assert_eq!(s.stop_old_healthy, 2);
+    }
+
+    #[test]
+    fn min_100_waits_for_new_healthy() {
+        let s = step(
+            2,
+            100,
+            200,
+            Counts {
+                new_total: 2,
+                new_healthy: 0,
+                old_total: 2,
+                old_healthy: 2,
+                stopping: 0,
+            },
+        );
+        assert_eq!(s, Step::default());
+        let s = step(
+            2,
+            100,
+            200,
+            Counts {
+                new_total: 2,
+                new_healthy: 1,
+                old_total: 2,
+                old_healthy: 2,
+                stopping: 0,
+            },
+        );
+        assert_eq!(s.stop_old_healthy, 1);
+    }
+
+    #[test]
+    fn scale_down_and_to_zero() {
+        let s = step(
+            1,
+            100,
+            200,
+            Counts {
+                new_total: 3,
+                new_healthy: 3,
+                old_total: 0,
+                old_healthy: 0,
+                stopping: 0,
+            },
+        );
+        assert_eq!(s.stop_new, 2);
+        let s = step(
+            0,
+            100,
+            200,
+            Counts {
+                new_total: 0,
+                new_healthy: 0,
+                old_total: 2,
+                old_healthy: 2,
+                stopping: 0,
+            },
+        );
+        assert_eq!(s.stop_old_healthy, 2);
+    }
+
+    #[test]
+    fn cannot_move_when_floor_meets_ceiling() {
+        let c = Counts {
+            new_total: 0,
+            new_healthy: 0,
+            old_total: 2,
+            old_healthy: 2,
+            stopping: 0,
+        };
+        let s = step(2, 100, 100, c);
+        assert_eq!(s, Step::default());
+        assert!(is_stuck(2, c, s));
+        assert!(!is_stuck(2, c, step(2, 50, 100, c)));
+    }
+
+    proptest! {
+        /// Simulate a rollout where started tasks become healthy next round: it always
+        /// completes, and no step breaks the floor or the ceiling.
+        #[test]
+        fn rollout_converges_within_bounds(desired in 0u32..30, min_pct in 0u32..=100, extra in 0u32..=100, old in 0u32..40) {
+            let max_pct = 100 + extra.max(if min_pct == 100 { 1 } else { 0 });
+            let floor = min_healthy(desired, min_pct);
+            let ceiling = max_total(desired, max_pct);
+            // floor == ceiling leaves no room to replace anything: that case is reported as
+            // stuck (see `cannot_move_when_floor_meets_ceiling`), not converged.
+            prop_assume!(!(desired > 0 && old > 0 && floor >= ceiling));
+            let mut c = Counts { new_total: 0, new_healthy: 0, old_total: old, old_healthy: old, stopping: 0 };
+            for _round in 0..200 {
+                let s = step(desired, min_pct, max_pct, c);
+                let healthy_before = c.new_healthy + c.old_healthy;
+                // Stops happen first.
+                c.old_total -= s.stop_old_unhealthy + s.stop_old_healthy;
+                c.old_healthy -= s.stop_old_healthy;
+                let new_unhealthy = c.new_total - c.new_healthy;
+                let unhealthy_stopped = s.stop_new.min(new_unhealthy);
+                c.new_total -= s.stop_new;
+                c.new_healthy -= s.stop_new - unhealthy_stopped;
+                let healthy_after = c.new_healthy + c.old_healthy;
+                prop_assert!(healthy_after >= floor.min(healthy_before), "floor broken: {c:?} {s:?}");
+                c.new_total += s.start;
+                // Stopped tasks are still "stopping" at this instant.
+                let holding = c.new_total + c.old_total + s.stop_new + s.stop_old_unhealthy + s.stop_old_healthy;
+                prop_assert!(s.start == 0 || holding <= ceiling, "ceiling broken: {c:?} {s:?}");
+                // Everything started becomes healthy by the next round.
+                c.new_healthy = c.new_total;
+                if c.new_total == desired && c.old_total == 0 {
+                    break;
+                }
+            }
+            prop_assert_eq!(c.new_total, desired);
+            prop_assert_eq!(c.old_total, 0);
+        }
+    }
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Run berth's whole test suite: unit tests, property tests, the store conformance suite against
+# the embedded store and a real etcd, and the end-to-end tests on the real Docker daemon.
+# Needs: Docker, `etcd` (Debian etcd-server), `protoc` (protobuf-compiler), busybox-static.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+docker image inspect local/busybox:1 >/dev/null 2>&1 || scripts/build-image.sh
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo build --all-targets --locked
+cargo test --all-targets --locked -- --test-threads "${BERTH_TEST_THREADS:-4}"

@@ -1,0 +1,548 @@
+//! The agent's task reconciler: makes Docker match each task assigned to this instance, and
+//! reports what it observes back into the task's status.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bollard::query_parameters::{CreateContainerOptions, InspectContainerOptions};
+use bollard::Docker;
+use tokio::time::Duration;
+
+use super::docker::{self as d, Observed};
+use crate::model::{
+    keys, now, stop_codes, ContainerDefinition, ContainerStatus, DependencyCondition,
+    DesiredStatus, HealthStatus, Kind, NetworkMode, Task, TaskDefinition, TaskState,
+};
+use crate::objects;
+use crate::runtime::{Action, Reconciler};
+use crate::store::DynStore;
+
+pub struct TaskRunner {
+    pub store: DynStore,
+    pub docker: Docker,
+    pub instance: String,
+}
+
+/// Why a task must stop, as ECS reports it.
+struct StopCause {
+    code: &'static str,
+    reason: String,
+}
+
+impl TaskRunner {
+    async fn inspect(&self, id: &str) -> anyhow::Result<Option<Observed>> {
+        match self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(i) => Ok(Some(d::observe(&i))),
+            Err(e) if d::is_status(&e, 404) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Containers of the task on this agent, by container name.
+    async fn observed(&self, task_id: &str) -> anyhow::Result<BTreeMap<String, Observed>> {
+        let mut out = BTreeMap::new();
+        for c in d::list_task(&self.docker, &self.instance, task_id).await? {
+            let Some(name) = c.labels.as_ref().and_then(|l| l.get(d::LABEL_CONTAINER)) else {
+                continue;
+            };
+            let Some(id) = c.id.as_deref() else { continue };
+            if let Some(o) = self.inspect(id).await? {
+                out.insert(name.clone(), o);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn remove_all(&self, task_id: &str) -> anyhow::Result<()> {
+        for c in d::list_task(&self.docker, &self.instance, task_id).await? {
+            if let Some(id) = c.id.as_deref() {
+                d::remove(&self.docker, id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_and_start(
+        &self,
+        task: &Task,
+        td: &TaskDefinition,
+        c: &ContainerDefinition,
+    ) -> anyhow::Result<Observed> {
+        let name = d::container_name(&task.metadata.name, &c.name);
+        let body = d::create_body(task, td, c, &self.instance, &[]);
+        let id = match self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    platform: String::new(),
+                }),
+                body,
+            )
+            .await
+        {
+            Ok(r) => r.id,
+            // Created by an earlier attempt (e.g. before a crash): adopt it.
+            Err(e) if d::is_status(&e, 409) => name.clone(),
+            Err(e) => return Err(e.into()),
+        };
+        match self
+            .docker
+            .start_container(
+                &id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if d::is_status(&e, 304) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.inspect(&id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("container {name} vanished right after start"))
+    }
+
+    /// Stop every container (reverse start order, SIGTERM → stopTimeout → SIGKILL), record
+    /// exit codes, remove the containers and mark the task STOPPED.
+    async fn stop_task(
+        &self,
+        task: &Task,
+        td: Option<&TaskDefinition>,
+        cause: Option<StopCause>,
+    ) -> anyhow::Result<Action> {
+        let id = task.metadata.name.clone();
+        if task.status.last_status < TaskState::Deactivating || cause.is_some() {
+            let cause_ref = cause.as_ref();
+            objects::update_task(&*self.store, &id, |t| {
+                if t.is_stopped() {
+                    return false;
+                }
+                t.status.desired_status = DesiredStatus::Stopped;
+                if t.status.last_status < TaskState::Deactivating {
+                    t.status.last_status = TaskState::Deactivating;
+                    t.status.stopping_at = Some(now());
+                }
+                if let Some(c) = cause_ref {
+                    if t.status.stop_code.is_none() {
+                        t.status.stop_code = Some(c.code.to_string());
+                        t.status.stopped_reason = Some(c.reason.clone());
+                    }
+                }
+                true
+            })
+            .await?;
+        }
+        let order: Vec<ContainerDefinition> = td
+            .map(|td| start_order(&td.spec.container_definitions))
+            .unwrap_or_default();
+        let observed = self.observed(&id).await?;
+        // Reverse dependency order; containers not in the definition go last.
+        let mut names: Vec<String> = order.iter().rev().map(|c| c.name.clone()).collect();
+        for n in observed.keys() {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        let mut finals: BTreeMap<String, Observed> = BTreeMap::new();
+        for n in &names {
+            let Some(o) = observed.get(n) else { continue };
+            if o.running() || o.state == "created" {
+                let timeout = order
+                    .iter()
+                    .find(|c| &c.name == n)
+                    .map(|c| c.stop_timeout_secs())
+                    .unwrap_or(30);
+                d::stop(&self.docker, &o.id, timeout).await?;
+            }
+            if let Some(o2) = self.inspect(&o.id).await? {
+                finals.insert(n.clone(), o2);
+            }
+        }
+        for o in finals.values() {
+            d::remove(&self.docker, &o.id).await?;
+        }
+        objects::update_task(&*self.store, &id, |t| {
+            if t.is_stopped() {
+                return false;
+            }
+            for cs in t.status.containers.iter_mut() {
+                if let Some(o) = finals.get(&cs.name) {
+                    cs.exit_code = o.exit_code.or(cs.exit_code);
+                }
+                cs.last_status = "STOPPED".into();
+                cs.network_bindings.clear();
+            }
+            for (n, o) in &finals {
+                if !t.status.containers.iter().any(|c| &c.name == n) {
+                    t.status.containers.push(ContainerStatus {
+                        name: n.clone(),
+                        docker_id: Some(o.id.clone()),
+                        last_status: "STOPPED".into(),
+                        exit_code: o.exit_code,
+                        ..Default::default()
+                    });
+                }
+            }
+            t.status.desired_status = DesiredStatus::Stopped;
+            t.status.last_status = TaskState::Stopped;
+            t.status.stopped_at = Some(now());
+            if t.status.stop_code.is_none() {
+                t.status.stop_code = Some(stop_codes::USER_INITIATED.into());
+                t.status.stopped_reason = Some("Task stopped".into());
+            }
+            true
+        })
+        .await?;
+        Ok(Action::Done)
+    }
+
+    async fn run_task(&self, task: &Task) -> anyhow::Result<Action> {
+        let id = task.metadata.name.clone();
+        let td: Option<TaskDefinition> =
+            match crate::model::parse_taskdef_ref(&task.spec.task_definition) {
+                Some((f, Some(r))) => objects::get(&*self.store, &keys::taskdef_key(f, r)).await?,
+                _ => None,
+            };
+        let Some(td) = td else {
+            return self
+                .stop_task(
+                    task,
+                    None,
+                    Some(StopCause {
+                        code: stop_codes::TASK_FAILED_TO_START,
+                        reason: format!("task definition {} not found", task.spec.task_definition),
+                    }),
+                )
+                .await;
+        };
+        if td.spec.network_mode() == NetworkMode::Awsvpc {
+            return self
+                .stop_task(
+                    task,
+                    Some(&td),
+                    Some(StopCause {
+                        code: stop_codes::TASK_FAILED_TO_START,
+                        reason: "networkMode awsvpc is not supported by this agent yet".into(),
+                    }),
+                )
+                .await;
+        }
+        let order = start_order(&td.spec.container_definitions);
+        let mut observed = self.observed(&id).await?;
+        let mut waiting = false;
+        let known: HashMap<&str, &ContainerStatus> = task
+            .status
+            .containers
+            .iter()
+            .map(|c| (c.name.as_str(), c))
+            .collect();
+        for c in &order {
+            if observed.contains_key(&c.name) {
+                continue;
+            }
+            // It ran before and its container is gone (removed by hand): it has exited.
+            if known
+                .get(c.name.as_str())
+                .is_some_and(|k| k.docker_id.is_some())
+            {
+                observed.insert(
+                    c.name.clone(),
+                    Observed {
+                        state: "exited".into(),
+                        error: Some("container was removed".into()),
+                        ..Default::default()
+                    },
+                );
+                continue;
+            }
+            match dependencies_met(c, &observed) {
+                Deps::Met => {}
+                Deps::Wait => {
+                    waiting = true;
+                    continue;
+                }
+                Deps::Never(why) => {
+                    return self
+                        .stop_task(
+                            task,
+                            Some(&td),
+                            Some(StopCause {
+                                code: stop_codes::TASK_FAILED_TO_START,
+                                reason: format!("container {}: {why}", c.name),
+                            }),
+                        )
+                        .await;
+                }
+            }
+            match self.create_and_start(task, &td, c).await {
+                Ok(o) => {
+                    observed.insert(c.name.clone(), o);
+                }
+                Err(e) => {
+                    let msg = format!("{e}");
+                    let reason = if msg.contains("No such image") {
+                        format!(
+                            "CannotPullContainerError: image {} not found locally: {msg}",
+                            c.image
+                        )
+                    } else {
+                        format!("CannotStartContainerError: {msg}")
+                    };
+                    return self
+                        .stop_task(
+                            task,
+                            Some(&td),
+                            Some(StopCause {
+                                code: stop_codes::TASK_FAILED_TO_START,
+                                reason,
+                            }),
+                        )
+                        .await;
+                }
+            }
+        }
+        // Essential semantics: one essential container exiting stops the task.
+        for c in &order {
+            if let Some(o) = observed.get(&c.name) {
+                if c.is_essential() && o.exited() {
+                    let code = o
+                        .exit_code
+                        .map(|e| format!("exit code {e}"))
+                        .unwrap_or_else(|| o.error.clone().unwrap_or_else(|| "exited".into()));
+                    return self
+                        .stop_task(
+                            task,
+                            Some(&td),
+                            Some(StopCause {
+                                code: stop_codes::ESSENTIAL_CONTAINER_EXITED,
+                                reason: format!(
+                                    "Essential container in task exited: {} ({code}{})",
+                                    c.name,
+                                    if o.oom_killed { ", OOM killed" } else { "" }
+                                ),
+                            }),
+                        )
+                        .await;
+                }
+            }
+        }
+        let all_essential_running = order
+            .iter()
+            .filter(|c| c.is_essential())
+            .all(|c| observed.get(&c.name).is_some_and(|o| o.running()));
+        let health = task_health(&order, &observed);
+        let containers: Vec<ContainerStatus> = order
+            .iter()
+            .map(|c| {
+                let o = observed.get(&c.name);
+                ContainerStatus {
+                    name: c.name.clone(),
+                    docker_id: o.map(|o| o.id.clone()).filter(|s| !s.is_empty()),
+                    last_status: match o {
+                        Some(o) if o.running() => "RUNNING".into(),
+                        Some(o) if o.exited() => "STOPPED".into(),
+                        _ => "PENDING".into(),
+                    },
+                    exit_code: o.and_then(|o| o.exit_code),
+                    reason: o.and_then(|o| o.error.clone()),
+                    health_status: if c.health_check.is_some() {
+                        o.map(|o| o.health).unwrap_or_default()
+                    } else {
+                        HealthStatus::Unknown
+                    },
+                    network_bindings: o.map(|o| o.bindings.clone()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        let target = if all_essential_running && !waiting {
+            TaskState::Running
+        } else {
+            TaskState::Activating
+        };
+        objects::update_task(&*self.store, &id, |t| {
+            if t.is_stopped() || t.status.container_instance.as_deref() != Some(&self.instance) {
+                return false;
+            }
+            let mut changed = false;
+            if t.status.last_status < target {
+                t.status.last_status = target;
+                changed = true;
+                if target == TaskState::Running && t.status.started_at.is_none() {
+                    t.status.started_at = Some(now());
+                }
+            }
+            if t.status.health_status != health {
+                t.status.health_status = health;
+                changed = true;
+            }
+            if t.status.containers != containers {
+                t.status.containers = containers.clone();
+                changed = true;
+            }
+            changed
+        })
+        .await?;
+        if waiting || target != TaskState::Running {
+            return Ok(Action::RequeueAfter(Duration::from_millis(500)));
+        }
+        Ok(Action::Done)
+    }
+}
+
+enum Deps {
+    Met,
+    Wait,
+    Never(String),
+}
+
+fn dependencies_met(c: &ContainerDefinition, observed: &BTreeMap<String, Observed>) -> Deps {
+    for dep in &c.depends_on {
+        let Some(o) = observed.get(&dep.container_name) else {
+            return Deps::Wait;
+        };
+        match dep.condition {
+            DependencyCondition::Start => {}
+            DependencyCondition::Complete => {
+                if !o.exited() {
+                    return Deps::Wait;
+                }
+            }
+            DependencyCondition::Success => {
+                if !o.exited() {
+                    return Deps::Wait;
+                }
+                if o.exit_code != Some(0) {
+                    return Deps::Never(format!(
+                        "dependency {} exited with {:?}, SUCCESS required",
+                        dep.container_name, o.exit_code
+                    ));
+                }
+            }
+            DependencyCondition::Healthy => {
+                if o.health == HealthStatus::Unhealthy {
+                    return Deps::Never(format!("dependency {} is UNHEALTHY", dep.container_name));
+                }
+                if o.health != HealthStatus::Healthy {
+                    return Deps::Wait;
+                }
+            }
+        }
+    }
+    Deps::Met
+}
+
+/// ECS: HEALTHY only when every essential container with a check is healthy; UNHEALTHY when
+/// any is unhealthy; UNKNOWN otherwise (including when no container has a check).
+pub fn task_health(
+    order: &[ContainerDefinition],
+    observed: &BTreeMap<String, Observed>,
+) -> HealthStatus {
+    let checked: Vec<&ContainerDefinition> = order
+        .iter()
+        .filter(|c| c.is_essential() && c.health_check.is_some())
+        .collect();
+    if checked.is_empty() {
+        return HealthStatus::Unknown;
+    }
+    let states: Vec<HealthStatus> = checked
+        .iter()
+        .map(|c| observed.get(&c.name).map(|o| o.health).unwrap_or_default())
+        .collect();
+    if states.contains(&HealthStatus::Unhealthy) {
+        HealthStatus::Unhealthy
+    } else if states.iter().all(|s| *s == HealthStatus::Healthy) {
+        HealthStatus::Healthy
+    } else {
+        HealthStatus::Unknown
+    }
+}
+
+/// Containers in an order where every dependency comes before its dependents (stable;
+/// validation rejects unknown names, and cycles fall back to definition order).
+pub fn start_order(defs: &[ContainerDefinition]) -> Vec<ContainerDefinition> {
+    let mut out: Vec<ContainerDefinition> = Vec::new();
+    let mut left: Vec<&ContainerDefinition> = defs.iter().collect();
+    while !left.is_empty() {
+        let before = left.len();
+        left.retain(|c| {
+            let ready = c.depends_on.iter().all(|d| {
+                out.iter().any(|o| o.name == d.container_name)
+                    || !defs.iter().any(|x| x.name == d.container_name)
+            });
+            if ready {
+                out.push((*c).clone());
+            }
+            !ready
+        });
+        if left.len() == before {
+            out.extend(left.drain(..).cloned());
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl Reconciler for TaskRunner {
+    async fn reconcile(&self, id: &str) -> anyhow::Result<Action> {
+        let task: Option<Task> = objects::get(&*self.store, &keys::key(Kind::Task, id)).await?;
+        let Some(task) = task else {
+            // An orphan: its task record is gone.
+            self.remove_all(id).await?;
+            return Ok(Action::Done);
+        };
+        if task.status.container_instance.as_deref() != Some(self.instance.as_str()) {
+            // Not (or no longer) ours: whatever we still run for it must go.
+            let leftovers = d::list_task(&self.docker, &self.instance, id).await?;
+            for c in leftovers {
+                if let Some(cid) = c.id.as_deref() {
+                    d::stop(&self.docker, cid, 10).await?;
+                    d::remove(&self.docker, cid).await?;
+                }
+            }
+            return Ok(Action::Done);
+        }
+        if task.is_stopped() {
+            self.remove_all(id).await?;
+            return Ok(Action::Done);
+        }
+        if task.status.desired_status == DesiredStatus::Stopped {
+            let td: Option<TaskDefinition> =
+                match crate::model::parse_taskdef_ref(&task.spec.task_definition) {
+                    Some((f, Some(r))) => {
+                        objects::get(&*self.store, &keys::taskdef_key(f, r)).await?
+                    }
+                    _ => None,
+                };
+            return self.stop_task(&task, td.as_ref(), None).await;
+        }
+        self.run_task(&task).await
+    }
+
+    async fn resync_keys(&self) -> anyhow::Result<Vec<String>> {
+        let mut ids: Vec<String> = objects::list_tasks(&*self.store)
+            .await?
+            .into_iter()
+            .filter(|t| {
+                t.status.container_instance.as_deref() == Some(self.instance.as_str())
+                    && !t.is_stopped()
+            })
+            .map(|t| t.metadata.name)
+            .collect();
+        for c in d::list_owned(&self.docker, &self.instance).await? {
+            if let Some(t) = c.labels.as_ref().and_then(|l| l.get(d::LABEL_TASK)) {
+                ids.push(t.clone());
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+}
+
+pub type SharedRunner = Arc<TaskRunner>;

@@ -1,0 +1,93 @@
+//! API errors: a status code and a message, as JSON `{"error": "...", "details": [...]}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::objects::ObjectError;
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub details: Vec<serde_json::Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            details: vec![],
+        }
+    }
+    pub fn bad_request(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, m)
+    }
+    pub fn not_found(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, m)
+    }
+    pub fn conflict(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, m)
+    }
+    pub fn unprocessable(m: impl Into<String>, details: Vec<serde_json::Value>) -> Self {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: m.into(),
+            details,
+        }
+    }
+    pub fn internal(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, m)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message });
+        if !self.details.is_empty() {
+            body["details"] = serde_json::Value::Array(self.details);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            _ => Self::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<ObjectError> for ApiError {
+    fn from(e: ObjectError) -> Self {
+        match e {
+            ObjectError::Conflict(_) => Self::conflict(e.to_string()),
+            ObjectError::Store(s) => s.into(),
+            ObjectError::Decode { .. } => Self::internal(e.to_string()),
+        }
+    }
+}
+
+/// Decode a JSON body with the field path in the error (never a 500 on bad input).
+pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "request body is empty; expected JSON",
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            ApiError::bad_request(format!("malformed JSON body: {inner}"))
+        } else {
+            ApiError::bad_request(format!("malformed JSON body at {path}: {inner}"))
+        }
+    })
+}

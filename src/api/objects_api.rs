@@ -1,0 +1,269 @@
+//! Generic object endpoints: list, get, delete, apply.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::{decode, ApiError};
+use super::ApiState;
+use crate::apply::{self, ApplyError, ApplyOptions};
+use crate::manifest::Document;
+use crate::model::{keys, now, parse_taskdef_ref, Kind, Service, TaskDefinition};
+use crate::objects::{self, ObjectError};
+use crate::store::KeyValue;
+
+pub fn parse_kind(kind: &str) -> Result<Kind, ApiError> {
+    Kind::parse(kind).ok_or_else(|| {
+        let all: Vec<&str> = Kind::ALL.iter().map(|k| k.plural()).collect();
+        ApiError::not_found(format!(
+            "unknown kind {kind:?}; expected one of: {}",
+            all.join(", ")
+        ))
+    })
+}
+
+/// A stored object as JSON, stamped with its store revision.
+pub fn to_json(kv: &KeyValue) -> Option<Value> {
+    let mut v: Value = serde_json::from_slice(&kv.value).ok()?;
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.insert("revision".into(), json!(kv.mod_revision));
+    }
+    Some(v)
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct ListQuery {
+    /// Tasks: only those of this service.
+    pub service: Option<String>,
+    /// Tasks: only those with this lastStatus (e.g. RUNNING) or `active`.
+    pub status: Option<String>,
+    pub cluster: Option<String>,
+}
+
+pub async fn list(
+    State(st): State<ApiState>,
+    Path(kind): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let kind = parse_kind(&kind)?;
+    let (kvs, _) = st.store.range(&keys::prefix(kind)).await?;
+    let mut out: Vec<Value> = kvs.iter().filter_map(to_json).collect();
+    if kind == Kind::Task {
+        out.retain(|t| {
+            let group = t["spec"]["group"].as_str().unwrap_or("");
+            let last = t["status"]["lastStatus"].as_str().unwrap_or("");
+            let desired = t["status"]["desiredStatus"].as_str().unwrap_or("");
+            q.service
+                .as_ref()
+                .is_none_or(|s| group == format!("service:{s}"))
+                && q.cluster
+                    .as_ref()
+                    .is_none_or(|c| t["spec"]["cluster"].as_str() == Some(c))
+                && q.status.as_ref().is_none_or(|s| {
+                    if s.eq_ignore_ascii_case("active") {
+                        last != "STOPPED" && desired != "STOPPED"
+                    } else {
+                        last.eq_ignore_ascii_case(s)
+                    }
+                })
+        });
+    }
+    Ok(Json(out))
+}
+
+/// `GET /v1/tasks` (its own route because `POST /v1/tasks` is run-task).
+pub async fn list_tasks(
+    st: State<ApiState>,
+    q: Query<ListQuery>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    list(st, Path("tasks".to_string()), q).await
+}
+
+async fn get_kv(st: &ApiState, kind: Kind, name: &str) -> Result<KeyValue, ApiError> {
+    let kv = if kind == Kind::TaskDefinition {
+        let Some((family, rev)) = parse_taskdef_ref(name) else {
+            return Err(ApiError::bad_request(format!(
+                "invalid task definition reference {name:?}"
+            )));
+        };
+        match rev {
+            Some(r) => st.store.get(&keys::taskdef_key(family, r)).await?,
+            None => st
+                .store
+                .range(&keys::taskdef_family_prefix(family))
+                .await?
+                .0
+                .pop(),
+        }
+    } else {
+        st.store.get(&keys::key(kind, name)).await?
+    };
+    kv.ok_or_else(|| ApiError::not_found(format!("{kind} {name:?} not found")))
+}
+
+pub async fn get_one(
+    State(st): State<ApiState>,
+    Path((kind, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let kind = parse_kind(&kind)?;
+    let kv = get_kv(&st, kind, &name).await?;
+    to_json(&kv)
+        .map(Json)
+        .ok_or_else(|| ApiError::internal(format!("stored {kind} {name} is not valid JSON")))
+}
+
+/// Delete semantics per kind, ECS-like: a service drains (its tasks stop) and then goes; a
+/// task is stopped; a task definition revision is deregistered (INACTIVE, still readable); a
+/// cluster goes only when nothing references it.
+pub async fn delete_one(
+    State(st): State<ApiState>,
+    Path((kind, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let kind = parse_kind(&kind)?;
+    let store = &*st.store;
+    match kind {
+        Kind::Service => {
+            let key = keys::key(kind, &name);
+            for _ in 0..10 {
+                let Some(mut s): Option<Service> = objects::get(store, &key).await? else {
+                    return Err(ApiError::not_found(format!("service {name:?} not found")));
+                };
+                if s.metadata.deletion_timestamp.is_none() {
+                    s.metadata.deletion_timestamp = Some(now());
+                    s.status.status = "DRAINING".into();
+                }
+                match objects::put_cas(store, &key, &s).await {
+                    Ok(_) => {
+                        return Ok(Json(
+                            json!({"kind": "Service", "name": name, "result": "deleting"}),
+                        ))
+                    }
+                    Err(ObjectError::Conflict(_)) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(ApiError::conflict("service is changing too fast; retry"))
+        }
+        Kind::Task => {
+            let t = super::tasks_api::stop(store, &name, "Task stopped by user").await?;
+            Ok(Json(
+                json!({"kind": "Task", "name": t.metadata.name, "result": "stopping"}),
+            ))
+        }
+        Kind::TaskDefinition => {
+            let kv = get_kv(&st, kind, &name).await?;
+            let mut td: TaskDefinition =
+                TaskDefinition::from_kv(&kv).map_err(|e| ApiError::internal(e.to_string()))?;
+            td.status.status = "INACTIVE".into();
+            objects::put_cas(store, &kv.key, &td).await?;
+            Ok(Json(
+                json!({"kind": "TaskDefinition", "name": td.metadata.name, "result": "deregistered"}),
+            ))
+        }
+        Kind::Cluster => {
+            let key = keys::key(kind, &name);
+            let Some(kv) = store.get(&key).await? else {
+                return Err(ApiError::not_found(format!("cluster {name:?} not found")));
+            };
+            let services: Vec<Service> = objects::list(store, &keys::prefix(Kind::Service)).await?;
+            if let Some(s) = services.iter().find(|s| s.spec.cluster == name) {
+                return Err(ApiError::conflict(format!(
+                    "cluster {name} still has service {}; delete it first",
+                    s.metadata.name
+                )));
+            }
+            objects::delete_cas(store, &key, kv.mod_revision).await?;
+            Ok(Json(
+                json!({"kind": "Cluster", "name": name, "result": "deleted"}),
+            ))
+        }
+        Kind::ContainerInstance => {
+            let key = keys::key(kind, &name);
+            let Some(kv) = store.get(&key).await? else {
+                return Err(ApiError::not_found(format!(
+                    "container instance {name:?} not found"
+                )));
+            };
+            let running = objects::list_tasks(store).await?.iter().any(|t| {
+                t.status.container_instance.as_deref() == Some(name.as_str()) && !t.is_stopped()
+            });
+            if running {
+                return Err(ApiError::conflict(format!(
+                    "container instance {name} still has tasks; stop them first"
+                )));
+            }
+            objects::delete_cas(store, &key, kv.mod_revision).await?;
+            Ok(Json(
+                json!({"kind": "ContainerInstance", "name": name, "result": "deregistered"}),
+            ))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApplyRequest {
+    pub documents: Vec<Document>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+fn apply_error(e: ApplyError) -> ApiError {
+    match e {
+        ApplyError::Invalid(errs) => {
+            let n = errs.len();
+            let first = errs.first().map(|e| e.to_string()).unwrap_or_default();
+            let details = errs
+                .iter()
+                .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+                .collect();
+            ApiError::unprocessable(
+                if n == 1 {
+                    first
+                } else {
+                    format!("{n} errors; first: {first}")
+                },
+                details,
+            )
+        }
+        ApplyError::Conflict => ApiError::conflict("the store changed during apply; retry"),
+        ApplyError::Store(s) => s.into(),
+    }
+}
+
+pub async fn apply(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let req: ApplyRequest = decode(&body)?;
+    let results = apply::apply(
+        &*st.store,
+        &req.documents,
+        &ApplyOptions {
+            dry_run: req.dry_run,
+        },
+    )
+    .await
+    .map_err(apply_error)?;
+    Ok(Json(json!({ "results": results, "dryRun": req.dry_run })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeleteRequest {
+    pub documents: Vec<Document>,
+}
+
+pub async fn delete_documents(
+    State(st): State<ApiState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: DeleteRequest = decode(&body)?;
+    let results = apply::delete_documents(&*st.store, &req.documents)
+        .await
+        .map_err(apply_error)?;
+    Ok(Json(json!({ "results": results })))
+}
+
+pub async fn controllers(State(st): State<ApiState>) -> Json<Value> {
+    Json(json!(st.registry.snapshot()))
+}

@@ -1,0 +1,252 @@
+//! `berth bench …`: numbers beside the obvious alternative, measured in the same run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters::CreateContainerOptions;
+use clap::Subcommand;
+use futures::StreamExt;
+
+use crate::agent::AgentConfig;
+use crate::manifest;
+use crate::model::{keys, Kind, Task, TaskState};
+use crate::node::{self, NodeConfig};
+use crate::objects;
+use crate::store::DynStore;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Time from apply to N tasks RUNNING, beside N raw Docker create+start calls.
+    Converge {
+        #[arg(long, default_value_t = 20)]
+        replicas: u32,
+        #[arg(long, default_value = "local/busybox:1")]
+        image: String,
+        /// Rounds of each (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: u32,
+    },
+}
+
+pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Converge {
+            replicas,
+            image,
+            runs,
+        } => converge(*replicas, image, *runs).await,
+    }
+}
+
+/// Concurrency used for both sides: the agent's worker count.
+const CONCURRENCY: usize = 8;
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+async fn converge(n: u32, image: &str, runs: u32) -> anyhow::Result<()> {
+    let docker = crate::agent::docker::connect().await?;
+    let mut raw = Vec::new();
+    let mut berth = Vec::new();
+    for round in 0..runs.max(1) {
+        let r = raw_docker(&docker, n, image).await?;
+        let b = berth_converge(n, image).await?;
+        println!(
+            "round {}: raw docker {:>7.1} ms   berth {:>7.1} ms",
+            round + 1,
+            r.as_secs_f64() * 1e3,
+            b.as_secs_f64() * 1e3
+        );
+        raw.push(r);
+        berth.push(b);
+    }
+    let (r, b) = (median(&mut raw), median(&mut berth));
+    println!(
+        "converge {n} replicas (median of {}): raw docker {:.1} ms, berth {:.1} ms, ratio {:.3} (berth adds {:+.1}%)",
+        raw.len(),
+        r.as_secs_f64() * 1e3,
+        b.as_secs_f64() * 1e3,
+        b.as_secs_f64() / r.as_secs_f64(),
+        (b.as_secs_f64() / r.as_secs_f64() - 1.0) * 100.0
+    );
+    Ok(())
+}
+
+/// N containers created and started through the Docker API with bounded concurrency.
+async fn raw_docker(docker: &bollard::Docker, n: u32, image: &str) -> anyhow::Result<Duration> {
+    let run_id = crate::model::new_id();
+    let start = Instant::now();
+    let names: Vec<String> = (0..n)
+        .map(|i| format!("berth-bench-raw-{}-{i}", &run_id[..8]))
+        .collect();
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(names.clone())
+        .map(|name| {
+            let docker = docker.clone();
+            let image = image.to_string();
+            async move {
+                let mut exposed = std::collections::HashMap::new();
+                exposed.insert("8080/tcp".to_string(), std::collections::HashMap::new());
+                let mut bindings = std::collections::HashMap::new();
+                bindings.insert(
+                    "8080/tcp".to_string(),
+                    Some(vec![bollard::models::PortBinding {
+                        host_ip: Some("0.0.0.0".into()),
+                        host_port: Some(String::new()),
+                    }]),
+                );
+                let body = bollard::models::ContainerCreateBody {
+                    image: Some(image),
+                    cmd: Some(vec![
+                        "httpd".into(),
+                        "-f".into(),
+                        "-p".into(),
+                        "8080".into(),
+                    ]),
+                    exposed_ports: Some(exposed),
+                    labels: Some([("berth.bench".to_string(), "raw".to_string())].into()),
+                    host_config: Some(bollard::models::HostConfig {
+                        port_bindings: Some(bindings),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                let id = docker
+                    .create_container(
+                        Some(CreateContainerOptions {
+                            name: Some(name),
+                            platform: String::new(),
+                        }),
+                        body,
+                    )
+                    .await?
+                    .id;
+                docker
+                    .start_container(
+                        &id,
+                        None::<bollard::query_parameters::StartContainerOptions>,
+                    )
+                    .await?;
+                // The agent inspects each container after starting it; so does this side.
+                docker
+                    .inspect_container(
+                        &id,
+                        None::<bollard::query_parameters::InspectContainerOptions>,
+                    )
+                    .await?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let elapsed = start.elapsed();
+    for name in &names {
+        let _ = crate::agent::docker::remove(docker, name).await;
+    }
+    for r in results {
+        r?;
+    }
+    Ok(elapsed)
+}
+
+async fn running_count(store: &DynStore) -> anyhow::Result<usize> {
+    Ok(objects::list_tasks(&**store)
+        .await?
+        .iter()
+        .filter(|t: &&Task| t.status.last_status == TaskState::Running)
+        .count())
+}
+
+/// Apply a service of N replicas to a fresh berth (embedded store) and time until all N
+/// tasks are RUNNING.
+async fn berth_converge(n: u32, image: &str) -> anyhow::Result<Duration> {
+    let dir = tempfile::tempdir()?;
+    let store: DynStore = Arc::new(crate::store::embedded::EmbeddedStore::open(
+        dir.path().join("store"),
+    )?);
+    let instance = format!("bench-{}", &crate::model::new_id()[..8]);
+    let mut agent = AgentConfig::new(&instance, "default");
+    agent.cpu = Some(1024 * 64);
+    agent.memory = Some(64 * 1024);
+    let node = node::start(
+        store.clone(),
+        NodeConfig {
+            api: None,
+            controllers: true,
+            agent: Some(agent),
+            manifests: None,
+        },
+    )
+    .await?;
+    // Wait for the agent to register before starting the clock.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store
+        .get(&keys::instance_lease_key(&instance))
+        .await?
+        .is_none()
+    {
+        anyhow::ensure!(Instant::now() < deadline, "agent did not register");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let text = format!(
+        r#"
+apiVersion: berth.dev/v1
+kind: TaskDefinition
+metadata: {{name: bench}}
+spec:
+  containerDefinitions:
+    - name: httpd
+      image: {image}
+      command: ["httpd", "-f", "-p", "8080"]
+      cpu: 10
+      memory: 16
+      portMappings: [{{containerPort: 8080}}]
+---
+apiVersion: berth.dev/v1
+kind: Service
+metadata: {{name: bench}}
+spec:
+  taskDefinition: bench
+  desiredCount: {n}
+"#
+    );
+    let docs = manifest::parse_str(&text, "bench.yaml")
+        .map_err(|e| anyhow::anyhow!("bench manifest: {:?}", e))?;
+    let start = Instant::now();
+    crate::apply::apply(
+        &*store,
+        &docs,
+        &crate::apply::ApplyOptions { dry_run: false },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Follow the store with a watch so the clock stops the moment the last task is RUNNING.
+    let mut events = crate::runtime::watcher(store.clone(), keys::prefix(Kind::Task));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if running_count(&store).await? >= n as usize {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "service did not converge in 120 s"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(200), events.next()).await;
+    }
+    let elapsed = start.elapsed();
+    // Clean up: delete the service and wait for its containers to go.
+    let svc_key = keys::key(Kind::Service, "bench");
+    if let Some(mut s) = objects::get::<_, _>(&*store, &svc_key).await? {
+        let s: &mut crate::model::Service = &mut s;
+        s.metadata.deletion_timestamp = Some(crate::model::now());
+        let _ = objects::put_cas(&*store, &svc_key, s).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.get(&svc_key).await?.is_some() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.shutdown().await;
+    Ok(elapsed)
+}

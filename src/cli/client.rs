@@ -1,0 +1,146 @@
+//! The CLI's HTTP client and its kubeconfig-like config file.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CliConfig {
+    pub endpoint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:7400";
+
+pub fn config_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("berth");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ".".into());
+    home.join(".config").join("berth")
+}
+
+pub fn config_path() -> PathBuf {
+    config_dir().join("config.json")
+}
+
+pub fn load_config() -> Option<CliConfig> {
+    let text = std::fs::read_to_string(config_path()).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Written by `berth up` so that a plain `berth get services` finds it (0600: it may hold a
+/// token).
+pub fn save_config(cfg: &CliConfig) -> anyhow::Result<PathBuf> {
+    let dir = config_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = config_path();
+    let tmp = dir.join("config.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(cfg)?)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    endpoint: String,
+    token: Option<String>,
+}
+
+/// An error the server answered with (status + message), or a transport failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{message}")]
+    Api {
+        status: u16,
+        message: String,
+        details: Vec<Value>,
+    },
+    #[error("cannot reach berth at {endpoint}: {source} (is `berth up` running? set --endpoint or BERTH_ENDPOINT)")]
+    Transport {
+        endpoint: String,
+        source: reqwest::Error,
+    },
+}
+
+impl Client {
+    pub fn new(endpoint: Option<String>, token: Option<String>) -> Self {
+        let cfg = load_config();
+        let endpoint = endpoint
+            .or_else(|| cfg.as_ref().map(|c| c.endpoint.clone()))
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
+        let token = token.or_else(|| cfg.and_then(|c| c.token));
+        Client {
+            http: reqwest::Client::new(),
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            token,
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.endpoint));
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        r
+    }
+
+    async fn send(&self, r: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+        let resp = r.send().await.map_err(|source| ClientError::Transport {
+            endpoint: self.endpoint.clone(),
+            source,
+        })?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Transport {
+                endpoint: self.endpoint.clone(),
+                source,
+            })?;
+        let v: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        if status.is_success() {
+            return Ok(v);
+        }
+        let message = v["error"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("HTTP {status}: {v}"));
+        let details = v["details"].as_array().cloned().unwrap_or_default();
+        Err(ClientError::Api {
+            status: status.as_u16(),
+            message,
+            details,
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.send(self.req(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.send(self.req(reqwest::Method::POST, path).json(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        self.send(self.req(reqwest::Method::DELETE, path)).await
+    }
+}

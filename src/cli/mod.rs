@@ -1,0 +1,598 @@
+//! The `berth` command line (DESIGN.md §7).
+
+pub mod bench;
+pub mod client;
+pub mod output;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+use crate::agent::AgentConfig;
+use crate::model::Kind;
+use crate::node::{self, NodeConfig};
+use client::{Client, ClientError};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "berth",
+    version,
+    about = "berth: a self-hosted work-alike of Amazon ECS on Docker"
+)]
+pub struct Cli {
+    /// API endpoint (default: from `berth up`'s config, else http://127.0.0.1:7400).
+    #[arg(long, global = true, env = "BERTH_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// Bearer token for the API.
+    #[arg(long, global = true, env = "BERTH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Log format for long-running commands: text or json.
+    #[arg(long, global = true, default_value = "text")]
+    pub log_format: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run everything in one process: embedded store, controllers, an agent and the API.
+    Up(UpArgs),
+    /// Run the control plane (API + controllers) against a shared store.
+    Server(ServerArgs),
+    /// Run an agent for one container instance.
+    Agent(AgentArgs),
+    /// Apply a manifest file or folder, atomically.
+    Apply {
+        #[arg(short = 'f', long = "filename")]
+        path: PathBuf,
+        /// Validate and show what would change, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List objects of a kind, or show one.
+    Get {
+        kind: String,
+        name: Option<String>,
+        #[arg(short = 'o', long = "output")]
+        output: Option<String>,
+        /// Tasks: only those of this service.
+        #[arg(long)]
+        service: Option<String>,
+    },
+    /// Show one object in detail (services: deployments, tasks and events).
+    Describe { kind: String, name: String },
+    /// Delete an object, or everything named in manifests (`-f`).
+    Delete {
+        kind: Option<String>,
+        name: Option<String>,
+        #[arg(short = 'f', long = "filename")]
+        path: Option<PathBuf>,
+    },
+    /// Run a task definition as a batch job.
+    RunTask {
+        task_definition: String,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        #[arg(long, default_value = "default")]
+        cluster: String,
+        /// Wait for the tasks to stop and exit non-zero if an essential container failed.
+        #[arg(long)]
+        wait: bool,
+        #[arg(short = 'o', long = "output")]
+        output: Option<String>,
+    },
+    /// Stop a task.
+    StopTask {
+        task_id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Benchmarks that print numbers beside the obvious alternative.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Data directory for the embedded store (default: ~/.local/share/berth).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Apply this manifest folder at start.
+    #[arg(long)]
+    pub manifests: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    pub api: SocketAddr,
+    /// Use this store instead of the embedded one (etcd://host:2379,...).
+    #[arg(long)]
+    pub store: Option<String>,
+    #[command(flatten)]
+    pub agent: AgentFlags,
+}
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    #[arg(long)]
+    pub store: String,
+    #[arg(long)]
+    pub manifests: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    pub api: SocketAddr,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    #[arg(long)]
+    pub store: String,
+    #[command(flatten)]
+    pub agent: AgentFlags,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentFlags {
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+    /// Instance id (default: the host name). Several agents may share one Docker daemon.
+    #[arg(long)]
+    pub instance_id: Option<String>,
+    /// CPU units to offer (default: cores × 1024).
+    #[arg(long)]
+    pub cpu: Option<u32>,
+    /// Memory to offer in MiB (default: the Docker host's).
+    #[arg(long)]
+    pub memory: Option<u32>,
+    /// Address clients use to reach this host's published ports.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host_ip: String,
+    /// Agent lease TTL (e.g. 10s).
+    #[arg(long, default_value = "10s")]
+    pub lease_ttl: String,
+}
+
+impl AgentFlags {
+    pub fn config(&self) -> anyhow::Result<AgentConfig> {
+        let id = self.instance_id.clone().unwrap_or_else(hostname);
+        let mut c = AgentConfig::new(&id, &self.cluster);
+        c.cpu = self.cpu;
+        c.memory = self.memory;
+        c.host_ip = self.host_ip.clone();
+        c.lease_ttl = parse_duration(&self.lease_ttl)?;
+        Ok(c)
+    }
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "local".into())
+}
+
+/// `90s`, `2m`, `1h`, `500ms`, or plain seconds.
+pub fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid duration {s:?}; write it like 90s, 2m, 1h"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => anyhow::bail!("invalid duration unit in {s:?}; use ms, s, m or h"),
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("berth");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ".".into());
+    home.join(".local").join("share").join("berth")
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn run_node(store_url: &str, cfg: NodeConfig, write_config: bool) -> anyhow::Result<()> {
+    let store = crate::store::open(store_url).await?;
+    let n = node::start(store, cfg).await?;
+    if let Some(addr) = n.api_addr {
+        tracing::info!(%addr, "berth API listening");
+        if write_config {
+            let path = client::save_config(&client::CliConfig {
+                endpoint: format!("http://{addr}"),
+                token: None,
+            })?;
+            tracing::info!(path = %path.display(), "wrote CLI config");
+        }
+    }
+    let token = n.token();
+    tokio::select! {
+        _ = wait_for_signal() => tracing::info!("shutting down"),
+        _ = token.cancelled() => {}
+    }
+    n.shutdown().await;
+    Ok(())
+}
+
+/// Entry point; returns the process exit code.
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let client = || Client::new(cli.endpoint.clone(), cli.token.clone());
+    match &cli.command {
+        Command::Up(a) => {
+            init_tracing(&cli.log_format);
+            let data_dir = a.data_dir.clone().unwrap_or_else(default_data_dir);
+            let store_url = a
+                .store
+                .clone()
+                .unwrap_or_else(|| data_dir.join("store").display().to_string());
+            run_node(
+                &store_url,
+                NodeConfig {
+                    api: Some(a.api),
+                    controllers: true,
+                    agent: Some(a.agent.config()?),
+                    manifests: a.manifests.clone(),
+                },
+                true,
+            )
+            .await?;
+        }
+        Command::Server(a) => {
+            init_tracing(&cli.log_format);
+            run_node(
+                &a.store,
+                NodeConfig {
+                    api: Some(a.api),
+                    controllers: true,
+                    agent: None,
+                    manifests: a.manifests.clone(),
+                },
+                false,
+            )
+            .await?;
+        }
+        Command::Agent(a) => {
+            init_tracing(&cli.log_format);
+            run_node(
+                &a.store,
+                NodeConfig {
+                    api: None,
+                    controllers: false,
+                    agent: Some(a.agent.config()?),
+                    manifests: None,
+                },
+                false,
+            )
+            .await?;
+        }
+        Command::Apply { path, dry_run } => return apply(&client(), path, *dry_run).await,
+        Command::Get {
+            kind,
+            name,
+            output,
+            service,
+        } => {
+            get(
+                &client(),
+                kind,
+                name.as_deref(),
+                output.as_deref(),
+                service.as_deref(),
+            )
+            .await?
+        }
+        Command::Describe { kind, name } => describe(&client(), kind, name).await?,
+        Command::Delete { kind, name, path } => {
+            return delete(&client(), kind.as_deref(), name.as_deref(), path.as_deref()).await
+        }
+        Command::RunTask {
+            task_definition,
+            count,
+            cluster,
+            wait,
+            output,
+        } => {
+            return run_task(
+                &client(),
+                task_definition,
+                *count,
+                cluster,
+                *wait,
+                output.as_deref(),
+            )
+            .await
+        }
+        Command::StopTask { task_id, reason } => {
+            let body = json!({ "reason": reason });
+            let t = client()
+                .post(&format!("/v1/tasks/{task_id}/stop"), &body)
+                .await?;
+            println!(
+                "task {} stopping",
+                t["metadata"]["name"].as_str().unwrap_or(task_id)
+            );
+        }
+        Command::Bench(b) => {
+            init_tracing("text");
+            bench::run(b).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_manifest_errors(errs: &[crate::manifest::ManifestError]) {
+    for e in errs {
+        eprintln!("error: {e}");
+    }
+}
+
+fn print_api_error(e: &ClientError) {
+    match e {
+        ClientError::Api {
+            message, details, ..
+        } if !details.is_empty() => {
+            for d in details {
+                match serde_json::from_value::<crate::manifest::ManifestError>(d.clone()) {
+                    Ok(me) => eprintln!("error: {me}"),
+                    Err(_) => eprintln!("error: {d}"),
+                }
+            }
+            let _ = message;
+        }
+        other => eprintln!("error: {other}"),
+    }
+}
+
+async fn apply(c: &Client, path: &std::path::Path, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let docs = match crate::manifest::load_path(path) {
+        Ok(d) => d,
+        Err(errs) => {
+            print_manifest_errors(&errs);
+            eprintln!("nothing was applied");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if docs.is_empty() {
+        eprintln!("error: no manifests found in {}", path.display());
+        return Ok(ExitCode::from(1));
+    }
+    let body = json!({ "documents": docs, "dryRun": dry_run });
+    match c.post("/v1/apply", &body).await {
+        Ok(v) => {
+            let suffix = if dry_run { " (dry run)" } else { "" };
+            for r in v["results"].as_array().into_iter().flatten() {
+                println!(
+                    "{}/{} {}{suffix}",
+                    r["kind"].as_str().unwrap_or("?").to_ascii_lowercase(),
+                    r["name"].as_str().unwrap_or("?"),
+                    r["outcome"].as_str().unwrap_or("?"),
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            print_api_error(&e);
+            if matches!(e, ClientError::Api { .. }) {
+                eprintln!("nothing was applied");
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn kind_arg(kind: &str) -> anyhow::Result<Kind> {
+    Kind::parse(kind).ok_or_else(|| {
+        let all: Vec<&str> = Kind::ALL.iter().map(|k| k.plural()).collect();
+        anyhow::anyhow!("unknown kind {kind:?}; expected one of: {}", all.join(", "))
+    })
+}
+
+fn print_value(v: &Value, output: &str) -> anyhow::Result<()> {
+    match output {
+        "json" => println!("{}", serde_json::to_string_pretty(v)?),
+        "yaml" => print!("{}", serde_yaml::to_string(v)?),
+        other => anyhow::bail!("unknown output format {other:?}; use json, yaml or wide"),
+    }
+    Ok(())
+}
+
+async fn get(
+    c: &Client,
+    kind: &str,
+    name: Option<&str>,
+    output: Option<&str>,
+    service: Option<&str>,
+) -> anyhow::Result<()> {
+    let k = kind_arg(kind)?;
+    let v = match name {
+        Some(n) => c.get(&format!("/v1/{}/{n}", k.plural())).await?,
+        None => {
+            let q = service.map(|s| format!("?service={s}")).unwrap_or_default();
+            c.get(&format!("/v1/{}{q}", k.plural())).await?
+        }
+    };
+    match output {
+        Some("json") | Some("yaml") => print_value(&v, output.unwrap())?,
+        Some("wide") | None => {
+            let items = match &v {
+                Value::Array(a) => a.clone(),
+                one => vec![one.clone()],
+            };
+            print!("{}", output::table(k, &items, output == Some("wide")));
+        }
+        Some(other) => anyhow::bail!("unknown output format {other:?}; use json, yaml or wide"),
+    }
+    Ok(())
+}
+
+async fn describe(c: &Client, kind: &str, name: &str) -> anyhow::Result<()> {
+    let k = kind_arg(kind)?;
+    let v = c.get(&format!("/v1/{}/{name}", k.plural())).await?;
+    let tasks = if k == Kind::Service {
+        c.get(&format!("/v1/tasks?service={name}&status=active"))
+            .await?
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    } else {
+        vec![]
+    };
+    print!("{}", output::describe(k, &v, &tasks));
+    Ok(())
+}
+
+async fn delete(
+    c: &Client,
+    kind: Option<&str>,
+    name: Option<&str>,
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    if let Some(p) = path {
+        let docs = match crate::manifest::load_path(p) {
+            Ok(d) => d,
+            Err(errs) => {
+                print_manifest_errors(&errs);
+                return Ok(ExitCode::from(1));
+            }
+        };
+        let v = c.post("/v1/delete", &json!({ "documents": docs })).await?;
+        for r in v["results"].as_array().into_iter().flatten() {
+            println!(
+                "{}/{} {}",
+                r["kind"].as_str().unwrap_or("?").to_ascii_lowercase(),
+                r["name"].as_str().unwrap_or("?"),
+                r["outcome"].as_str().unwrap_or("deleted"),
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (Some(kind), Some(name)) = (kind, name) else {
+        anyhow::bail!("usage: berth delete KIND NAME | berth delete -f PATH");
+    };
+    let k = kind_arg(kind)?;
+    let v = c.delete(&format!("/v1/{}/{name}", k.plural())).await?;
+    println!(
+        "{}/{} {}",
+        k.as_str().to_ascii_lowercase(),
+        v["name"].as_str().unwrap_or(name),
+        v["result"].as_str().unwrap_or("deleted")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_task(
+    c: &Client,
+    td: &str,
+    count: u32,
+    cluster: &str,
+    wait: bool,
+    output: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let v = c
+        .post(
+            "/v1/tasks",
+            &json!({ "taskDefinition": td, "count": count, "cluster": cluster }),
+        )
+        .await?;
+    let ids: Vec<String> = v["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    if !wait {
+        if let Some(o) = output {
+            print_value(&v["tasks"], o)?;
+        } else {
+            for id in &ids {
+                println!("{id}");
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut finals = Vec::new();
+    for id in &ids {
+        loop {
+            let t = c.get(&format!("/v1/tasks/{id}")).await?;
+            if t["status"]["lastStatus"] == "STOPPED" {
+                finals.push(t);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    let mut ok = true;
+    for t in &finals {
+        if let Some(o) = output {
+            print_value(t, o)?;
+        }
+        let id = t["metadata"]["name"].as_str().unwrap_or("?");
+        for ct in t["status"]["containers"].as_array().into_iter().flatten() {
+            let code = &ct["exitCode"];
+            if output.is_none() {
+                println!(
+                    "{id} {} exit code {}",
+                    ct["name"].as_str().unwrap_or("?"),
+                    code
+                );
+            }
+            if code.as_i64() != Some(0) {
+                ok = false;
+            }
+        }
+        if t["status"]["stopCode"] == "TaskFailedToStart" {
+            eprintln!(
+                "{id}: {}",
+                t["status"]["stoppedReason"].as_str().unwrap_or("")
+            );
+            ok = false;
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

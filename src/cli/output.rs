@@ -1,0 +1,282 @@
+//! Human output: tables for `get`, a readable page for `describe`.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::model::Kind;
+
+pub fn age(v: &Value) -> String {
+    let Some(t) = v
+        .as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+    else {
+        return "-".into();
+    };
+    let secs = (Utc::now() - t.with_timezone(&Utc)).num_seconds().max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) if s.is_empty() => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn ports(t: &Value) -> String {
+    let mut out = Vec::new();
+    for c in t["status"]["containers"].as_array().into_iter().flatten() {
+        for b in c["networkBindings"].as_array().into_iter().flatten() {
+            out.push(format!("{}->{}", b["hostPort"], b["containerPort"]));
+        }
+    }
+    if out.is_empty() {
+        "-".into()
+    } else {
+        out.join(",")
+    }
+}
+
+/// Columns and rows for a kind.
+pub fn table(kind: Kind, items: &[Value], wide: bool) -> String {
+    let (header, rows): (Vec<&str>, Vec<Vec<String>>) = match kind {
+        Kind::Service => (
+            vec![
+                "NAME", "CLUSTER", "TASKDEF", "DESIRED", "RUNNING", "PENDING", "STATUS", "ROLLOUT",
+                "AGE",
+            ],
+            items
+                .iter()
+                .map(|v| {
+                    let primary = v["status"]["deployments"]
+                        .as_array()
+                        .and_then(|d| d.first())
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    vec![
+                        s(&v["metadata"]["name"]),
+                        s(&v["spec"]["cluster"]),
+                        if primary.is_null() {
+                            s(&v["spec"]["taskDefinition"])
+                        } else {
+                            s(&primary["taskDefinition"])
+                        },
+                        s(&v["spec"]["desiredCount"]),
+                        s(&v["status"]["runningCount"]),
+                        s(&v["status"]["pendingCount"]),
+                        s(&v["status"]["status"]),
+                        s(&primary["rolloutState"]),
+                        age(&v["metadata"]["createdAt"]),
+                    ]
+                })
+                .collect(),
+        ),
+        Kind::Task => {
+            let mut h = vec![
+                "ID", "TASKDEF", "LAST", "DESIRED", "HEALTH", "INSTANCE", "GROUP", "AGE",
+            ];
+            if wide {
+                h.extend(["PORTS", "STOP CODE"]);
+            }
+            (
+                h,
+                items
+                    .iter()
+                    .map(|v| {
+                        let mut r = vec![
+                            s(&v["metadata"]["name"]),
+                            s(&v["spec"]["taskDefinition"]),
+                            s(&v["status"]["lastStatus"]),
+                            s(&v["status"]["desiredStatus"]),
+                            s(&v["status"]["healthStatus"]),
+                            s(&v["status"]["containerInstance"]),
+                            s(&v["spec"]["group"]),
+                            age(&v["metadata"]["createdAt"]),
+                        ];
+                        if wide {
+                            r.push(ports(v));
+                            r.push(s(&v["status"]["stopCode"]));
+                        }
+                        r
+                    })
+                    .collect(),
+            )
+        }
+        Kind::TaskDefinition => (
+            vec![
+                "NAME",
+                "FAMILY",
+                "REVISION",
+                "STATUS",
+                "CONTAINERS",
+                "CPU",
+                "MEMORY",
+            ],
+            items
+                .iter()
+                .map(|v| {
+                    let cs: Vec<String> = v["spec"]["containerDefinitions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|c| s(&c["name"]))
+                        .collect();
+                    vec![
+                        s(&v["metadata"]["name"]),
+                        s(&v["status"]["family"]),
+                        s(&v["status"]["revision"]),
+                        s(&v["status"]["status"]),
+                        cs.join(","),
+                        s(&v["spec"]["cpu"]),
+                        s(&v["spec"]["memory"]),
+                    ]
+                })
+                .collect(),
+        ),
+        Kind::ContainerInstance => (
+            vec![
+                "ID",
+                "CLUSTER",
+                "STATUS",
+                "CONNECTED",
+                "CPU FREE/TOTAL",
+                "MEM FREE/TOTAL",
+                "RUNNING",
+                "PENDING",
+            ],
+            items
+                .iter()
+                .map(|v| {
+                    let st = &v["status"];
+                    vec![
+                        s(&v["metadata"]["name"]),
+                        s(&v["spec"]["cluster"]),
+                        s(&st["status"]),
+                        s(&st["agentConnected"]),
+                        format!(
+                            "{}/{}",
+                            st["remainingResources"]["CPU"], st["registeredResources"]["CPU"]
+                        ),
+                        format!(
+                            "{}/{}",
+                            st["remainingResources"]["MEMORY"], st["registeredResources"]["MEMORY"]
+                        ),
+                        s(&st["runningTasksCount"]),
+                        s(&st["pendingTasksCount"]),
+                    ]
+                })
+                .collect(),
+        ),
+        Kind::Cluster => (
+            vec!["NAME", "STATUS", "AGE"],
+            items
+                .iter()
+                .map(|v| {
+                    vec![
+                        s(&v["metadata"]["name"]),
+                        s(&v["status"]["status"]),
+                        age(&v["metadata"]["createdAt"]),
+                    ]
+                })
+                .collect(),
+        ),
+    };
+    render(&header, &rows)
+}
+
+pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| -> String {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{:<w$}   ", c, w = widths[i]));
+            }
+        }
+        out.trim_end().to_string()
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r.clone()));
+        out.push('\n');
+    }
+    out
+}
+
+/// `describe`: the object as YAML, then for services their deployments and recent events.
+pub fn describe(kind: Kind, v: &Value, tasks: &[Value]) -> String {
+    let mut out = String::new();
+    let mut obj = v.clone();
+    if kind == Kind::Service {
+        if let Some(st) = obj.get_mut("status").and_then(Value::as_object_mut) {
+            st.remove("events");
+            st.remove("deployments");
+        }
+    }
+    out.push_str(&serde_yaml::to_string(&obj).unwrap_or_default());
+    if kind == Kind::Service {
+        out.push_str("\nDeployments:\n");
+        let rows: Vec<Vec<String>> = v["status"]["deployments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                vec![
+                    s(&d["id"]),
+                    s(&d["status"]),
+                    s(&d["taskDefinition"]),
+                    s(&d["desiredCount"]),
+                    s(&d["runningCount"]),
+                    s(&d["pendingCount"]),
+                    s(&d["failedTasks"]),
+                    s(&d["rolloutState"]),
+                    age(&d["createdAt"]),
+                ]
+            })
+            .collect();
+        out.push_str(&indent(&render(
+            &[
+                "ID", "STATUS", "TASKDEF", "DESIRED", "RUNNING", "PENDING", "FAILED", "ROLLOUT",
+                "AGE",
+            ],
+            &rows,
+        )));
+        out.push_str("\nTasks:\n");
+        out.push_str(&indent(&table(Kind::Task, tasks, true)));
+        out.push_str("\nEvents (newest first):\n");
+        for e in v["status"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(15)
+        {
+            out.push_str(&format!(
+                "  {:>5}  {}\n",
+                age(&e["createdAt"]),
+                s(&e["message"])
+            ));
+        }
+    }
+    out
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("  {l}\n")).collect()
+}

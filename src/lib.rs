@@ -1,0 +1,15 @@
+//! berth: a self-hosted work-alike of Amazon ECS on Docker.
+
+pub mod agent;
+pub mod api;
+pub mod apply;
+pub mod cli;
+#[path = "../controllers/mod.rs"]
+pub mod controllers;
+pub mod manifest;
+pub mod model;
+pub mod node;
+pub mod objects;
+pub mod runtime;
+pub mod scheduler;
+pub mod store;

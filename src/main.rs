@@ -1,0 +1,6 @@
+//! The `berth` binary.
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    berth::cli::main().await
+}

@@ -1,0 +1,171 @@
+//! Task: one running copy of a task definition (written by berth, read by everyone).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Object, PlacementConstraint, PlacementStrategy};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskSpec {
+    /// Resolved `family:rev`.
+    pub task_definition: String,
+    pub cluster: String,
+    /// `service:NAME` for a service's tasks, else `family:NAME` or as given to run-task.
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub started_by: String,
+    /// Deployment id (service tasks).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub deployment_id: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement_strategy: Vec<PlacementStrategy>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement_constraints: Vec<PlacementConstraint>,
+    /// CPU units and MiB reserved on the instance (resolved at creation).
+    #[serde(default)]
+    pub cpu: u32,
+    #[serde(default)]
+    pub memory: u32,
+}
+
+/// ECS task lifecycle states, in order.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TaskState {
+    #[default]
+    Provisioning,
+    Pending,
+    Activating,
+    Running,
+    Deactivating,
+    Stopping,
+    Deprovisioning,
+    Stopped,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Provisioning => "PROVISIONING",
+            TaskState::Pending => "PENDING",
+            TaskState::Activating => "ACTIVATING",
+            TaskState::Running => "RUNNING",
+            TaskState::Deactivating => "DEACTIVATING",
+            TaskState::Stopping => "STOPPING",
+            TaskState::Deprovisioning => "DEPROVISIONING",
+            TaskState::Stopped => "STOPPED",
+        }
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum DesiredStatus {
+    #[default]
+    Running,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HealthStatus {
+    Healthy,
+    Unhealthy,
+    #[default]
+    Unknown,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskStatus {
+    #[serde(default)]
+    pub last_status: TaskState,
+    #[serde(default)]
+    pub desired_status: DesiredStatus,
+    #[serde(default)]
+    pub health_status: HealthStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_instance: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<ContainerStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopping_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<DateTime<Utc>>,
+    /// Why the scheduler could not place it yet (shown by describe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_message: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerStatus {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_id: Option<String>,
+    #[serde(default)]
+    pub last_status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub health_status: HealthStatus,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_bindings: Vec<NetworkBinding>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkBinding {
+    pub container_port: u16,
+    pub host_port: u16,
+    pub bind_ip: String,
+    #[serde(default)]
+    pub protocol: String,
+}
+
+pub type Task = Object<TaskSpec, TaskStatus>;
+
+pub mod stop_codes {
+    pub const ESSENTIAL_CONTAINER_EXITED: &str = "EssentialContainerExited";
+    pub const USER_INITIATED: &str = "UserInitiated";
+    pub const SERVICE_SCHEDULER_INITIATED: &str = "ServiceSchedulerInitiated";
+    pub const TASK_FAILED_TO_START: &str = "TaskFailedToStart";
+}
+
+impl Task {
+    /// Not stopped and not asked to stop: counts toward a service's tasks.
+    pub fn is_active(&self) -> bool {
+        self.status.desired_status == DesiredStatus::Running
+            && self.status.last_status != TaskState::Stopped
+    }
+    pub fn is_stopped(&self) -> bool {
+        self.status.last_status == TaskState::Stopped
+    }
+    /// Holds resources on its instance until it has fully stopped.
+    pub fn holds_resources(&self) -> bool {
+        self.status.container_instance.is_some() && !self.is_stopped()
+    }
+    pub fn service_name(&self) -> Option<&str> {
+        self.spec.group.strip_prefix("service:")
+    }
+}

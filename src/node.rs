@@ -1,0 +1,139 @@
+//! Assembling a berth process: API server, control-plane controllers and (optionally) an
+//! agent, all sharing one store. `berth up` runs all three; `server` and `agent` split them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::AgentConfig;
+use crate::api::{self, ApiState};
+use crate::model::{keys, Cluster, ClusterSpec, Kind};
+use crate::objects;
+use crate::runtime::Registry;
+use crate::store::{DynStore, Store};
+
+pub struct NodeConfig {
+    /// Where the API listens (`None`: no API, e.g. a plain agent).
+    pub api: Option<SocketAddr>,
+    /// Run the control-plane controllers.
+    pub controllers: bool,
+    pub agent: Option<AgentConfig>,
+    /// A manifest folder applied at start.
+    pub manifests: Option<PathBuf>,
+}
+
+pub struct Node {
+    pub api_addr: Option<SocketAddr>,
+    pub registry: Registry,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Ask every part to stop and wait for them.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    pub fn token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Wait until the node stops by itself or `shutdown` is cancelled.
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// The `default` cluster always exists, as in ECS.
+pub async fn ensure_default_cluster(store: &dyn Store) -> anyhow::Result<()> {
+    let key = keys::key(Kind::Cluster, "default");
+    if store.get(&key).await?.is_some() {
+        return Ok(());
+    }
+    let mut c = Cluster::new(Kind::Cluster, "default", ClusterSpec::default());
+    c.metadata.uid = crate::model::new_id();
+    c.metadata.created_at = Some(crate::model::now());
+    c.status.status = "ACTIVE".into();
+    match objects::put_cas(store, &key, &c).await {
+        Ok(_) | Err(objects::ObjectError::Conflict(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn start(store: DynStore, cfg: NodeConfig) -> anyhow::Result<Node> {
+    let shutdown = CancellationToken::new();
+    let registry = Registry::default();
+    let mut tasks = Vec::new();
+    if cfg.controllers {
+        ensure_default_cluster(&*store).await?;
+    }
+    if let Some(dir) = &cfg.manifests {
+        let docs = crate::manifest::load_path(dir).map_err(|errs| {
+            let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+            anyhow::anyhow!(
+                "manifests in {} are invalid:\n{}",
+                dir.display(),
+                lines.join("\n")
+            )
+        })?;
+        let results = crate::apply::apply(
+            &*store,
+            &docs,
+            &crate::apply::ApplyOptions { dry_run: false },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("applying {}: {e}", dir.display()))?;
+        for r in results {
+            tracing::info!(kind = %r.kind, name = %r.name, outcome = %r.outcome, "applied from manifests");
+        }
+    }
+    let mut api_addr = None;
+    if let Some(addr) = cfg.api {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        api_addr = Some(listener.local_addr()?);
+        let state = ApiState {
+            store: store.clone(),
+            registry: registry.clone(),
+        };
+        let s = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = api::serve(listener, state, s).await {
+                tracing::error!(error = %e, "API server failed");
+            }
+        }));
+    }
+    if cfg.controllers {
+        for c in crate::controllers::all(store.clone(), &registry) {
+            tasks.push(tokio::spawn(c.run(shutdown.clone())));
+        }
+    }
+    if let Some(agent_cfg) = cfg.agent {
+        let docker = crate::agent::docker::connect().await?;
+        let s = shutdown.clone();
+        let st = store.clone();
+        let reg = registry.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::agent::run(st, docker, agent_cfg, reg, s.clone()).await {
+                tracing::error!(error = %format!("{e:#}"), "agent failed");
+                s.cancel();
+            }
+        }));
+    }
+    Ok(Node {
+        api_addr,
+        registry,
+        shutdown,
+        tasks,
+    })
+}

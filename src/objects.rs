@@ -1,0 +1,124 @@
+//! Typed reads and compare-and-swap writes of model objects in the store.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::model::{keys, Kind, Object, Task};
+use crate::store::{Compare, Op, Store, StoreError, Txn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored object {key} is not valid: {source}")]
+    Decode {
+        key: String,
+        source: serde_json::Error,
+    },
+    /// The object changed since it was read (optimistic concurrency).
+    #[error("conflict: {0} was modified concurrently")]
+    Conflict(String),
+}
+
+pub type Result<T, E = ObjectError> = std::result::Result<T, E>;
+
+pub async fn get<S, T>(store: &dyn Store, key: &str) -> Result<Option<Object<S, T>>>
+where
+    S: DeserializeOwned,
+    T: DeserializeOwned + Default,
+{
+    match store.get(key).await? {
+        None => Ok(None),
+        Some(kv) => Object::from_kv(&kv)
+            .map(Some)
+            .map_err(|source| ObjectError::Decode {
+                key: key.to_string(),
+                source,
+            }),
+    }
+}
+
+/// Every object under `prefix`; undecodable entries are skipped with a warning so one bad
+/// record cannot stall a controller.
+pub async fn list<S, T>(store: &dyn Store, prefix: &str) -> Result<Vec<Object<S, T>>>
+where
+    S: DeserializeOwned,
+    T: DeserializeOwned + Default,
+{
+    let (kvs, _) = store.range(prefix).await?;
+    Ok(kvs
+        .iter()
+        .filter_map(|kv| match Object::from_kv(kv) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                tracing::warn!(key = %kv.key, error = %e, "skipping undecodable object");
+                None
+            }
+        })
+        .collect())
+}
+
+/// Compare-and-swap write: succeeds only if the key's mod revision is still
+/// `obj.metadata.revision` (0 = must not exist). Returns the new revision.
+pub async fn put_cas<S: Serialize, T: Serialize>(
+    store: &dyn Store,
+    key: &str,
+    obj: &Object<S, T>,
+) -> Result<i64> {
+    let txn = Txn::new()
+        .when(Compare::mod_revision(key, obj.metadata.revision))
+        .and_then(Op::put(key, obj.to_bytes()));
+    let r = store.txn(txn).await?;
+    if r.succeeded {
+        Ok(r.revision)
+    } else {
+        Err(ObjectError::Conflict(key.to_string()))
+    }
+}
+
+pub async fn delete_cas(store: &dyn Store, key: &str, revision: i64) -> Result<()> {
+    let txn = Txn::new()
+        .when(Compare::mod_revision(key, revision))
+        .and_then(Op::delete(key));
+    if store.txn(txn).await?.succeeded {
+        Ok(())
+    } else {
+        Err(ObjectError::Conflict(key.to_string()))
+    }
+}
+
+pub fn task_key(id: &str) -> String {
+    keys::key(Kind::Task, id)
+}
+
+pub async fn list_tasks(store: &dyn Store) -> Result<Vec<Task>> {
+    list(store, &keys::prefix(Kind::Task)).await
+}
+
+/// Re-read a task, apply `f`, write it back with CAS; retry on conflict. `f` returns false to
+/// leave the task as it is. Returns the task as finally stored (None if it vanished).
+pub async fn update_task(
+    store: &dyn Store,
+    id: &str,
+    mut f: impl FnMut(&mut Task) -> bool,
+) -> Result<Option<Task>> {
+    let key = task_key(id);
+    for _ in 0..20 {
+        let Some(mut t) = get::<_, _>(store, &key).await? else {
+            return Ok(None);
+        };
+        let t: &mut Task = &mut t;
+        if !f(t) {
+            return Ok(Some(t.clone()));
+        }
+        match put_cas(store, &key, t).await {
+            Ok(rev) => {
+                t.metadata.revision = rev;
+                return Ok(Some(t.clone()));
+            }
+            Err(ObjectError::Conflict(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ObjectError::Conflict(key))
+}

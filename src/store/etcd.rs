@@ -1,0 +1,392 @@
+//! etcd backend (etcd >= 3.4) on the etcd-client crate.
+//!
+//! Watches are resumed transparently from the last delivered revision + 1 when the gRPC stream
+//! breaks (etcd-client does not reconnect watches by itself); compaction ends the stream with
+//! `StoreError::Compacted` so the caller re-lists.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, Error as EtcdError, EventType,
+    GetOptions, PutOptions, Txn as EtcdTxn, TxnOp, WatchOptions, Watcher,
+};
+use futures::StreamExt;
+
+use super::{
+    Compare, EventKind, KeyValue, Op, Result, Store, StoreError, Txn, TxnResult, WatchEvent,
+    WatchStream,
+};
+
+/// Per-request deadline for unary calls; a hung connection must not hang a controller forever.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Large ranges (every task of a big cluster) exceed tonic's 4 MiB default.
+const MAX_DECODE: usize = 256 << 20;
+/// Delay between attempts to re-establish a broken watch.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// gRPC status codes (tonic is not re-exported by etcd-client).
+const CODE_INVALID_ARGUMENT: i32 = 3;
+const CODE_NOT_FOUND: i32 = 5;
+const CODE_FAILED_PRECONDITION: i32 = 9;
+const CODE_OUT_OF_RANGE: i32 = 11;
+
+/// A store backed by an etcd cluster. Cheap to share; every call clones the underlying client.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore").finish_non_exhaustive()
+    }
+}
+
+fn map_err(e: EtcdError) -> StoreError {
+    match e {
+        EtcdError::GRpcStatus(s) => {
+            let code = s.code() as i32;
+            let msg = s.message().to_string();
+            match code {
+                CODE_INVALID_ARGUMENT | CODE_FAILED_PRECONDITION | CODE_OUT_OF_RANGE => {
+                    StoreError::Invalid(msg)
+                }
+                _ => StoreError::Unavailable(format!("etcd: {msg} ({:?})", s.code())),
+            }
+        }
+        EtcdError::InvalidArgs(m) => StoreError::Invalid(m),
+        other => StoreError::Unavailable(format!("etcd: {other}")),
+    }
+}
+
+fn is_lease_not_found(e: &EtcdError) -> bool {
+    match e {
+        EtcdError::GRpcStatus(s) => {
+            s.code() as i32 == CODE_NOT_FOUND || s.message().contains("lease not found")
+        }
+        EtcdError::LeaseKeepAliveError(m) => m.contains("lease not found"),
+        _ => false,
+    }
+}
+
+async fn timed<T>(fut: impl Future<Output = std::result::Result<T, EtcdError>>) -> Result<T> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(map_err),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "etcd request timed out after {REQUEST_TIMEOUT:?}"
+        ))),
+    }
+}
+
+fn convert_kv(kv: &etcd_client::KeyValue) -> KeyValue {
+    KeyValue {
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
+        value: kv.value().to_vec(),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        version: kv.version(),
+        lease: kv.lease(),
+    }
+}
+
+fn convert_event(ev: &etcd_client::Event) -> Option<WatchEvent> {
+    let kv = ev.kv()?;
+    Some(WatchEvent {
+        kind: match ev.event_type() {
+            EventType::Put => EventKind::Put,
+            EventType::Delete => EventKind::Delete,
+        },
+        kv: convert_kv(kv),
+        prev: ev.prev_kv().map(convert_kv),
+    })
+}
+
+fn convert_op(op: &Op) -> TxnOp {
+    match op {
+        Op::Put { key, value, lease } => TxnOp::put(
+            key.as_str(),
+            value.clone(),
+            (*lease != 0).then(|| PutOptions::new().with_lease(*lease)),
+        ),
+        Op::Delete { key } => TxnOp::delete(key.as_str(), None),
+    }
+}
+
+impl EtcdStore {
+    /// Connect to etcd (`http://host:2379` endpoints) and check that it answers.
+    pub async fn connect(endpoints: &[String]) -> anyhow::Result<Self> {
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            // etcd rejects pings more frequent than every 5 s by default.
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_require_leader(true);
+        let client = Client::connect(endpoints, Some(opts))
+            .await
+            .map_err(|e| anyhow::anyhow!("connecting to etcd at {endpoints:?}: {e}"))?;
+        let store = EtcdStore { client };
+        store
+            .revision()
+            .await
+            .map_err(|e| anyhow::anyhow!("etcd at {endpoints:?} does not answer: {e}"))?;
+        Ok(store)
+    }
+
+    /// The underlying etcd-client handle (e.g. for compaction or maintenance calls).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn kv(&self) -> etcd_client::KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_DECODE)
+    }
+
+    fn first_lease(txn: &Txn) -> i64 {
+        txn.success
+            .iter()
+            .chain(&txn.failure)
+            .find_map(|op| match op {
+                Op::Put { lease, .. } if *lease != 0 => Some(*lease),
+                _ => None,
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// State of one logical watch that may span several etcd watch streams.
+struct WatchState {
+    client: Client,
+    prefix: String,
+    /// First revision not yet delivered.
+    next_revision: i64,
+    conn: Option<(Watcher, etcd_client::WatchStream)>,
+    ready: VecDeque<Result<Vec<WatchEvent>>>,
+    done: bool,
+    backoff: Duration,
+}
+
+async fn open_watch(
+    client: &Client,
+    prefix: &str,
+    from: i64,
+) -> std::result::Result<(Watcher, etcd_client::WatchStream), EtcdError> {
+    let opts = WatchOptions::new()
+        .with_prefix()
+        .with_prev_key()
+        .with_start_revision(from);
+    let mut wc = client.watch_client().max_decoding_message_size(MAX_DECODE);
+    match tokio::time::timeout(REQUEST_TIMEOUT, wc.watch(prefix, Some(opts))).await {
+        Ok(r) => r,
+        Err(_) => Err(EtcdError::WatchError("creating watch timed out".into())),
+    }
+}
+
+impl WatchState {
+    async fn next_item(&mut self) -> Option<Result<Vec<WatchEvent>>> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                return Some(item);
+            }
+            if self.done {
+                return None;
+            }
+            let Some((_, stream)) = self.conn.as_mut() else {
+                match open_watch(&self.client, &self.prefix, self.next_revision).await {
+                    Ok(c) => self.conn = Some(c),
+                    Err(e) => {
+                        tracing::warn!(
+                            prefix = %self.prefix,
+                            "re-establishing etcd watch from revision {} failed: {e}",
+                            self.next_revision
+                        );
+                        self.back_off().await;
+                    }
+                }
+                continue;
+            };
+            match stream.message().await {
+                Ok(Some(resp)) => {
+                    if resp.compact_revision() > 0 {
+                        self.done = true;
+                        self.conn = None;
+                        return Some(Err(StoreError::Compacted {
+                            requested: self.next_revision,
+                            compacted: resp.compact_revision(),
+                        }));
+                    }
+                    if resp.canceled() {
+                        tracing::warn!(
+                            prefix = %self.prefix,
+                            "etcd canceled watch ({}); resuming from revision {}",
+                            resp.cancel_reason(),
+                            self.next_revision
+                        );
+                        self.conn = None;
+                        self.back_off().await;
+                        continue;
+                    }
+                    self.backoff = INITIAL_BACKOFF;
+                    self.push_events(resp.events());
+                }
+                Ok(None) | Err(_) => {
+                    // Stream broke (etcd restart, network): resume where we left off.
+                    self.conn = None;
+                    self.back_off().await;
+                }
+            }
+        }
+    }
+
+    async fn back_off(&mut self) {
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// Group a response's events per revision (etcd never splits a revision across responses
+    /// unless fragmenting, which we do not request).
+    fn push_events(&mut self, events: &[etcd_client::Event]) {
+        let mut group: Vec<WatchEvent> = Vec::new();
+        let mut group_rev = 0;
+        for ev in events {
+            let Some(we) = convert_event(ev) else {
+                continue;
+            };
+            let rev = we.kv.mod_revision;
+            if rev < self.next_revision {
+                continue; // already delivered before a reconnect
+            }
+            if rev != group_rev && !group.is_empty() {
+                self.ready.push_back(Ok(std::mem::take(&mut group)));
+            }
+            group_rev = rev;
+            group.push(we);
+        }
+        if !group.is_empty() {
+            self.ready.push_back(Ok(group));
+        }
+        if group_rev >= self.next_revision {
+            self.next_revision = group_rev + 1;
+        }
+    }
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        if key.is_empty() {
+            return Ok(None);
+        }
+        let mut kv = self.kv();
+        let resp = timed(kv.get(key, None)).await?;
+        Ok(resp.kvs().first().map(convert_kv))
+    }
+
+    async fn range(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)> {
+        let mut kv = self.kv();
+        let resp = timed(kv.get(prefix, Some(GetOptions::new().with_prefix()))).await?;
+        let rev = resp.header().map_or(0, |h| h.revision());
+        Ok((resp.kvs().iter().map(convert_kv).collect(), rev))
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<TxnResult> {
+        let compares: Vec<EtcdCompare> = txn
+            .compares
+            .iter()
+            .map(|c| match c {
+                Compare::ModRevision { key, revision } => {
+                    EtcdCompare::mod_revision(key.as_str(), CompareOp::Equal, *revision)
+                }
+            })
+            .collect();
+        let success: Vec<TxnOp> = txn.success.iter().map(convert_op).collect();
+        let failure: Vec<TxnOp> = txn.failure.iter().map(convert_op).collect();
+        let req = EtcdTxn::new()
+            .when(compares)
+            .and_then(success)
+            .or_else(failure);
+        let mut kv = self.kv();
+        let resp = match tokio::time::timeout(REQUEST_TIMEOUT, kv.txn(req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) if is_lease_not_found(&e) => {
+                return Err(StoreError::LeaseNotFound(Self::first_lease(&txn)))
+            }
+            Ok(Err(e)) => return Err(map_err(e)),
+            Err(_) => {
+                return Err(StoreError::Unavailable(
+                    "etcd txn timed out (it may or may not have been applied)".into(),
+                ))
+            }
+        };
+        Ok(TxnResult {
+            succeeded: resp.succeeded(),
+            revision: resp.header().map_or(0, |h| h.revision()),
+        })
+    }
+
+    async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream> {
+        let from = if from_revision <= 0 {
+            self.revision().await? + 1
+        } else {
+            from_revision
+        };
+        let conn = open_watch(&self.client, prefix, from)
+            .await
+            .map_err(map_err)?;
+        let state = WatchState {
+            client: self.client.clone(),
+            prefix: prefix.to_string(),
+            next_revision: from,
+            conn: Some(conn),
+            ready: VecDeque::new(),
+            done: false,
+            backoff: INITIAL_BACKOFF,
+        };
+        Ok(futures::stream::unfold(state, |mut st| async move {
+            let item = st.next_item().await?;
+            Some((item, st))
+        })
+        .boxed())
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<i64> {
+        // etcd TTLs are whole seconds (and at least ~2 s in practice); round up.
+        let secs = (ttl.as_millis().div_ceil(1000) as i64).max(1);
+        let mut lc = self.client.lease_client();
+        Ok(timed(lc.grant(secs, None)).await?.id())
+    }
+
+    async fn lease_keep_alive(&self, lease: i64) -> Result<()> {
+        let mut lc = self.client.lease_client();
+        // One request/response round trip; etcd-client reports TTL <= 0 as "lease not found".
+        match tokio::time::timeout(REQUEST_TIMEOUT, lc.keep_alive(lease)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if is_lease_not_found(&e) => Err(StoreError::LeaseNotFound(lease)),
+            Ok(Err(e)) => Err(map_err(e)),
+            Err(_) => Err(StoreError::Unavailable("etcd keep-alive timed out".into())),
+        }
+    }
+
+    async fn lease_revoke(&self, lease: i64) -> Result<()> {
+        let mut lc = self.client.lease_client();
+        match tokio::time::timeout(REQUEST_TIMEOUT, lc.revoke(lease)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if is_lease_not_found(&e) => Err(StoreError::LeaseNotFound(lease)),
+            Ok(Err(e)) => Err(map_err(e)),
+            Err(_) => Err(StoreError::Unavailable(
+                "etcd lease revoke timed out".into(),
+            )),
+        }
+    }
+
+    async fn revision(&self) -> Result<i64> {
+        let mut kv = self.kv();
+        let resp = timed(kv.get("\0", Some(GetOptions::new().with_count_only()))).await?;
+        resp.header()
+            .map(|h| h.revision())
+            .ok_or_else(|| StoreError::Unavailable("etcd response without header".into()))
+    }
+}

@@ -1,0 +1,209 @@
+//! The store: the only shared state between berth's components (DESIGN.md §4).
+//!
+//! One trait, two backends: [`embedded::EmbeddedStore`] (durable write-ahead log on local disk)
+//! and [`etcd::EtcdStore`]. Both give a global monotonic revision, compare-and-swap
+//! transactions on a key's mod revision, ordered gap-free watches from a revision, and leases.
+
+pub mod embedded;
+pub mod etcd;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+/// A key with its value and the revisions etcd would report for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// Revision of the transaction that created the key (since its last deletion).
+    pub create_revision: i64,
+    /// Revision of the last transaction that modified the key.
+    pub mod_revision: i64,
+    /// Number of modifications since creation (1 for a fresh key).
+    pub version: i64,
+    /// Lease the key is attached to, 0 for none.
+    pub lease: i64,
+}
+
+/// A comparison inside a transaction. `mod_revision == 0` means "the key does not exist".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Compare {
+    ModRevision { key: String, revision: i64 },
+}
+
+impl Compare {
+    pub fn mod_revision(key: impl Into<String>, revision: i64) -> Self {
+        Compare::ModRevision {
+            key: key.into(),
+            revision,
+        }
+    }
+    /// The key must not exist.
+    pub fn absent(key: impl Into<String>) -> Self {
+        Self::mod_revision(key, 0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Put {
+        key: String,
+        value: Vec<u8>,
+        lease: i64,
+    },
+    Delete {
+        key: String,
+    },
+}
+
+impl Op {
+    pub fn put(key: impl Into<String>, value: Vec<u8>) -> Self {
+        Op::Put {
+            key: key.into(),
+            value,
+            lease: 0,
+        }
+    }
+    pub fn put_with_lease(key: impl Into<String>, value: Vec<u8>, lease: i64) -> Self {
+        Op::Put {
+            key: key.into(),
+            value,
+            lease,
+        }
+    }
+    pub fn delete(key: impl Into<String>) -> Self {
+        Op::Delete { key: key.into() }
+    }
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key } => key,
+        }
+    }
+}
+
+/// If every compare holds, apply `success` atomically; otherwise apply `failure`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Txn {
+    pub compares: Vec<Compare>,
+    pub success: Vec<Op>,
+    pub failure: Vec<Op>,
+}
+
+impl Txn {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn when(mut self, c: Compare) -> Self {
+        self.compares.push(c);
+        self
+    }
+    pub fn and_then(mut self, op: Op) -> Self {
+        self.success.push(op);
+        self
+    }
+    pub fn or_else(mut self, op: Op) -> Self {
+        self.failure.push(op);
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnResult {
+    pub succeeded: bool,
+    /// The store revision after the transaction (unchanged if nothing was written).
+    pub revision: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change seen by a watch. For a delete, `kv.value` is empty and `kv.mod_revision` is the
+/// revision of the deletion; `prev` carries the value before the change when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchEvent {
+    pub kind: EventKind,
+    pub kv: KeyValue,
+    pub prev: Option<KeyValue>,
+}
+
+/// Watch events of one revision are delivered together, revisions strictly increasing.
+pub type WatchStream = BoxStream<'static, Result<Vec<WatchEvent>, StoreError>>;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// The requested watch start revision has been compacted away; re-list and watch again.
+    #[error("revision {requested} has been compacted (oldest available {compacted})")]
+    Compacted { requested: i64, compacted: i64 },
+    #[error("lease {0} not found or expired")]
+    LeaseNotFound(i64),
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store I/O error: {0}")]
+    Io(String),
+    #[error("store data corrupt: {0}")]
+    Corrupt(String),
+    #[error("invalid store request: {0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
+    /// All keys starting with `prefix`, sorted by key, and the revision the read was made at.
+    async fn range(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)>;
+    async fn txn(&self, txn: Txn) -> Result<TxnResult>;
+    /// Events for keys under `prefix` with revision >= `from_revision`, in order, no gaps.
+    /// `from_revision` older than the compaction point yields `StoreError::Compacted`
+    /// (either from this call or as the first stream item).
+    async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchStream>;
+    async fn lease_grant(&self, ttl: Duration) -> Result<i64>;
+    /// Refresh the lease's TTL. Errors with `LeaseNotFound` once it expired.
+    async fn lease_keep_alive(&self, lease: i64) -> Result<()>;
+    /// Revoke the lease, deleting every key attached to it.
+    async fn lease_revoke(&self, lease: i64) -> Result<()>;
+    /// The store's current revision.
+    async fn revision(&self) -> Result<i64>;
+
+    async fn put(&self, key: &str, value: Vec<u8>) -> Result<i64> {
+        Ok(self
+            .txn(Txn::new().and_then(Op::put(key, value)))
+            .await?
+            .revision)
+    }
+    async fn delete(&self, key: &str) -> Result<i64> {
+        Ok(self
+            .txn(Txn::new().and_then(Op::delete(key)))
+            .await?
+            .revision)
+    }
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Open a store from a URL: `embedded:///path/to/dir` (or a bare path) or
+/// `etcd://host:2379,host2:2379`.
+pub async fn open(url: &str) -> anyhow::Result<DynStore> {
+    if let Some(rest) = url.strip_prefix("etcd://") {
+        let endpoints: Vec<String> = rest
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("http://{}", s.trim_end_matches('/')))
+            .collect();
+        if endpoints.is_empty() {
+            anyhow::bail!("store URL {url:?} names no etcd endpoint");
+        }
+        Ok(Arc::new(etcd::EtcdStore::connect(&endpoints).await?))
+    } else {
+        let path = url.strip_prefix("embedded://").unwrap_or(url);
+        Ok(Arc::new(embedded::EmbeddedStore::open(path)?))
+    }
+}

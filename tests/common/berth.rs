@@ -1,0 +1,380 @@
+//! Test harness: a real `berth up` process (the built binary) on a free port with its own data
+//! dir, config dir and agent instance id, so tests can run side by side on one Docker daemon.
+//! Killed and its containers removed on drop.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const IMAGE: &str = "local/busybox:1";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn berth_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_berth")
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+/// Fail early and clearly when the test image is missing.
+pub fn require_image() {
+    let out = Command::new("docker")
+        .args(["image", "inspect", IMAGE])
+        .output()
+        .expect("run docker");
+    assert!(
+        out.status.success(),
+        "image {IMAGE} is missing: run scripts/build-image.sh first"
+    );
+}
+
+pub struct Berth {
+    pub data: tempfile::TempDir,
+    pub config_home: tempfile::TempDir,
+    pub port: u16,
+    pub instance: String,
+    pub store_url: Option<String>,
+    pub extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Berth {
+    /// `berth up` with the embedded store (or `store_url`, e.g. an etcd URL).
+    pub fn up(store_url: Option<String>) -> Berth {
+        Self::up_with(store_url, vec![])
+    }
+
+    pub fn up_with(store_url: Option<String>, extra_args: Vec<String>) -> Berth {
+        require_image();
+        let mut b = Berth {
+            data: tempfile::Builder::new()
+                .prefix("berth-data-")
+                .tempdir()
+                .unwrap(),
+            config_home: tempfile::Builder::new()
+                .prefix("berth-cfg-")
+                .tempdir()
+                .unwrap(),
+            port: free_port(),
+            instance: unique("it"),
+            store_url,
+            extra_args,
+            child: None,
+        };
+        b.spawn();
+        b
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.data.path().join("berth.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let mut cmd = Command::new(berth_bin());
+        cmd.arg("up")
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .arg("--api")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--instance-id")
+            .arg(&self.instance)
+            .arg("--lease-ttl")
+            .arg("4s")
+            .args(&self.extra_args)
+            .env("XDG_CONFIG_HOME", self.config_home.path())
+            .env("BERTH_LOG", "info,berth=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if let Some(s) = &self.store_url {
+            cmd.arg("--store").arg(s);
+        }
+        self.child = Some(cmd.spawn().expect("start berth up"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if http_get_path(self.port, "/healthz").is_some_and(|b| b.contains(" 200 ")) {
+                break;
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    panic!("berth up exited early ({st}); log:\n{}", self.log());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "berth up did not become healthy; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Run the CLI against this instance.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(berth_bin())
+            .args(args)
+            .env("BERTH_ENDPOINT", self.endpoint())
+            .env("XDG_CONFIG_HOME", self.config_home.path())
+            .output()
+            .expect("run berth cli")
+    }
+
+    /// Run the CLI and require success; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert!(
+            o.status.success(),
+            "berth {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn get_json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.cli_ok(&a)).expect("get -o json prints JSON")
+    }
+
+    /// Non-stopped tasks of a service.
+    pub fn active_tasks(&self, service: &str) -> Vec<Value> {
+        self.get_json(&["tasks", "--service", service])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| {
+                t["status"]["lastStatus"] != "STOPPED" && t["status"]["desiredStatus"] != "STOPPED"
+            })
+            .collect()
+    }
+
+    pub fn running_tasks(&self, service: &str) -> Vec<Value> {
+        self.active_tasks(service)
+            .into_iter()
+            .filter(|t| t["status"]["lastStatus"] == "RUNNING")
+            .collect()
+    }
+
+    /// Containers Docker runs for this instance (all states), as (name, state, task label).
+    pub fn containers(&self) -> Vec<(String, String, String)> {
+        containers_with_label(&format!("berth.instance={}", self.instance))
+    }
+
+    pub fn running_containers(&self) -> Vec<(String, String, String)> {
+        self.containers()
+            .into_iter()
+            .filter(|c| c.1 == "running")
+            .collect()
+    }
+}
+
+pub fn containers_with_label(label: &str) -> Vec<(String, String, String)> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label={label}"),
+            "--format",
+            "{{.Names}}\t{{.State}}\t{{.Label \"berth.task\"}}",
+        ])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let mut p = l.split('\t');
+            (
+                p.next().unwrap_or("").to_string(),
+                p.next().unwrap_or("").to_string(),
+                p.next().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+pub fn remove_containers_with_label(label: &str) {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label={label}")])
+        .output()
+        .expect("docker ps");
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    if !ids.is_empty() {
+        let _ = Command::new("docker")
+            .arg("rm")
+            .arg("-f")
+            .args(&ids)
+            .output();
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        self.kill9();
+        remove_containers_with_label(&format!("berth.instance={}", self.instance));
+        if std::thread::panicking() {
+            eprintln!(
+                "---- berth log ({}) ----\n{}",
+                self.instance,
+                tail(&self.log(), 200)
+            );
+        }
+    }
+}
+
+pub fn tail(s: &str, lines: usize) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Poll `f` until it returns Some or `timeout` passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Write files into a fresh temp dir: (relative path, content).
+pub fn manifest_dir(files: &[(&str, String)]) -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("berth-manifests-")
+        .tempdir()
+        .unwrap();
+    for (p, text) in files {
+        let path = d.path().join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    d
+}
+
+/// A TaskDefinition + Service of busybox httpd replicas.
+pub fn web_manifest(name: &str, replicas: u32, version: &str) -> String {
+    format!(
+        r#"apiVersion: berth.dev/v1
+kind: TaskDefinition
+metadata: {{name: {name}}}
+spec:
+  containerDefinitions:
+    - name: httpd
+      image: {IMAGE}
+      command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+      cpu: 64
+      memory: 32
+      portMappings: [{{containerPort: 8080}}]
+      environment: [{{name: VERSION, value: "{version}"}}]
+      stopTimeout: 2
+---
+apiVersion: berth.dev/v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  taskDefinition: {name}
+  desiredCount: {replicas}
+"#
+    )
+}
+
+/// Host ports of a task's bindings.
+pub fn host_ports(task: &Value) -> Vec<u16> {
+    let mut out = Vec::new();
+    for c in task["status"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        for b in c["networkBindings"].as_array().into_iter().flatten() {
+            if let Some(p) = b["hostPort"].as_u64() {
+                out.push(p as u16);
+            }
+        }
+    }
+    out
+}
+
+/// GET / on a host port; the whole response.
+pub fn http_get(port: u16) -> Option<String> {
+    http_get_path(port, "/")
+}
+
+pub fn http_get_path(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_secs(2),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    Some(buf)
+}
+
+pub fn task_ids(tasks: &[Value]) -> Vec<String> {
+    let mut v: Vec<String> = tasks
+        .iter()
+        .filter_map(|t| t["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn write(dir: &Path, rel: &str, text: &str) {
+    std::fs::write(dir.join(rel), text).unwrap();
+}
+
+pub type Labels = HashMap<String, String>;

@@ -1,0 +1,2 @@
+pub mod berth;
+pub mod etcd;
