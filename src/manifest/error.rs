@@ -50,13 +50,15 @@ impl ManifestError {
         self
     }
 
+    /// Set the field path; serde's placeholders for unknown parts (`.`, `?`) are dropped.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         let f = field.into();
-        self.field = if f.is_empty() || f == "." {
-            None
-        } else {
-            Some(f)
-        };
+        let f = f
+            .split('.')
+            .filter(|seg| !seg.is_empty() && *seg != "?")
+            .collect::<Vec<_>>()
+            .join(".");
+        self.field = if f.is_empty() { None } else { Some(f) };
         self
     }
 

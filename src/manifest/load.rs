@@ -25,9 +25,9 @@ pub fn load_path(path: &Path) -> Result<Vec<Document>, Vec<ManifestError>> {
     let mut l = Loader::default();
     let shown = path.display().to_string();
     match fs::metadata(path) {
-        Err(e) => l.errors.push(ManifestError::new(shown, io_message(&e))),
+        Err(e) => l.fail(shown, io_message(&e)),
         Ok(meta) if meta.is_dir() => match fs::canonicalize(path) {
-            Err(e) => l.errors.push(ManifestError::new(shown, io_message(&e))),
+            Err(e) => l.fail(shown, io_message(&e)),
             Ok(root) => {
                 let mut stack = vec![root.clone()];
                 l.walk(path, &root, &root, &mut stack);
@@ -42,27 +42,24 @@ pub fn load_path(path: &Path) -> Result<Vec<Document>, Vec<ManifestError>> {
     for e in semantic.drain(..) {
         by_file.entry(e.file.clone()).or_default().push(e);
     }
-    let mut located: Vec<ManifestError> = Vec::new();
     for (file, mut errs) in by_file {
         if let Some((text, info)) = l.texts.get(&file) {
             locate_errors(text, info, &mut errs);
         }
-        located.extend(errs);
+        l.errors.extend(errs);
     }
-    // Keep the order of the documents.
-    let order: HashMap<(String, usize), usize> = l
-        .docs
-        .iter()
-        .enumerate()
-        .map(|(i, d)| ((d.source.file.clone(), d.source.document), i))
-        .collect();
-    located.sort_by_key(|e| {
-        order
-            .get(&(e.file.clone(), e.document.unwrap_or(0)))
-            .copied()
-            .unwrap_or(usize::MAX)
+    // Report in reading order: file by file, document by document (stable, so a document's
+    // parse errors stay before its semantic ones).
+    let mut order: HashMap<&str, usize> = HashMap::new();
+    for (i, f) in l.order.iter().enumerate() {
+        order.entry(f.as_str()).or_insert(i);
+    }
+    l.errors.sort_by_key(|e| {
+        (
+            order.get(e.file.as_str()).copied().unwrap_or(usize::MAX),
+            e.document.unwrap_or(0),
+        )
     });
-    l.errors.extend(located);
 
     if l.errors.is_empty() {
         Ok(l.docs)
@@ -76,6 +73,8 @@ struct Loader {
     docs: Vec<Document>,
     errors: Vec<ManifestError>,
     texts: HashMap<String, (String, FileInfo)>,
+    /// Every path reported on, in reading order.
+    order: Vec<String>,
     files: usize,
     bytes: usize,
     stopped: bool,
@@ -101,16 +100,27 @@ fn is_loop(e: &io::Error) -> bool {
 }
 
 impl Loader {
+    fn fail(&mut self, file: String, msg: impl Into<String>) {
+        self.seen(&file);
+        self.errors.push(ManifestError::new(file, msg));
+    }
+
+    fn seen(&mut self, file: &str) {
+        if self.order.last().map(String::as_str) != Some(file) {
+            self.order.push(file.to_string());
+        }
+    }
+
     /// `shown` is the directory as the user named it (for messages), `real` its canonical path.
     fn walk(&mut self, shown: &Path, real: &Path, root: &Path, stack: &mut Vec<PathBuf>) {
         if self.stopped {
             return;
         }
         if stack.len() > MAX_DEPTH {
-            self.errors.push(ManifestError::new(
+            self.fail(
                 shown.display().to_string(),
                 format!("directories nested deeper than {MAX_DEPTH} levels are not read"),
-            ));
+            );
             return;
         }
         let entries = match fs::read_dir(real) {
@@ -122,8 +132,7 @@ impl Loader {
                 } else {
                     io_message(&e)
                 };
-                self.errors
-                    .push(ManifestError::new(shown.display().to_string(), msg));
+                self.fail(shown.display().to_string(), msg);
                 return;
             }
         };
@@ -131,10 +140,7 @@ impl Loader {
         for entry in entries {
             match entry {
                 Ok(e) => names.push(e.file_name()),
-                Err(e) => self.errors.push(ManifestError::new(
-                    shown.display().to_string(),
-                    io_message(&e),
-                )),
+                Err(e) => self.fail(shown.display().to_string(), io_message(&e)),
             }
         }
         names.sort();
@@ -152,15 +158,14 @@ impl Loader {
             let lmeta = match fs::symlink_metadata(&entry_real) {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.errors.push(ManifestError::new(
+                    self.fail(
                         shown_str,
                         "vanished while reading the directory (removed or renamed during the scan)",
-                    ));
+                    );
                     continue;
                 }
                 Err(e) => {
-                    self.errors
-                        .push(ManifestError::new(shown_str, io_message(&e)));
+                    self.fail(shown_str, io_message(&e));
                     continue;
                 }
             };
@@ -169,35 +174,31 @@ impl Loader {
                     Ok(t) if t.starts_with(root) => t,
                     Ok(t) => {
                         if is_manifest_name(&name_str) || t.is_dir() {
-                            self.errors.push(ManifestError::new(
+                            self.fail(
                                 shown_str,
                                 format!(
                                     "symlink points outside the manifest directory (to {}); refusing to follow it",
                                     t.display()
                                 ),
-                            ));
+                            );
                         }
                         continue;
                     }
                     Err(e) if is_loop(&e) => {
-                        self.errors.push(ManifestError::new(
+                        self.fail(
                             shown_str,
                             "symlink loop (too many levels of symbolic links)",
-                        ));
+                        );
                         continue;
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         if is_manifest_name(&name_str) {
-                            self.errors.push(ManifestError::new(
-                                shown_str,
-                                "broken symlink: its target does not exist",
-                            ));
+                            self.fail(shown_str, "broken symlink: its target does not exist");
                         }
                         continue;
                     }
                     Err(e) => {
-                        self.errors
-                            .push(ManifestError::new(shown_str, io_message(&e)));
+                        self.fail(shown_str, io_message(&e));
                         continue;
                     }
                 }
@@ -213,19 +214,19 @@ impl Loader {
                     } else {
                         io_message(&e)
                     };
-                    self.errors.push(ManifestError::new(shown_str, msg));
+                    self.fail(shown_str, msg);
                     continue;
                 }
             };
             if meta.is_dir() {
                 if stack.contains(&target) {
-                    self.errors.push(ManifestError::new(
+                    self.fail(
                         shown_str,
                         format!(
                             "symlink loop: leads back to {}, which is already being read",
                             target.display()
                         ),
-                    ));
+                    );
                     continue;
                 }
                 stack.push(target.clone());
@@ -240,10 +241,10 @@ impl Loader {
     fn read_file(&mut self, real: &Path, shown: &Path) {
         let shown_str = shown.display().to_string();
         if self.files >= MAX_FILES {
-            self.errors.push(ManifestError::new(
+            self.fail(
                 shown_str,
                 format!("too many manifest files (the limit is {MAX_FILES}); stopped reading"),
-            ));
+            );
             self.stopped = true;
             return;
         }
@@ -251,22 +252,23 @@ impl Loader {
         let text = match read_limited(real) {
             Ok(t) => t,
             Err(msg) => {
-                self.errors.push(ManifestError::new(shown_str, msg));
+                self.fail(shown_str, msg);
                 return;
             }
         };
         self.bytes += text.len();
         if self.bytes > MAX_TOTAL_BYTES {
-            self.errors.push(ManifestError::new(
+            self.fail(
                 shown_str,
                 format!(
                     "the manifests add up to more than {} MiB; stopped reading",
                     MAX_TOTAL_BYTES >> 20
                 ),
-            ));
+            );
             self.stopped = true;
             return;
         }
+        self.seen(&shown_str);
         let (docs, errors, info) = parse_file(&text, &shown_str);
         self.docs.extend(docs);
         self.errors.extend(errors);

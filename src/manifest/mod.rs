@@ -137,4 +137,33 @@ pub(crate) fn applyable_kinds() -> String {
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_deserializes_by_kind() {
+        let json = r#"{"apiVersion":"berth.dev/v1","kind":"Service","metadata":{"name":"web"},
+                       "spec":{"taskDefinition":"web"}}"#;
+        let r: Resource = serde_json::from_str(json).unwrap();
+        assert_eq!(r.kind(), Kind::Service);
+        assert_eq!(r.name(), "web");
+        let back = serde_json::to_value(&r).unwrap();
+        assert_eq!(back["spec"]["cluster"], "default");
+        let bad = json.replace("\"Service\"", "\"Task\"");
+        let e = serde_json::from_str::<Resource>(&bad).unwrap_err();
+        assert!(e.to_string().contains("cannot be applied"), "{e}");
+    }
+
+    #[test]
+    fn document_serde_round_trip() {
+        let docs = parse_str(
+            "apiVersion: berth.dev/v1\nkind: Cluster\nmetadata: {name: c, labels: {a: b}}\n",
+            "c.yaml",
+        )
+        .unwrap();
+        let json = serde_json::to_string(&docs[0]).unwrap();
+        let back: Document = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, docs[0]);
+        assert_eq!(back.source.to_string(), "c.yaml: document 1");
+    }
+}

@@ -107,7 +107,7 @@ pub(crate) fn detect_format(text: &str, file: &str) -> Format {
 /// errors found later.
 pub(crate) fn parse_file(text: &str, file: &str) -> (Vec<Document>, Vec<ManifestError>, FileInfo) {
     let format = detect_format(text, file);
-    let mut info = FileInfo {
+    let info = FileInfo {
         format,
         json_array: false,
         origins: HashMap::new(),
@@ -168,7 +168,6 @@ fn parse_yaml(
     errors: &mut Vec<ManifestError>,
 ) {
     let budget = Cell::new(MAX_NODES);
-    let mine = Cell::new(false);
     let mut values: Vec<(usize, Value)> = Vec::new();
     for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let n = i + 1;
@@ -180,23 +179,17 @@ fn parse_yaml(
             break;
         }
         let mut track = serde_path_to_error::Track::new();
-        mine.set(false);
-        let r = Bounded {
-            budget: &budget,
-            mine: &mine,
-        }
-        .deserialize(serde_path_to_error::Deserializer::new(de, &mut track));
+        let r = Bounded { budget: &budget }
+            .deserialize(serde_path_to_error::Deserializer::new(de, &mut track));
         match r {
             Ok(Value::Null) => {}
             Ok(v) => values.push((n, v)),
             Err(e) => {
                 errors.push(yaml_error(file, n, &track.path().to_string(), e, false));
-                // Only our own refusals leave the YAML stream in a known state. After a
-                // syntax error (or an unknown anchor) the parser is stuck mid-document: it
-                // would repeat the error forever or hand out the rest of a broken document.
-                if !mine.get() || budget.get() == 0 {
-                    break;
-                }
+                // Stop here. After a syntax error (or an unknown anchor, even one behind an
+                // error of ours) the parser is stuck mid-document: it would repeat the error
+                // forever or hand out the rest of a broken document (serde_yaml then panics).
+                break;
             }
         }
     }
@@ -260,15 +253,11 @@ fn parse_json(
     errors: &mut Vec<ManifestError>,
 ) {
     let budget = Cell::new(MAX_NODES);
-    let mine = Cell::new(false);
     let mut de = serde_json::Deserializer::from_str(text);
     let mut track = serde_path_to_error::Track::new();
-    let r = Bounded {
-        budget: &budget,
-        mine: &mine,
-    }
-    .deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track))
-    .and_then(|v| de.end().map(|_| v));
+    let r = Bounded { budget: &budget }
+        .deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track))
+        .and_then(|v| de.end().map(|_| v));
     let value = match r {
         Ok(v) => v,
         Err(e) => {
@@ -517,13 +506,10 @@ fn drop_empty(m: &mut Map<String, Value>, keep: &[&str]) {
 #[derive(Clone, Copy)]
 struct Bounded<'b> {
     budget: &'b Cell<usize>,
-    /// Set when this visitor (not the parser) refused something.
-    mine: &'b Cell<bool>,
 }
 
 impl Bounded<'_> {
     fn refuse<E: de::Error>(&self, msg: impl fmt::Display) -> E {
-        self.mine.set(true);
         E::custom(msg)
     }
 
@@ -986,5 +972,162 @@ impl<'de> Visitor<'de> for Locate<'_> {
             }
         }
         Err(de::Error::custom(LOCATED))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(format: Format) -> FileInfo {
+        FileInfo {
+            format,
+            json_array: false,
+            origins: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn paths_parse() {
+        assert_eq!(
+            parse_path("spec.containerDefinitions[0].portMappings[12].hostPort"),
+            vec![
+                Seg::Key("spec".into()),
+                Seg::Key("containerDefinitions".into()),
+                Seg::Index(0),
+                Seg::Key("portMappings".into()),
+                Seg::Index(12),
+                Seg::Key("hostPort".into()),
+            ]
+        );
+        assert_eq!(parse_path(""), vec![]);
+        assert_eq!(
+            parse_path("[3].kind"),
+            vec![Seg::Index(3), Seg::Key("kind".into())]
+        );
+    }
+
+    #[test]
+    fn ecs_paths_map_back_to_the_text() {
+        let o = Origin::Ecs { wrapped: true };
+        assert_eq!(
+            text_path(o, "spec.containerDefinitions[1].image"),
+            parse_path("taskDefinition.containerDefinitions[1].image")
+        );
+        assert_eq!(
+            text_path(Origin::Ecs { wrapped: false }, "metadata.name"),
+            parse_path("family")
+        );
+    }
+
+    #[test]
+    fn locate_yaml_fields_in_later_documents() {
+        let text =
+            "a: 1\n---\nkind: X\nspec:\n  list:\n    - {x: 1}\n    - x: 2\n      y: [1, 2]\n";
+        let i = info(Format::Yaml);
+        assert_eq!(locate(text, &i, 2, &parse_path("kind")), Some((3, 7)));
+        assert_eq!(
+            locate(text, &i, 2, &parse_path("spec.list[1].y")),
+            Some((8, 10))
+        );
+        assert_eq!(
+            locate(text, &i, 2, &parse_path("spec.list[0].x")),
+            Some((6, 11))
+        );
+        // A missing field: the enclosing mapping.
+        assert_eq!(
+            locate(text, &i, 2, &parse_path("spec.list[1].z")).map(|p| p.0),
+            Some(7)
+        );
+        assert_eq!(locate(text, &i, 1, &[]), Some((1, 1)));
+        assert_eq!(locate(text, &i, 9, &[]), None);
+    }
+
+    #[test]
+    fn locate_json_fields() {
+        let text =
+            "[\n {\"kind\": \"A\"},\n {\n  \"kind\": \"B\",\n  \"spec\": {\"x\": [1, 2]}\n }\n]";
+        let mut i = info(Format::Json);
+        i.json_array = true;
+        assert_eq!(
+            locate(text, &i, 2, &parse_path("kind")).map(|p| p.0),
+            Some(4)
+        );
+        assert_eq!(
+            locate(text, &i, 2, &parse_path("spec.x[1]")).map(|p| p.0),
+            Some(5)
+        );
+        assert_eq!(
+            locate(text, &i, 1, &parse_path("kind")).map(|p| p.0),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(check_kind("Service"), Ok(Kind::Service));
+        assert!(check_kind("service")
+            .unwrap_err()
+            .contains("did you mean `Service`"));
+        assert!(check_kind("services")
+            .unwrap_err()
+            .contains("did you mean `Service`"));
+        assert!(check_kind("TaskDefinitoin")
+            .unwrap_err()
+            .contains("did you mean `TaskDefinition`"));
+        assert!(check_kind("Task")
+            .unwrap_err()
+            .contains("cannot be applied"));
+        assert!(check_kind("instances")
+            .unwrap_err()
+            .contains("cannot be applied"));
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(detect_format("{}", "a.yaml"), Format::Yaml);
+        assert_eq!(detect_format("kind: x", "a.json"), Format::Json);
+        assert_eq!(detect_format("\u{feff}  [1]", "-"), Format::Json);
+        assert_eq!(detect_format("kind: x", "-"), Format::Yaml);
+    }
+
+    #[test]
+    fn ecs_envelope() {
+        let v: Value = serde_json::from_str(
+            r#"{"family":"f","revision":3,"status":"ACTIVE","volumesFrom":[],
+                "containerDefinitions":[{"name":"a","image":"i","volumesFrom":[],"secrets":null}]}"#,
+        )
+        .unwrap();
+        let env = ecs_to_envelope(v, false);
+        assert_eq!(env["metadata"]["name"], "f");
+        assert_eq!(env["kind"], "TaskDefinition");
+        assert!(env["spec"].get("revision").is_none());
+        assert!(env["spec"].get("volumesFrom").is_none());
+        assert!(env["spec"]["containerDefinitions"][0]
+            .get("secrets")
+            .is_none());
+    }
+
+    #[test]
+    fn unknown_anchor_after_an_error_does_not_panic() {
+        // serde_yaml panics if asked for the document after a broken one.
+        let text = "kind: TaskDefinition\napiVersion: a\napiVersion: b\nb: *a\n---\nkind: x\n";
+        let errors = parse_str(text, "p.yaml").unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(!errors[0].message.contains("internal error"));
+        let errors = parse_str("a: 1\nb: *nope\n---\nc: 1\n", "p.yaml").unwrap_err();
+        assert!(errors[0].message.contains("unknown anchor"), "{errors:?}");
+    }
+
+    #[test]
+    fn budget_counts_alias_expansion() {
+        let mut text =
+            String::from("apiVersion: berth.dev/v1\nkind: Cluster\nmetadata: {name: c}\nx: &x [");
+        text.push_str(&"1,".repeat(2_000));
+        text.push_str("1]\ny: [");
+        text.push_str(&"*x,".repeat(600));
+        text.push_str("*x]\n");
+        let errors = parse_str(&text, "b.yaml").unwrap_err();
+        assert!(errors[0].message.contains("alias bomb"), "{errors:?}");
     }
 }

@@ -827,3 +827,127 @@ pub(crate) fn check_service_against_taskdef(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::parse_str;
+
+    fn problems_of(yaml: &str) -> Vec<String> {
+        let docs = parse_str(yaml, "t.yaml").unwrap_or_else(|e| panic!("{e:?}"));
+        validate(&docs)
+            .into_iter()
+            .map(|e| format!("{}: {}", e.field.unwrap_or_default(), e.message))
+            .collect()
+    }
+
+    const TD: &str = "apiVersion: berth.dev/v1\nkind: TaskDefinition\nmetadata: {name: t}\nspec:\n  containerDefinitions:\n    - {name: a, image: i, memory: 32}\n";
+
+    #[test]
+    fn names() {
+        assert!(validate_name("web-1_x").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("a/b").is_err());
+        assert!(validate_name("web:1").is_err());
+        assert!(validate_name(&"a".repeat(255)).is_ok());
+        assert!(validate_name(&"a".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn a_minimal_task_definition_is_fine() {
+        assert!(problems_of(TD).is_empty());
+    }
+
+    #[test]
+    fn memory_is_required_somewhere() {
+        let p = problems_of(&TD.replace(", memory: 32", ""));
+        assert!(
+            p[0].starts_with("spec.containerDefinitions[0].memory:"),
+            "{p:?}"
+        );
+        assert!(problems_of(
+            &TD.replace(", memory: 32", "")
+                .replace("spec:\n", "spec:\n  memory: 64\n")
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn task_level_limits() {
+        let p = problems_of(&TD.replace("spec:\n", "spec:\n  cpu: 64\n"));
+        assert!(p.iter().any(|p| p.starts_with("spec.cpu:")), "{p:?}");
+        let p = problems_of(&TD.replace("spec:\n", "spec:\n  memory: 16\n"));
+        assert!(
+            p.iter().any(|p| p.contains("more than the task's memory")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn health_check_command() {
+        for (cmd, ok) in [
+            ("[CMD-SHELL, 'true']", true),
+            ("[CMD, /bin/true]", true),
+            ("[NONE]", true),
+            ("[CMD]", false),
+            ("[]", false),
+            ("[/bin/true]", false),
+        ] {
+            let text = TD.replace(
+                "memory: 32}",
+                &format!("memory: 32, healthCheck: {{command: {cmd}}}}}"),
+            );
+            let p = problems_of(&text);
+            assert_eq!(p.is_empty(), ok, "{cmd}: {p:?}");
+        }
+    }
+
+    #[test]
+    fn deployment_rounding() {
+        let svc = |count: u32, min: u32, max: u32| {
+            format!("apiVersion: berth.dev/v1\nkind: Service\nmetadata: {{name: s}}\nspec:\n  taskDefinition: t\n  desiredCount: {count}\n  deploymentConfiguration: {{minimumHealthyPercent: {min}, maximumPercent: {max}}}\n")
+        };
+        assert!(problems_of(&svc(3, 100, 200)).is_empty());
+        assert!(problems_of(&svc(1, 0, 100)).is_empty());
+        assert!(problems_of(&svc(0, 100, 100)).is_empty());
+        assert!(
+            !problems_of(&svc(1, 100, 150)).is_empty(),
+            "no room for one task"
+        );
+        assert!(!problems_of(&svc(4, 100, 100)).is_empty());
+        assert!(!problems_of(&svc(4, 50, 90)).is_empty());
+        assert!(!problems_of(&svc(4, 120, 200)).is_empty());
+    }
+
+    #[test]
+    fn load_balancer_must_match_the_task_definition() {
+        let text = format!(
+            "{}  \n---\napiVersion: berth.dev/v1\nkind: Service\nmetadata: {{name: s}}\nspec:\n  taskDefinition: t\n  loadBalancers: [{{targetGroup: g, containerName: b, containerPort: 80}}]\n",
+            TD.replace("memory: 32}", "memory: 32, portMappings: [{containerPort: 81}]}")
+        );
+        let p = problems_of(&text);
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("spec.loadBalancers[0].containerName")),
+            "{p:?}"
+        );
+        let p = problems_of(&text.replace("containerName: b", "containerName: a"));
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("spec.loadBalancers[0].containerPort")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn reserved_labels_and_mounts() {
+        let text = TD.replace(
+            "memory: 32}",
+            "memory: 32, dockerLabels: {berth.task: x}, mountPoints: [{sourceVolume: v, containerPath: data}]}",
+        );
+        let p = problems_of(&text);
+        assert!(p.iter().any(|p| p.contains("reserved")), "{p:?}");
+        assert!(p.iter().any(|p| p.contains("no volume named `v`")), "{p:?}");
+        assert!(p.iter().any(|p| p.contains("absolute path")), "{p:?}");
+    }
+}
