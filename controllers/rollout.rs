@@ -68,6 +68,24 @@ pub fn step(desired: u32, min_pct: u32, max_pct: u32, c: Counts) -> Step {
     s
 }
 
+/// Failed tasks that trip a deployment's circuit breaker: the configured value, else ECS's
+/// half the desired count (rounded up) clamped to 3..=200.
+pub fn breaker_threshold(desired: u32, configured: Option<u32>) -> u32 {
+    configured
+        .filter(|t| *t > 0)
+        .unwrap_or_else(|| desired.div_ceil(2).clamp(3, 200))
+}
+
+/// Delay before launching again after `consecutive` failed tasks in a row: none for the first
+/// failure (a single crash is replaced at once), then 0.5 s doubling, capped at 60 s.
+pub fn launch_backoff(consecutive: u32) -> std::time::Duration {
+    if consecutive <= 1 {
+        return std::time::Duration::ZERO;
+    }
+    let exp = (consecutive - 2).min(16);
+    std::time::Duration::from_millis(500u64 << exp).min(std::time::Duration::from_secs(60))
+}
+
 /// Nothing to do this step although the service is not at its target, and nothing in flight
 /// that could change that: the bounds leave no room to move.
 pub fn is_stuck(desired: u32, c: Counts, s: Step) -> bool {
@@ -188,6 +206,31 @@ mod tests {
         assert_eq!(s, Step::default());
         assert!(is_stuck(2, c, s));
         assert!(!is_stuck(2, c, step(2, 50, 100, c)));
+    }
+
+    #[test]
+    fn breaker_threshold_like_ecs() {
+        assert_eq!(breaker_threshold(1, None), 3);
+        assert_eq!(breaker_threshold(10, None), 5);
+        assert_eq!(breaker_threshold(1000, None), 200);
+        assert_eq!(breaker_threshold(4, Some(2)), 2);
+    }
+
+    proptest! {
+        #[test]
+        fn breaker_threshold_in_bounds(desired in 0u32..100_000) {
+            let t = breaker_threshold(desired, None);
+            prop_assert!((3..=200).contains(&t));
+            prop_assert!(t >= desired.div_ceil(2).min(200));
+        }
+
+        #[test]
+        fn launch_backoff_grows_and_caps(n in 0u32..10_000) {
+            let d = launch_backoff(n);
+            prop_assert!(d <= std::time::Duration::from_secs(60));
+            prop_assert!(launch_backoff(n + 1) >= d);
+            if n <= 1 { prop_assert!(d.is_zero()); }
+        }
     }
 
     proptest! {

@@ -6,19 +6,19 @@
 //! reconcile (another process, an old read) can never double-create: the write fails and the
 //! reconcile starts over from fresh state (Kubernetes' "expectations", by construction).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::time::Duration;
 
+use super::common::{self, counts_healthy, event_once};
 use super::rollout::{self, Counts};
 use crate::model::{
-    keys, new_id, now, parse_taskdef_ref, stop_codes, Deployment, DesiredStatus, HealthStatus,
-    Kind, SchedulingStrategy, Service, Task, TaskDefinition, TaskSpec, TaskState, TaskStatus,
+    keys, new_id, now, stop_codes, DesiredStatus, Kind, SchedulingStrategy, Service, Task,
+    TaskDefinition, TaskSpec, TaskState, TaskStatus,
 };
 use crate::objects::{self, ObjectError};
-use crate::runtime::{Action, Cache, Controller, ControllerOptions, Reconciler, Trigger};
+use crate::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
 use crate::store::{Compare, DynStore, Op, Txn};
 
 /// How long STOPPED tasks stay readable (ECS keeps them about an hour).
@@ -30,7 +30,6 @@ pub struct ServiceController {
 
 impl ServiceController {
     pub fn controller(store: DynStore) -> Controller {
-        let services = Cache::start(store.clone(), &keys::prefix(Kind::Service), |_| {});
         let r = Arc::new(ServiceController {
             store: store.clone(),
         });
@@ -48,22 +47,6 @@ impl ServiceController {
                 .into_iter()
                 .collect()
         };
-        // A new revision of a family re-triggers the services that follow it.
-        let by_family = move |kv: &crate::store::KeyValue| -> Vec<String> {
-            let Ok(td) = serde_json::from_slice::<TaskDefinition>(&kv.value) else {
-                return vec![];
-            };
-            services
-                .list()
-                .iter()
-                .filter_map(|kv| serde_json::from_slice::<Service>(&kv.value).ok())
-                .filter(|s| {
-                    parse_taskdef_ref(&s.spec.task_definition).map(|(f, _)| f)
-                        == Some(td.status.family.as_str())
-                })
-                .map(|s| s.metadata.name)
-                .collect()
-        };
         Controller::new(
             "service",
             store,
@@ -76,43 +59,10 @@ impl ServiceController {
         )
         .trigger(Trigger::new(keys::prefix(Kind::Service), by_name))
         .trigger(Trigger::new(keys::prefix(Kind::Task), by_task))
-        .trigger(Trigger::new(keys::prefix(Kind::TaskDefinition), by_family))
     }
-}
-
-fn group_of(service: &str) -> String {
-    format!("service:{service}")
-}
-
-/// Does a task count as healthy for deployment purposes? RUNNING and, if its definition has
-/// health checks, HEALTHY.
-fn counts_healthy(t: &Task, has_checks: bool) -> bool {
-    t.status.last_status == TaskState::Running
-        && match t.status.health_status {
-            HealthStatus::Healthy => true,
-            HealthStatus::Unhealthy => false,
-            HealthStatus::Unknown => !has_checks,
-        }
 }
 
 impl ServiceController {
-    async fn taskdef(&self, reference: &str) -> anyhow::Result<Option<TaskDefinition>> {
-        let Some((family, rev)) = parse_taskdef_ref(reference) else {
-            return Ok(None);
-        };
-        match rev {
-            Some(r) => Ok(objects::get(&*self.store, &keys::taskdef_key(family, r)).await?),
-            None => {
-                let all: Vec<TaskDefinition> =
-                    objects::list(&*self.store, &keys::taskdef_family_prefix(family)).await?;
-                Ok(all
-                    .into_iter()
-                    .rev()
-                    .find(|t| t.status.status != "INACTIVE"))
-            }
-        }
-    }
-
     async fn stop_tasks(&self, ids: &[String], reason: &str) -> anyhow::Result<()> {
         for id in ids {
             objects::update_task(&*self.store, id, |t| {
@@ -148,12 +98,7 @@ impl ServiceController {
     async fn reconcile_service(&self, name: &str) -> anyhow::Result<Action> {
         let key = keys::key(Kind::Service, name);
         let svc: Option<Service> = objects::get(&*self.store, &key).await?;
-        let group = group_of(name);
-        let tasks: Vec<Task> = objects::list_tasks(&*self.store)
-            .await?
-            .into_iter()
-            .filter(|t| t.spec.group == group)
-            .collect();
+        let tasks: Vec<Task> = common::tasks_of(&*self.store, name).await?;
         self.collect_garbage(&tasks).await?;
         let active: Vec<&Task> = tasks.iter().filter(|t| t.is_active()).collect();
         let Some(svc) = svc else {
@@ -187,79 +132,31 @@ impl ServiceController {
             return Ok(Action::RequeueAfter(Duration::from_secs(2)));
         }
 
-        let Some(td) = self.taskdef(&svc.spec.task_definition).await? else {
-            let msg = format!(
-                "service {name} is unable to resolve task definition {}.",
-                svc.spec.task_definition
-            );
-            if next.status.events.first().map(|e| e.message.as_str()) != Some(msg.as_str()) {
-                next.status.push_event(msg);
-                self.write_status(&key, &svc, &next, vec![]).await?;
-            }
-            return Ok(Action::RequeueAfter(Duration::from_secs(10)));
-        };
-        let primary_td = td.metadata.name.clone();
-        let desired = match svc.spec.scheduling_strategy.unwrap_or_default() {
-            SchedulingStrategy::Replica => svc.spec.desired_count,
-            SchedulingStrategy::Daemon => self.daemon_count(&svc.spec.cluster).await?,
-        };
-
-        // Deployments: a new revision becomes PRIMARY; the older ones become ACTIVE.
-        let is_new_revision = next
+        // The deployment controller decides which revision is PRIMARY; we move tasks to it.
+        let Some(primary) = svc
             .status
             .deployments
             .iter()
             .find(|d| d.status == "PRIMARY")
-            .is_none_or(|d| d.task_definition != primary_td);
-        if is_new_revision {
-            for d in next.status.deployments.iter_mut() {
-                if d.status == "PRIMARY" {
-                    d.status = "ACTIVE".into();
-                    d.updated_at = now();
-                }
-            }
-            let id = format!("ecs-svc/{}", &new_id()[..19]);
-            next.status.deployments.insert(
-                0,
-                Deployment {
-                    id: id.clone(),
-                    status: "PRIMARY".into(),
-                    task_definition: primary_td.clone(),
-                    desired_count: desired,
-                    running_count: 0,
-                    pending_count: 0,
-                    failed_tasks: 0,
-                    rollout_state: "IN_PROGRESS".into(),
-                    rollout_state_reason: "ECS deployment in progress.".into(),
-                    created_at: now(),
-                    updated_at: now(),
-                },
+            .cloned()
+        else {
+            return Ok(Action::Done);
+        };
+        let Some(td) = common::taskdef(&*self.store, &primary.task_definition).await? else {
+            event_once(
+                &mut next,
+                format!(
+                    "service {name} is unable to resolve task definition {}.",
+                    primary.task_definition
+                ),
             );
-            if svc.status.deployments.is_empty() {
-                next.status.push_event(format!(
-                    "service {name} created deployment {id} ({primary_td})."
-                ));
-            } else {
-                next.status.push_event(format!(
-                    "service {name} started deployment {id} to {primary_td}."
-                ));
-            }
-        }
-        let primary_id = next.status.deployments[0].id.clone();
-
-        // Which task definitions have health checks (they decide what "healthy" means).
-        let mut checks: BTreeMap<String, bool> = BTreeMap::new();
-        checks.insert(primary_td.clone(), has_checks(&td));
-        for t in &tasks {
-            if !checks.contains_key(&t.spec.task_definition) {
-                let h = self
-                    .taskdef(&t.spec.task_definition)
-                    .await?
-                    .map(|d| has_checks(&d))
-                    .unwrap_or(false);
-                checks.insert(t.spec.task_definition.clone(), h);
-            }
-        }
+            self.write_status(&key, &svc, &next, vec![]).await?;
+            return Ok(Action::RequeueAfter(Duration::from_secs(10)));
+        };
+        let primary_td = td.metadata.name.clone();
+        let primary_id = primary.id.clone();
+        let desired = common::desired_count(&*self.store, &svc).await?;
+        let checks = common::checks_by_taskdef(&*self.store, &tasks, &[&td]).await?;
         let healthy = |t: &Task| counts_healthy(t, checks[&t.spec.task_definition]);
         let (new, old): (Vec<&Task>, Vec<&Task>) = active
             .iter()
@@ -276,21 +173,48 @@ impl ServiceController {
             stopping,
         };
         let cfg = &svc.spec.deployment_configuration;
-        let step = rollout::step(
+        let mut step = rollout::step(
             desired,
             cfg.minimum_healthy_percent,
             cfg.maximum_percent,
             counts,
         );
-
-        if rollout::is_stuck(desired, counts, step) {
-            let msg = format!(
-                "service {name} is unable to make progress: minimumHealthyPercent {} and maximumPercent {} leave no room to replace tasks; raise maximumPercent or lower minimumHealthyPercent.",
-                cfg.minimum_healthy_percent, cfg.maximum_percent
-            );
-            if next.status.events.first().map(|e| e.message.as_str()) != Some(msg.as_str()) {
-                next.status.push_event(msg);
+        let mut requeue = None;
+        if primary.rollout_state == "FAILED" && step.start > 0 {
+            // The circuit breaker tripped with nothing to roll back to: stop launching.
+            step.start = 0;
+        }
+        // Crash loops: back off launches after repeated failures in a row.
+        let consecutive = consecutive_failures(&tasks);
+        let backoff = rollout::launch_backoff(consecutive);
+        if step.start > 0 && !backoff.is_zero() {
+            let last = tasks
+                .iter()
+                .filter_map(|t| t.status.stopped_at)
+                .max()
+                .unwrap_or_else(now);
+            let wait_until = last + chrono::Duration::from_std(backoff).unwrap_or_default();
+            let left = (wait_until - now()).to_std().unwrap_or_default();
+            if !left.is_zero() {
+                step.start = 0;
+                requeue = Some(left);
+                event_once(
+                    &mut next,
+                    format!(
+                        "service {name} is backing off task launches for {:.1}s after {consecutive} consecutive task failures.",
+                        backoff.as_secs_f64()
+                    ),
+                );
             }
+        }
+        if rollout::is_stuck(desired, counts, step) {
+            event_once(
+                &mut next,
+                format!(
+                    "service {name} is unable to make progress: minimumHealthyPercent {} and maximumPercent {} leave no room to replace tasks; raise maximumPercent or lower minimumHealthyPercent.",
+                    cfg.minimum_healthy_percent, cfg.maximum_percent
+                ),
+            );
         }
         // Choose which tasks to stop: the least useful first.
         let mut to_stop: Vec<String> = Vec::new();
@@ -353,54 +277,12 @@ impl ServiceController {
         next.status.desired_count = desired;
         next.status.running_count = running;
         next.status.pending_count = active.len() as u32 - running + creates.len() as u32;
-        for d in next.status.deployments.iter_mut() {
-            let mine: Vec<&&Task> = active
-                .iter()
-                .filter(|t| t.spec.task_definition == d.task_definition)
-                .collect();
-            let r = mine
-                .iter()
-                .filter(|t| t.status.last_status == TaskState::Running)
-                .count() as u32;
-            let (rc, pc) = (r, mine.len() as u32 - r);
-            if d.running_count != rc || d.pending_count != pc {
-                d.running_count = rc;
-                d.pending_count = pc;
-                d.updated_at = now();
-            }
-            if d.status == "PRIMARY" {
-                if d.desired_count != desired {
-                    d.desired_count = desired;
-                }
-            } else {
-                d.desired_count = 0;
-            }
-        }
-        // Steady: the primary has its full count, healthy, and nothing else runs.
         let steady = creates.is_empty()
             && to_stop.is_empty()
             && counts.new_total == desired
             && counts.new_healthy == desired
             && counts.old_total == 0
             && stopping == 0;
-        if steady {
-            let primary = &mut next.status.deployments[0];
-            if primary.rollout_state == "IN_PROGRESS" {
-                primary.rollout_state = "COMPLETED".into();
-                primary.rollout_state_reason = "ECS deployment completed.".into();
-                primary.updated_at = now();
-            }
-            next.status.deployments.retain(|d| d.status == "PRIMARY");
-            let was_steady = svc
-                .status
-                .events
-                .first()
-                .is_some_and(|e| e.message.ends_with("has reached a steady state."));
-            if !was_steady {
-                next.status
-                    .push_event(format!("service {name} has reached a steady state."));
-            }
-        }
         if !self.write_status(&key, &svc, &next, creates).await? {
             // Lost a race with another writer: start over on fresh state.
             return Ok(Action::Requeue);
@@ -410,22 +292,14 @@ impl ServiceController {
             &format!("Scaling activity initiated by (deployment {primary_id})"),
         )
         .await?;
-        if steady {
+        if let Some(d) = requeue {
+            Ok(Action::RequeueAfter(d))
+        } else if steady {
             Ok(Action::Done)
         } else {
             // Task changes re-trigger us; this bounds the wait if a trigger is lost.
             Ok(Action::RequeueAfter(Duration::from_secs(5)))
         }
-    }
-
-    /// One task per ACTIVE instance of the cluster (DAEMON services).
-    async fn daemon_count(&self, cluster: &str) -> anyhow::Result<u32> {
-        let instances: Vec<crate::model::ContainerInstance> =
-            objects::list(&*self.store, &keys::prefix(Kind::ContainerInstance)).await?;
-        Ok(instances
-            .iter()
-            .filter(|i| i.spec.cluster == cluster && i.status.status == "ACTIVE")
-            .count() as u32)
     }
 
     fn new_task(&self, svc: &Service, td: &TaskDefinition, deployment: &str) -> Task {
@@ -447,7 +321,7 @@ impl ServiceController {
             TaskSpec {
                 task_definition: td.metadata.name.clone(),
                 cluster: svc.spec.cluster.clone(),
-                group: group_of(&svc.metadata.name),
+                group: common::group_of(&svc.metadata.name),
                 started_by: deployment.to_string(),
                 deployment_id: deployment.to_string(),
                 placement_strategy: svc.spec.placement_strategy.clone(),
@@ -495,13 +369,11 @@ impl ServiceController {
     }
 }
 
-fn has_checks(td: &TaskDefinition) -> bool {
-    td.spec.container_definitions.iter().any(|c| {
-        c.is_essential()
-            && c.health_check
-                .as_ref()
-                .is_some_and(|h| h.command.first().map(String::as_str) != Some("NONE"))
-    })
+/// Failed tasks in a row, newest first, until one that did not fail.
+fn consecutive_failures(tasks: &[Task]) -> u32 {
+    let mut stopped: Vec<&Task> = tasks.iter().filter(|t| t.is_stopped()).collect();
+    stopped.sort_by_key(|t| std::cmp::Reverse(t.status.stopped_at));
+    stopped.iter().take_while(|t| t.failed()).count() as u32
 }
 
 #[async_trait]

@@ -250,6 +250,9 @@ pub struct Observed {
     pub oom_killed: bool,
     pub health: HealthStatus,
     pub bindings: Vec<NetworkBinding>,
+    pub created: Option<chrono::DateTime<chrono::Utc>>,
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Observed {
@@ -302,7 +305,16 @@ pub fn observe(i: &ContainerInspectResponse) -> Observed {
         }
     }
     bindings.sort_by_key(|b| (b.container_port, b.host_port));
+    // Docker reports "0001-01-01T00:00:00Z" for never; treat years before 2000 as absent.
+    let time = |s: Option<&String>| {
+        s.and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .filter(|t| chrono::Datelike::year(t) >= 2000)
+    };
     Observed {
+        created: time(i.created.as_ref()),
+        started_at: time(st.and_then(|s| s.started_at.as_ref())),
+        finished_at: time(st.and_then(|s| s.finished_at.as_ref())),
         id: i.id.clone().unwrap_or_default(),
         exit_code: st
             .and_then(|s| s.exit_code)

@@ -18,6 +18,9 @@ use crate::objects;
 use crate::runtime::{Action, Reconciler};
 use crate::store::DynStore;
 
+/// Labelled containers whose task record is gone are removed after this long.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(10);
+
 pub struct TaskRunner {
     pub store: DynStore,
     pub docker: Docker,
@@ -164,9 +167,6 @@ impl TaskRunner {
                 finals.insert(n.clone(), o2);
             }
         }
-        for o in finals.values() {
-            d::remove(&self.docker, &o.id).await?;
-        }
         objects::update_task(&*self.store, &id, |t| {
             if t.is_stopped() {
                 return false;
@@ -199,6 +199,11 @@ impl TaskRunner {
             true
         })
         .await?;
+        // Removal after the STOPPED write: the replacement need not wait for it, and a
+        // crash in between is cleaned up by the next reconcile of the stopped task.
+        for o in finals.values() {
+            d::remove(&self.docker, &o.id).await?;
+        }
         Ok(Action::Done)
     }
 
@@ -307,6 +312,40 @@ impl TaskRunner {
                 }
             }
         }
+        // Restart policy: restart in place instead of failing the task, when allowed.
+        let mut restarts: HashMap<&str, u32> = task
+            .status
+            .containers
+            .iter()
+            .map(|c| (c.name.as_str(), c.restart_count))
+            .collect();
+        for c in &order {
+            let Some(o) = observed.get(&c.name) else {
+                continue;
+            };
+            if !o.exited() || o.id.is_empty() || !restart_allowed(c, o) {
+                continue;
+            }
+            match self
+                .docker
+                .start_container(
+                    &o.id,
+                    None::<bollard::query_parameters::StartContainerOptions>,
+                )
+                .await
+            {
+                Ok(()) => {
+                    *restarts.entry(c.name.as_str()).or_insert(0) += 1;
+                    tracing::info!(task = %id, container = %c.name, exit = ?o.exit_code, "restarted in place (restartPolicy)");
+                    if let Some(o2) = self.inspect(&o.id).await? {
+                        observed.insert(c.name.clone(), o2);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(task = %id, container = %c.name, error = %e, "restart in place failed")
+                }
+            }
+        }
         // Essential semantics: one essential container exiting stops the task.
         for c in &order {
             if let Some(o) = observed.get(&c.name) {
@@ -357,6 +396,7 @@ impl TaskRunner {
                         HealthStatus::Unknown
                     },
                     network_bindings: o.map(|o| o.bindings.clone()).unwrap_or_default(),
+                    restart_count: restarts.get(c.name.as_str()).copied().unwrap_or(0),
                 }
             })
             .collect();
@@ -392,6 +432,23 @@ impl TaskRunner {
             return Ok(Action::RequeueAfter(Duration::from_millis(500)));
         }
         Ok(Action::Done)
+    }
+}
+
+/// ECS restart policy: enabled, exit code not ignored, and the container ran at least
+/// `restartAttemptPeriod` seconds since it last started.
+fn restart_allowed(c: &ContainerDefinition, o: &Observed) -> bool {
+    let Some(p) = c.restart_policy.as_ref().filter(|p| p.enabled) else {
+        return false;
+    };
+    if o.exit_code
+        .is_some_and(|code| p.ignored_exit_codes.contains(&code))
+    {
+        return false;
+    }
+    match (o.started_at, o.finished_at) {
+        (Some(s), Some(f)) => (f - s).num_milliseconds() >= p.period_secs() as i64 * 1000,
+        _ => false,
     }
 }
 
@@ -492,9 +549,29 @@ impl Reconciler for TaskRunner {
     async fn reconcile(&self, id: &str) -> anyhow::Result<Action> {
         let task: Option<Task> = objects::get(&*self.store, &keys::key(Kind::Task, id)).await?;
         let Some(task) = task else {
-            // An orphan: its task record is gone.
-            self.remove_all(id).await?;
-            return Ok(Action::Done);
+            // An orphan: its task record is gone. Removed once older than the grace period,
+            // so a record that is only briefly invisible never costs a running container.
+            let mut wait = Duration::ZERO;
+            for c in d::list_task(&self.docker, &self.instance, id).await? {
+                let age = c
+                    .created
+                    .map(|t| chrono::Utc::now().timestamp() - t)
+                    .unwrap_or(i64::MAX);
+                let grace = ORPHAN_GRACE.as_secs() as i64;
+                if age < grace {
+                    wait = wait.max(Duration::from_secs((grace - age) as u64 + 1));
+                    continue;
+                }
+                if let Some(cid) = c.id.as_deref() {
+                    tracing::info!(task = %id, container = %cid, "removing orphaned container");
+                    d::remove(&self.docker, cid).await?;
+                }
+            }
+            return Ok(if wait.is_zero() {
+                Action::Done
+            } else {
+                Action::RequeueAfter(wait)
+            });
         };
         if task.status.container_instance.as_deref() != Some(self.instance.as_str()) {
             // Not (or no longer) ours: whatever we still run for it must go.

@@ -54,6 +54,9 @@ pub struct ContainerInstanceStatus {
     /// Bumped by every placement onto this instance: the compare-and-swap fence.
     #[serde(default)]
     pub placement_generation: u64,
+    /// When the agent's lease was first seen missing (cleared when it reconnects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnected_at: Option<DateTime<Utc>>,
 }
 
 pub type ContainerInstance = Object<ContainerInstanceSpec, ContainerInstanceStatus>;

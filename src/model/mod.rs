@@ -2,6 +2,7 @@
 
 pub mod instance;
 pub mod keys;
+pub mod scaling;
 pub mod service;
 pub mod task;
 pub mod taskdef;
@@ -13,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use instance::*;
+pub use scaling::{ScalingPolicy, ScalingPolicySpec, ScalingPolicyStatus};
 pub use service::*;
 pub use task::*;
 pub use taskdef::*;
@@ -92,18 +94,25 @@ pub enum Kind {
     Service,
     Task,
     ContainerInstance,
+    ScalingPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Cluster,
         Kind::TaskDefinition,
         Kind::Service,
         Kind::Task,
         Kind::ContainerInstance,
+        Kind::ScalingPolicy,
     ];
     /// Kinds a user may apply from manifests (the rest are written by berth).
-    pub const APPLYABLE: [Kind; 3] = [Kind::Cluster, Kind::TaskDefinition, Kind::Service];
+    pub const APPLYABLE: [Kind; 4] = [
+        Kind::Cluster,
+        Kind::TaskDefinition,
+        Kind::Service,
+        Kind::ScalingPolicy,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -112,6 +121,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::Task => "Task",
             Kind::ContainerInstance => "ContainerInstance",
+            Kind::ScalingPolicy => "ScalingPolicy",
         }
     }
     /// The plural lower-case name used in URLs, store keys and the CLI.
@@ -122,6 +132,7 @@ impl Kind {
             Kind::Service => "services",
             Kind::Task => "tasks",
             Kind::ContainerInstance => "containerinstances",
+            Kind::ScalingPolicy => "scalingpolicies",
         }
     }
     pub fn parse(s: &str) -> Option<Kind> {
@@ -133,6 +144,7 @@ impl Kind {
                 || (k == &Kind::TaskDefinition && (l == "td" || l == "tds"))
                 || (k == &Kind::ContainerInstance && (l == "instances" || l == "instance"))
                 || (k == &Kind::Service && l == "svc")
+                || (k == &Kind::ScalingPolicy && l == "sp")
         })
     }
 }

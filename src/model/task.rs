@@ -131,6 +131,13 @@ pub struct ContainerStatus {
     pub health_status: HealthStatus,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub network_bindings: Vec<NetworkBinding>,
+    /// In-place restarts under the container's restartPolicy.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restart_count: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,6 +157,8 @@ pub mod stop_codes {
     pub const USER_INITIATED: &str = "UserInitiated";
     pub const SERVICE_SCHEDULER_INITIATED: &str = "ServiceSchedulerInitiated";
     pub const TASK_FAILED_TO_START: &str = "TaskFailedToStart";
+    /// Reason prefix of tasks the recovery controller replaces for failing health checks.
+    pub const HEALTH_CHECK_REASON: &str = "Task failed container health checks";
 }
 
 impl Task {
@@ -164,6 +173,19 @@ impl Task {
     /// Holds resources on its instance until it has fully stopped.
     pub fn holds_resources(&self) -> bool {
         self.status.container_instance.is_some() && !self.is_stopped()
+    }
+    /// Stopped because it failed (could not start, essential container exited, or failed its
+    /// health checks) — what circuit breakers and crash-loop back-off count.
+    pub fn failed(&self) -> bool {
+        self.is_stopped()
+            && match self.status.stop_code.as_deref() {
+                Some(stop_codes::TASK_FAILED_TO_START) | Some(stop_codes::ESSENTIAL_CONTAINER_EXITED) => true,
+                _ => self
+                    .status
+                    .stopped_reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with(stop_codes::HEALTH_CHECK_REASON)),
+            }
     }
     pub fn service_name(&self) -> Option<&str> {
         self.spec.group.strip_prefix("service:")

@@ -99,6 +99,9 @@ pub struct ContainerDefinition {
     pub readonly_root_filesystem: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// Restart the container in place when it exits (ECS container restart policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartPolicy>,
     /// Accepted for ECS compatibility; berth keeps logs itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_configuration: Option<serde_json::Value>,
@@ -115,6 +118,25 @@ impl ContainerDefinition {
 
 fn is_zero_u32(v: &u32) -> bool {
     *v == 0
+}
+
+/// ECS's container restart policy: restart in place unless the exit code is ignored or the
+/// container ran for less than `restartAttemptPeriod` seconds since its last (re)start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestartPolicy {
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored_exit_codes: Vec<i64>,
+    /// Seconds (ECS default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_attempt_period: Option<u32>,
+}
+
+impl RestartPolicy {
+    pub fn period_secs(&self) -> u32 {
+        self.restart_attempt_period.unwrap_or(300)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -96,6 +96,11 @@ impl Reconciler for InstanceStatus {
                 super::candidates(std::slice::from_ref(&inst), &set, &mine, &*self.store).await;
             let mut next = inst.clone();
             next.status.agent_connected = connected;
+            next.status.disconnected_at = match (connected, inst.status.disconnected_at) {
+                (true, _) => None,
+                (false, Some(t)) => Some(t),
+                (false, None) => Some(crate::model::now()),
+            };
             next.status.remaining_resources = remaining(&cands[0]);
             next.status.running_tasks_count = mine
                 .iter()
