@@ -179,6 +179,18 @@ pub async fn delete_one(
                 json!({"kind": "Cluster", "name": name, "result": "deleted"}),
             ))
         }
+        Kind::ScalingPolicy => {
+            let key = keys::key(kind, &name);
+            let Some(kv) = store.get(&key).await? else {
+                return Err(ApiError::not_found(format!(
+                    "scaling policy {name:?} not found"
+                )));
+            };
+            objects::delete_cas(store, &key, kv.mod_revision).await?;
+            Ok(Json(
+                json!({"kind": "ScalingPolicy", "name": name, "result": "deleted"}),
+            ))
+        }
         Kind::ContainerInstance => {
             let key = keys::key(kind, &name);
             let Some(kv) = store.get(&key).await? else {

@@ -174,6 +174,35 @@ pub fn table(kind: Kind, items: &[Value], wide: bool) -> String {
                 })
                 .collect(),
         ),
+        Kind::ScalingPolicy => (
+            vec![
+                "NAME", "SERVICE", "METRIC", "TARGET", "CURRENT", "MIN", "MAX", "DESIRED",
+                "MESSAGE",
+            ],
+            items
+                .iter()
+                .map(|v| {
+                    let tt = &v["spec"]["targetTracking"];
+                    let metric = match tt["predefinedMetricType"].as_str() {
+                        Some("ECSServiceAverageMemoryUtilization") => "memory",
+                        _ => "cpu",
+                    };
+                    vec![
+                        s(&v["metadata"]["name"]),
+                        s(&v["spec"]["service"]),
+                        metric.to_string(),
+                        format!("{}%", tt["targetValue"].as_f64().unwrap_or(0.0)),
+                        v["status"]["currentMetric"]
+                            .as_f64()
+                            .map_or("-".into(), |m| format!("{m:.1}%")),
+                        s(&v["spec"]["minCapacity"]),
+                        s(&v["spec"]["maxCapacity"]),
+                        s(&v["status"]["desiredCapacity"]),
+                        s(&v["status"]["message"]),
+                    ]
+                })
+                .collect(),
+        ),
         Kind::Cluster => (
             vec!["NAME", "STATUS", "AGE"],
             items
