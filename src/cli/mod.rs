@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod client;
 pub mod output;
+pub mod rollout;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -90,9 +91,22 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Follow a service's deployment.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Benchmarks that print numbers beside the obvious alternative.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RolloutCommand {
+    /// Live progress of the PRIMARY deployment; exit 0 COMPLETED, 1 FAILED, 2 timeout.
+    Status {
+        service: String,
+        #[arg(long, default_value = "5m")]
+        timeout: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -353,6 +367,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "task {} stopping",
                 t["metadata"]["name"].as_str().unwrap_or(task_id)
             );
+        }
+        Command::Rollout(RolloutCommand::Status { service, timeout }) => {
+            return rollout::status(&client(), service, parse_duration(timeout)?).await
         }
         Command::Bench(b) => {
             init_tracing("text");

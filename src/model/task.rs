@@ -179,7 +179,8 @@ impl Task {
     pub fn failed(&self) -> bool {
         self.is_stopped()
             && match self.status.stop_code.as_deref() {
-                Some(stop_codes::TASK_FAILED_TO_START) | Some(stop_codes::ESSENTIAL_CONTAINER_EXITED) => true,
+                Some(stop_codes::TASK_FAILED_TO_START)
+                | Some(stop_codes::ESSENTIAL_CONTAINER_EXITED) => true,
                 _ => self
                     .status
                     .stopped_reason

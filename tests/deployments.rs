@@ -1,0 +1,398 @@
+//! Deployments, health checks and auto-recovery on real Docker: rolling updates that hold the
+//! healthy floor and the task ceiling, the circuit breaker with rollback, unhealthy tasks and
+//! lost instances replaced, restart in place.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::berth::*;
+use common::etcd::EtcdServer;
+use serde_json::Value;
+
+const CONVERGE: Duration = Duration::from_secs(90);
+
+fn healthy_web(name: &str, replicas: u32, version: &str, min: u32, max: u32) -> String {
+    format!(
+        r#"apiVersion: berth.dev/v1
+kind: TaskDefinition
+metadata: {{name: {name}}}
+spec:
+  containerDefinitions:
+    - name: httpd
+      image: {IMAGE}
+      command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+      cpu: 32
+      memory: 16
+      portMappings: [{{containerPort: 8080}}]
+      environment: [{{name: VERSION, value: "{version}"}}]
+      healthCheck: {{command: ["CMD-SHELL", "nc -w 1 127.0.0.1 8080 </dev/null"], interval: 1, timeout: 1, retries: 2}}
+      stopTimeout: 2
+---
+apiVersion: berth.dev/v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  taskDefinition: {name}
+  desiredCount: {replicas}
+  deploymentConfiguration:
+    minimumHealthyPercent: {min}
+    maximumPercent: {max}
+    deploymentCircuitBreaker: {{enable: true, rollback: true}}
+"#
+    )
+}
+
+/// GET a path on the API and parse the JSON body.
+fn api_json(port: u16, path: &str) -> Option<Value> {
+    let resp = http_get_path(port, path)?;
+    let body = resp.split("\r\n\r\n").nth(1)?;
+    serde_json::from_str(body).ok()
+}
+
+fn service(b: &Berth, name: &str) -> Value {
+    b.get_json(&["services", name])
+}
+
+fn primary(svc: &Value) -> Value {
+    svc["status"]["deployments"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["status"] == "PRIMARY").cloned())
+        .unwrap_or(Value::Null)
+}
+
+fn events(svc: &Value) -> Vec<String> {
+    svc["status"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["message"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn wait_completed(b: &Berth, name: &str, td: &str) {
+    wait_for(&format!("{name} COMPLETED on {td}"), CONVERGE, || {
+        let p = primary(&service(b, name));
+        (p["taskDefinition"] == td && p["rolloutState"] == "COMPLETED").then_some(())
+    });
+}
+
+#[test]
+fn rolling_update_holds_floor_and_ceiling() {
+    let b = Berth::up(None);
+    let name = unique("roll");
+    let dir = manifest_dir(&[("web.yaml", healthy_web(&name, 4, "1", 50, 150))]);
+    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    wait_completed(&b, &name, &format!("{name}:1"));
+
+    // Sample the store every 100 ms for the whole rollout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let samples: Arc<Mutex<Vec<(usize, usize)>>> = Default::default();
+    let sampler = {
+        let (stop, samples, port, name) = (stop.clone(), samples.clone(), b.port, name.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if let Some(tasks) = api_json(port, &format!("/v1/tasks?service={name}")) {
+                    let tasks = tasks.as_array().cloned().unwrap_or_default();
+                    let live = tasks
+                        .iter()
+                        .filter(|t| t["status"]["lastStatus"] != "STOPPED")
+                        .count();
+                    let healthy = tasks
+                        .iter()
+                        .filter(|t| {
+                            t["status"]["lastStatus"] == "RUNNING"
+                                && t["status"]["healthStatus"] == "HEALTHY"
+                        })
+                        .count();
+                    samples.lock().unwrap().push((healthy, live));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    write(dir.path(), "web.yaml", &healthy_web(&name, 4, "2", 50, 150));
+    let out = b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    assert!(out.contains(&format!("{name}:2 created")), "{out}");
+    // The CLI follows the rollout to completion.
+    let rs = b.cli(&["rollout", "status", &name, "--timeout", "90s"]);
+    assert!(
+        rs.status.success(),
+        "rollout status: {}\n{}",
+        String::from_utf8_lossy(&rs.stdout),
+        String::from_utf8_lossy(&rs.stderr)
+    );
+    assert!(String::from_utf8_lossy(&rs.stdout).contains("completed"));
+    stop.store(true, Ordering::SeqCst);
+    sampler.join().unwrap();
+
+    let samples = samples.lock().unwrap().clone();
+    assert!(samples.len() > 10, "too few samples: {}", samples.len());
+    let min_healthy = samples.iter().map(|s| s.0).min().unwrap();
+    let max_live = samples.iter().map(|s| s.1).max().unwrap();
+    eprintln!(
+        "{} samples: min healthy {min_healthy}, max tasks {max_live}",
+        samples.len()
+    );
+    assert!(min_healthy >= 2, "healthy dropped below 2: {samples:?}");
+    assert!(max_live <= 6, "more than 6 tasks: {samples:?}");
+    let svc = service(&b, &name);
+    assert!(
+        events(&svc)[0].ends_with("has reached a steady state."),
+        "{:?}",
+        events(&svc)
+    );
+    let running = b.running_tasks(&name);
+    assert_eq!(running.len(), 4);
+    assert!(running
+        .iter()
+        .all(|t| t["spec"]["taskDefinition"] == format!("{name}:2").as_str()));
+}
+
+#[test]
+fn circuit_breaker_rolls_back() {
+    let b = Berth::up(None);
+    let name = unique("cb");
+    let dir = manifest_dir(&[("web.yaml", healthy_web(&name, 2, "1", 100, 200))]);
+    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    wait_completed(&b, &name, &format!("{name}:1"));
+
+    // Revision 2 exits 1 at once.
+    let broken = healthy_web(&name, 2, "2", 100, 200).replace(
+        r#"command: ["httpd", "-f", "-p", "8080", "-h", "/www"]"#,
+        r#"command: ["sh", "-c", "exit 1"]"#,
+    );
+    write(dir.path(), "web.yaml", &broken);
+    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    let rs = b.cli(&["rollout", "status", &name, "--timeout", "90s"]);
+    assert_eq!(
+        rs.status.code(),
+        Some(1),
+        "rollout status must report FAILED: {}",
+        String::from_utf8_lossy(&rs.stderr)
+    );
+
+    // Rolled back to revision 1 at full count.
+    wait_completed(&b, &name, &format!("{name}:1"));
+    let running = wait_for("2 running on revision 1", CONVERGE, || {
+        let r = b.running_tasks(&name);
+        (r.len() == 2 && b.active_tasks(&name).len() == 2).then_some(r)
+    });
+    assert!(running
+        .iter()
+        .all(|t| t["spec"]["taskDefinition"] == format!("{name}:1").as_str()));
+    let svc = service(&b, &name);
+    let failed = svc["status"]["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["taskDefinition"] == format!("{name}:2").as_str())
+        .cloned()
+        .expect("the failed deployment stays visible");
+    assert_eq!(failed["rolloutState"], "FAILED");
+    assert!(failed["failedTasks"].as_u64().unwrap() >= 3);
+    let ev = events(&svc).join("\n");
+    assert!(ev.contains("deployment failed"), "{ev}");
+    assert!(ev.contains("rolling back to deployment"), "{ev}");
+    // The failed revision is not retried while it is still the one named.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        primary(&service(&b, &name))["taskDefinition"],
+        format!("{name}:1").as_str()
+    );
+}
+
+#[test]
+fn unhealthy_task_is_replaced() {
+    let b = Berth::up(None);
+    let name = unique("sick");
+    let text = healthy_web(&name, 1, "1", 0, 200)
+        .replace(
+            r#"command: ["httpd", "-f", "-p", "8080", "-h", "/www"]"#,
+            r#"command: ["sh", "-c", "touch /tmp/ok; exec httpd -f -p 8080 -h /www"]"#,
+        )
+        .replace(r#"nc -w 1 127.0.0.1 8080 </dev/null"#, "test -f /tmp/ok");
+    let dir = manifest_dir(&[("web.yaml", text)]);
+    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    wait_completed(&b, &name, &format!("{name}:1"));
+    let victim = b.running_tasks(&name)[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let container = b
+        .containers()
+        .into_iter()
+        .find(|c| c.2 == victim)
+        .unwrap()
+        .0;
+    let out = Command::new("docker")
+        .args(["exec", &container, "rm", "/tmp/ok"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    wait_for("a healthy replacement", CONVERGE, || {
+        let r = b.running_tasks(&name);
+        (r.len() == 1
+            && r[0]["metadata"]["name"] != victim.as_str()
+            && r[0]["status"]["healthStatus"] == "HEALTHY")
+            .then_some(())
+    });
+    let t = wait_for("the unhealthy task stopped", CONVERGE, || {
+        let t = b.get_json(&["tasks", &victim]);
+        (t["status"]["lastStatus"] == "STOPPED").then_some(t)
+    });
+    assert!(
+        t["status"]["stoppedReason"]
+            .as_str()
+            .unwrap()
+            .starts_with("Task failed container health checks"),
+        "{t}"
+    );
+}
+
+#[test]
+fn restart_policy_restarts_in_place() {
+    let b = Berth::up(None);
+    let fam = unique("rp");
+    let dir = manifest_dir(&[(
+        "rp.yaml",
+        format!(
+            r#"apiVersion: berth.dev/v1
+kind: TaskDefinition
+metadata: {{name: {fam}}}
+spec:
+  containerDefinitions:
+    - name: flaky
+      image: {IMAGE}
+      command: ["sh", "-c", "sleep 2; exit 3"]
+      cpu: 10
+      memory: 16
+      restartPolicy: {{enabled: true, restartAttemptPeriod: 1}}
+"#
+        ),
+    )]);
+    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    let id = b.cli_ok(&["run-task", &fam]).trim().to_string();
+    let t = wait_for("two restarts in place", CONVERGE, || {
+        let t = b.get_json(&["tasks", &id]);
+        (t["status"]["containers"][0]["restartCount"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2)
+            .then_some(t)
+    });
+    assert_eq!(t["status"]["lastStatus"], "RUNNING", "{t}");
+    b.cli_ok(&["stop-task", &id]);
+}
+
+/// A second agent process sharing the etcd store with `berth up`.
+struct Agent {
+    child: Child,
+    instance: String,
+}
+
+impl Agent {
+    fn start(store: &str, instance: &str) -> Agent {
+        let child = Command::new(berth_bin())
+            .args([
+                "agent",
+                "--store",
+                store,
+                "--instance-id",
+                instance,
+                "--lease-ttl",
+                "3s",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Agent {
+            child,
+            instance: instance.to_string(),
+        }
+    }
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+        remove_containers_with_label(&format!("berth.instance={}", self.instance));
+    }
+}
+
+#[test]
+fn lost_instance_tasks_are_replaced_elsewhere() {
+    let etcd = EtcdServer::start();
+    let b = Berth::up(Some(etcd.url()));
+    let other = unique("agent-b");
+    let mut agent = Agent::start(&etcd.url(), &other);
+    wait_for("second instance connected", Duration::from_secs(20), || {
+        let i = b.cli(&["get", "instances", &other, "-o", "json"]);
+        let v: Value = serde_json::from_slice(&i.stdout).ok()?;
+        (v["status"]["agentConnected"] == true).then_some(())
+    });
+    let name = unique("spread");
+    let dir = manifest_dir(&[("web.yaml", web_manifest(&name, 4, "1"))]);
+    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    let tasks = wait_for("4 running over both instances", CONVERGE, || {
+        let r = b.running_tasks(&name);
+        (r.len() == 4).then_some(r)
+    });
+    let on_b: Vec<String> = tasks
+        .iter()
+        .filter(|t| t["status"]["containerInstance"] == other.as_str())
+        .map(|t| t["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        !on_b.is_empty(),
+        "spread placed nothing on the second instance"
+    );
+
+    agent.kill9();
+    let running = wait_for(
+        "tasks of the lost instance replaced on the first",
+        CONVERGE,
+        || {
+            let r = b.running_tasks(&name);
+            (r.len() == 4
+                && r.iter()
+                    .all(|t| t["status"]["containerInstance"] == b.instance.as_str()))
+            .then_some(r)
+        },
+    );
+    assert_eq!(running.len(), 4);
+    for id in &on_b {
+        let t = b.get_json(&["tasks", id]);
+        assert_eq!(t["status"]["lastStatus"], "STOPPED");
+        assert!(
+            t["status"]["stoppedReason"]
+                .as_str()
+                .unwrap()
+                .contains("disconnected"),
+            "{t}"
+        );
+    }
+    // The lost agent's containers still run; when it comes back it removes them.
+    assert!(!containers_with_label(&format!("berth.instance={other}")).is_empty());
+    let _agent = Agent::start(&etcd.url(), &other);
+    wait_for(
+        "the returning agent stops what is no longer its own",
+        CONVERGE,
+        || {
+            containers_with_label(&format!("berth.instance={other}"))
+                .is_empty()
+                .then_some(())
+        },
+    );
+    assert_eq!(b.running_tasks(&name).len(), 4);
+}
