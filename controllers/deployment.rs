@@ -139,7 +139,7 @@ impl DeploymentController {
                 .count() as u32;
             let failed = tasks
                 .iter()
-                .filter(|t| t.spec.deployment_id == d.id && t.failed())
+                .filter(|t| t.spec.deployment_id == d.id && t.failed_to_start())
                 .count() as u32;
             let counts = (running, mine.len() as u32 - running, failed);
             if (d.running_count, d.pending_count, d.failed_tasks) != counts {

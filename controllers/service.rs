@@ -373,7 +373,7 @@ impl ServiceController {
 fn consecutive_failures(tasks: &[Task]) -> u32 {
     let mut stopped: Vec<&Task> = tasks.iter().filter(|t| t.is_stopped()).collect();
     stopped.sort_by_key(|t| std::cmp::Reverse(t.status.stopped_at));
-    stopped.iter().take_while(|t| t.failed()).count() as u32
+    stopped.iter().take_while(|t| t.failed_to_start()).count() as u32
 }
 
 #[async_trait]

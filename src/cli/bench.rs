@@ -26,6 +26,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: u32,
     },
+    /// kill -9 a container of a service; time until the replacement is RUNNING and HEALTHY,
+    /// beside a raw `docker run` of the same image.
+    Recovery {
+        #[arg(long, default_value_t = 5)]
+        replicas: u32,
+        #[arg(long, default_value_t = 20)]
+        runs: u32,
+        #[arg(long, default_value = "local/busybox:1")]
+        image: String,
+    },
 }
 
 pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
@@ -35,6 +45,11 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
             image,
             runs,
         } => converge(*replicas, image, *runs).await,
+        BenchCommand::Recovery {
+            replicas,
+            runs,
+            image,
+        } => super::bench_recovery::run(*replicas, *runs, image).await,
     }
 }
 

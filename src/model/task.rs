@@ -152,6 +152,10 @@ pub struct NetworkBinding {
 
 pub type Task = Object<TaskSpec, TaskStatus>;
 
+/// How long a task must run (without becoming healthy) before its death no longer counts as
+/// a failure to start.
+pub const STARTUP_WINDOW: chrono::Duration = chrono::Duration::seconds(10);
+
 pub mod stop_codes {
     pub const ESSENTIAL_CONTAINER_EXITED: &str = "EssentialContainerExited";
     pub const USER_INITIATED: &str = "UserInitiated";
@@ -187,6 +191,18 @@ impl Task {
                     .as_deref()
                     .is_some_and(|r| r.starts_with(stop_codes::HEALTH_CHECK_REASON)),
             }
+    }
+    /// A failure while starting up: it failed before it was ever healthy and within its
+    /// first `STARTUP_WINDOW` of running. A task that served for a while and then died is a
+    /// crash to replace at once, not a crash loop to back off from or a bad deployment.
+    pub fn failed_to_start(&self) -> bool {
+        if !self.failed() || self.status.health_status == HealthStatus::Healthy {
+            return false;
+        }
+        match (self.status.started_at, self.status.stopped_at) {
+            (Some(start), Some(stop)) => stop - start < STARTUP_WINDOW,
+            _ => true,
+        }
     }
     pub fn service_name(&self) -> Option<&str> {
         self.spec.group.strip_prefix("service:")
