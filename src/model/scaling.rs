@@ -65,7 +65,11 @@ pub struct TargetTracking {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PredefinedMetric {
     #[default]
-    #[serde(rename = "ECSServiceAverageCPUUtilization", alias = "cpu", alias = "CPU")]
+    #[serde(
+        rename = "ECSServiceAverageCPUUtilization",
+        alias = "cpu",
+        alias = "CPU"
+    )]
     Cpu,
     #[serde(
         rename = "ECSServiceAverageMemoryUtilization",
