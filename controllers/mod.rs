@@ -5,6 +5,7 @@ pub mod common;
 pub mod deployment;
 pub mod recovery;
 pub mod rollout;
+pub mod scaling;
 pub mod service;
 
 use crate::model::{keys, parse_taskdef_ref, Kind, Service, TaskDefinition};
@@ -18,6 +19,7 @@ pub fn all(store: DynStore, registry: &Registry) -> Vec<Controller> {
         deployment::DeploymentController::controller(store.clone()).register(registry),
         recovery::RecoveryController::controller(store.clone()).register(registry),
         crate::scheduler::Scheduler::controller(store.clone()).register(registry),
+        scaling::ScalingController::controller(store.clone()).register(registry),
         crate::scheduler::instances::InstanceStatus::controller(store).register(registry),
     ]
 }

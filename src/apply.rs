@@ -439,6 +439,35 @@ async fn plan_apply(store: &dyn Store, docs: &[Document]) -> Result<Plan, ApplyE
                 });
             }
             Resource::Service(_) => {}
+            Resource::ScalingPolicy(want) => {
+                let key = keys::key(Kind::ScalingPolicy, &want.metadata.name);
+                let outcome = match r.get(&key).await? {
+                    None => {
+                        let mut p: model::ScalingPolicy = want.clone();
+                        p.metadata.uid = model::new_id();
+                        p.metadata.created_at = Some(now);
+                        ops.push(Op::put(key, encode(&mut p)));
+                        Outcome::Created
+                    }
+                    Some(kv) => {
+                        let mut cur: model::ScalingPolicy = decode(&kv)?;
+                        if cur.spec == want.spec && same_meta(&cur.metadata, &want.metadata) {
+                            Outcome::Unchanged
+                        } else {
+                            cur.spec = want.spec.clone();
+                            cur.metadata.labels = want.metadata.labels.clone();
+                            cur.metadata.annotations = want.metadata.annotations.clone();
+                            ops.push(Op::put(key, encode(&mut cur)));
+                            Outcome::Configured
+                        }
+                    }
+                };
+                results[i] = Some(ObjectResult {
+                    kind: Kind::ScalingPolicy,
+                    name: want.metadata.name.clone(),
+                    outcome,
+                });
+            }
         }
     }
 
@@ -733,6 +762,16 @@ async fn plan_delete(store: &dyn Store, docs: &[Document]) -> Result<Plan, Apply
                             ));
                             continue;
                         }
+                    }
+                }
+            }
+            Resource::ScalingPolicy(_) => {
+                let key = keys::key(Kind::ScalingPolicy, name);
+                match r.get(&key).await? {
+                    None => Outcome::Unchanged,
+                    Some(_) => {
+                        ops.push(Op::delete(key));
+                        Outcome::Pruned
                     }
                 }
             }

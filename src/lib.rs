@@ -7,9 +7,11 @@ pub mod cli;
 #[path = "../controllers/mod.rs"]
 pub mod controllers;
 pub mod manifest;
+pub mod metrics;
 pub mod model;
 pub mod node;
 pub mod objects;
 pub mod runtime;
 pub mod scheduler;
 pub mod store;
+pub mod ui;

@@ -2,7 +2,9 @@
 //! tasks assigned to it through Docker, and re-adopts its labelled containers after a restart.
 
 pub mod docker;
+pub mod logs;
 pub mod runner;
+pub mod stats;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -31,6 +33,12 @@ pub struct AgentConfig {
     pub host_ip: String,
     pub attributes: BTreeMap<String, String>,
     pub lease_ttl: Duration,
+    /// Where the agent keeps container logs (`<dataDir>/logs`).
+    pub data_dir: std::path::PathBuf,
+    /// How often containers' CPU/memory are sampled into the store.
+    pub stats_interval: Duration,
+    /// Where the agent serves container logs (advertised on its instance record).
+    pub logs_addr: std::net::SocketAddr,
 }
 
 impl AgentConfig {
@@ -43,6 +51,9 @@ impl AgentConfig {
             host_ip: "127.0.0.1".into(),
             attributes: BTreeMap::new(),
             lease_ttl: Duration::from_secs(10),
+            data_dir: std::env::temp_dir().join(format!("berth-agent-{instance_id}")),
+            stats_interval: stats::DEFAULT_INTERVAL,
+            logs_addr: ([127, 0, 0, 1], 0).into(),
         }
     }
 }
@@ -245,6 +256,22 @@ pub async fn run(
     )
     .trigger(Trigger::new(keys::prefix(Kind::Task), mine))
     .register(&registry);
+    let stats = tokio::spawn(stats::run(
+        store.clone(),
+        docker.clone(),
+        cfg.instance_id.clone(),
+        cfg.stats_interval,
+        shutdown.clone(),
+    ));
+    let logs = tokio::spawn(logs::run(
+        store.clone(),
+        docker.clone(),
+        cfg.instance_id.clone(),
+        cfg.host_ip.clone(),
+        cfg.logs_addr,
+        logs::LogConfig::new(cfg.data_dir.join("logs")),
+        shutdown.clone(),
+    ));
     let events = tokio::spawn(follow_docker_events(
         docker.clone(),
         store.clone(),
@@ -255,6 +282,8 @@ pub async fn run(
     ));
     controller.run(shutdown.clone()).await;
     let _ = events.await;
+    let _ = stats.await;
+    let _ = logs.await;
     let _ = lease.await;
     Ok(())
 }

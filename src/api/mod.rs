@@ -43,6 +43,7 @@ pub fn router(state: ApiState) -> Router {
             "/v1/{kind}/{name}",
             get(objects_api::get_one).delete(objects_api::delete_one),
         )
+        .merge(crate::ui::routes(&state))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

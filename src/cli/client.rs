@@ -131,6 +131,11 @@ impl Client {
         })
     }
 
+    /// A GET whose response the caller reads itself (streams: logs, watches, events).
+    pub async fn raw_get(&self, path: &str) -> Result<reqwest::Response, reqwest::Error> {
+        self.req(reqwest::Method::GET, path).send().await
+    }
+
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
         self.send(self.req(reqwest::Method::GET, path)).await
     }

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_recovery;
 pub mod client;
+pub mod observe;
 pub mod output;
 pub mod rollout;
 
@@ -63,6 +64,9 @@ pub enum Command {
         /// Tasks: only those of this service.
         #[arg(long)]
         service: Option<String>,
+        /// Keep printing changes.
+        #[arg(short = 'w', long)]
+        watch: bool,
     },
     /// Show one object in detail (services: deployments, tasks and events).
     Describe { kind: String, name: String },
@@ -98,6 +102,8 @@ pub enum Command {
     /// Benchmarks that print numbers beside the obvious alternative.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    #[command(flatten)]
+    Observe(observe::ObserveCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -164,6 +170,12 @@ pub struct AgentFlags {
     /// Agent lease TTL (e.g. 10s).
     #[arg(long, default_value = "10s")]
     pub lease_ttl: String,
+    /// How often container CPU/memory are sampled (e.g. 5s).
+    #[arg(long, default_value = "5s", env = "BERTH_STATS_INTERVAL")]
+    pub stats_interval: String,
+    /// Where this agent serves container logs to the API (advertised on its instance).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub logs_addr: SocketAddr,
 }
 
 impl AgentFlags {
@@ -174,6 +186,9 @@ impl AgentFlags {
         c.memory = self.memory;
         c.host_ip = self.host_ip.clone();
         c.lease_ttl = parse_duration(&self.lease_ttl)?;
+        c.stats_interval = parse_duration(&self.stats_interval)?;
+        c.logs_addr = self.logs_addr;
+        c.data_dir = default_data_dir().join(format!("agent-{id}"));
         Ok(c)
     }
 }
@@ -287,7 +302,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 NodeConfig {
                     api: Some(a.api),
                     controllers: true,
-                    agent: Some(a.agent.config()?),
+                    agent: Some(AgentConfig {
+                        data_dir: data_dir.join("agent"),
+                        ..a.agent.config()?
+                    }),
                     manifests: a.manifests.clone(),
                 },
                 true,
@@ -328,7 +346,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             name,
             output,
             service,
+            watch,
         } => {
+            if *watch {
+                let k = kind_arg(kind)?;
+                observe::get_watch(&client(), k, name.as_deref(), output.as_deref()).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
             get(
                 &client(),
                 kind,
@@ -372,6 +396,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rollout(RolloutCommand::Status { service, timeout }) => {
             return rollout::status(&client(), service, parse_duration(timeout)?).await
         }
+        Command::Observe(o) => observe::run(&client(), o).await?,
         Command::Bench(b) => {
             init_tracing("text");
             bench::run(b).await?;

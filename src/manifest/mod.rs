@@ -45,6 +45,7 @@ pub enum Resource {
     Cluster(model::Cluster),
     TaskDefinition(model::TaskDefinition),
     Service(model::Service),
+    ScalingPolicy(model::ScalingPolicy),
 }
 
 impl Resource {
@@ -53,6 +54,7 @@ impl Resource {
             Resource::Cluster(_) => Kind::Cluster,
             Resource::TaskDefinition(_) => Kind::TaskDefinition,
             Resource::Service(_) => Kind::Service,
+            Resource::ScalingPolicy(_) => Kind::ScalingPolicy,
         }
     }
 
@@ -66,6 +68,7 @@ impl Resource {
             Resource::Cluster(o) => &o.metadata,
             Resource::TaskDefinition(o) => &o.metadata,
             Resource::Service(o) => &o.metadata,
+            Resource::ScalingPolicy(o) => &o.metadata,
         }
     }
 
@@ -74,6 +77,7 @@ impl Resource {
             Resource::Cluster(o) => &mut o.metadata,
             Resource::TaskDefinition(o) => &mut o.metadata,
             Resource::Service(o) => &mut o.metadata,
+            Resource::ScalingPolicy(o) => &mut o.metadata,
         }
     }
 }
@@ -84,6 +88,7 @@ impl Serialize for Resource {
             Resource::Cluster(o) => o.serialize(s),
             Resource::TaskDefinition(o) => o.serialize(s),
             Resource::Service(o) => o.serialize(s),
+            Resource::ScalingPolicy(o) => o.serialize(s),
         }
     }
 }
@@ -100,6 +105,7 @@ impl<'de> Deserialize<'de> for Resource {
             "Cluster" => serde_json::from_value(v.clone()).map(Resource::Cluster),
             "TaskDefinition" => serde_json::from_value(v.clone()).map(Resource::TaskDefinition),
             "Service" => serde_json::from_value(v.clone()).map(Resource::Service),
+            "ScalingPolicy" => serde_json::from_value(v.clone()).map(Resource::ScalingPolicy),
             other => {
                 return Err(D::Error::custom(format!(
                     "kind `{other}` cannot be applied (expected one of {})",

@@ -689,6 +689,11 @@ fn typed_from_yaml(
             go(de, source)?,
             source,
         )?)),
+        Kind::ScalingPolicy => Ok(Resource::ScalingPolicy(finish(
+            kind,
+            go(de, source)?,
+            source,
+        )?)),
         _ => Ok(Resource::Service(finish(kind, go(de, source)?, source)?)),
     }
 }
@@ -704,6 +709,11 @@ fn typed_from_value(kind: Kind, v: Value, source: &Source) -> Result<Resource, M
     match kind {
         Kind::Cluster => Ok(Resource::Cluster(finish(kind, go(v, source)?, source)?)),
         Kind::TaskDefinition => Ok(Resource::TaskDefinition(finish(
+            kind,
+            go(v, source)?,
+            source,
+        )?)),
+        Kind::ScalingPolicy => Ok(Resource::ScalingPolicy(finish(
             kind,
             go(v, source)?,
             source,

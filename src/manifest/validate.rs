@@ -60,6 +60,7 @@ pub fn validate(docs: &[Document]) -> Vec<ManifestError> {
         check_metadata(d.resource.metadata(), &mut problems);
         match &d.resource {
             Resource::Cluster(_) => {}
+            Resource::ScalingPolicy(p) => problems.extend(model::scaling::check_policy(&p.spec)),
             Resource::TaskDefinition(td) => check_taskdef(&td.spec, &mut problems),
             Resource::Service(svc) => {
                 check_service(&svc.spec, &mut problems);

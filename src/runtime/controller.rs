@@ -79,6 +79,8 @@ pub struct ControllerStats {
     reconciles: AtomicU64,
     errors: AtomicU64,
     last: Mutex<LastReconcile>,
+    /// Reconcile durations in seconds, for /metrics.
+    pub duration: prometheus_client::metrics::histogram::Histogram,
 }
 
 #[derive(Default, Clone)]
@@ -135,6 +137,13 @@ impl Registry {
             .map(|s| s.snapshot())
             .collect()
     }
+    /// Each controller's reconcile-duration histogram (shared, live).
+    pub fn durations(&self) -> Vec<(String, prometheus_client::metrics::histogram::Histogram)> {
+        let r = self.inner.read().unwrap();
+        r.values()
+            .map(|s| (s.name.clone(), s.duration.clone()))
+            .collect()
+    }
     fn register(&self, stats: Arc<ControllerStats>) {
         self.inner
             .write()
@@ -167,6 +176,9 @@ impl Controller {
             reconciles: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             last: Mutex::new(LastReconcile::default()),
+            duration: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.0005, 4.0, 10),
+            ),
         });
         Controller {
             name: name.to_string(),
@@ -264,6 +276,7 @@ impl Controller {
                     let result = r.reconcile(&key).await;
                     let elapsed = started.elapsed();
                     stats.reconciles.fetch_add(1, Ordering::Relaxed);
+                    stats.duration.observe(elapsed.as_secs_f64());
                     {
                         let mut last = stats.last.lock().unwrap();
                         last.at = Some(Utc::now());

@@ -378,3 +378,47 @@ pub fn write(dir: &Path, rel: &str, text: &str) {
 }
 
 pub type Labels = HashMap<String, String>;
+
+/// GET a path of the API and parse the body as JSON (None on any failure).
+pub fn api_json(port: u16, path: &str) -> Option<Value> {
+    let resp = http_get_path(port, path)?;
+    let (_, body) = resp.split_once("\r\n\r\n")?;
+    serde_json::from_str(body).ok()
+}
+
+/// GET a path of the API; the body as text when the status is 200.
+pub fn api_text(port: u16, path: &str) -> Option<String> {
+    let resp = http_get_path(port, path)?;
+    let (head, body) = resp.split_once("\r\n\r\n")?;
+    head.contains(" 200 ").then(|| body.to_string())
+}
+
+/// `docker exec` (detached with `detach`); panics when docker refuses.
+pub fn docker_exec(container: &str, detach: bool, cmd: &[&str]) -> String {
+    let mut args = vec!["exec"];
+    if detach {
+        args.push("-d");
+    }
+    args.push(container);
+    args.extend_from_slice(cmd);
+    let out = Command::new("docker")
+        .args(&args)
+        .output()
+        .expect("docker exec");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Where tests leave files for people to look at (screenshots): target/test-output.
+pub fn test_output_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .map(|p| p.join("test-output"))
+        .unwrap_or_else(|| PathBuf::from("target/test-output"));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
