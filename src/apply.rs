@@ -58,6 +58,9 @@ pub struct ObjectResult {
     pub kind: Kind,
     pub name: String,
     pub outcome: Outcome,
+    /// The manifest document the object came from (absent for implicit objects and prunes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::manifest::Source>,
 }
 
 impl std::fmt::Display for ObjectResult {
@@ -160,11 +163,12 @@ pub async fn apply(
         return Err(ApplyError::Invalid(errors));
     }
     for attempt in 0..MAX_ATTEMPTS {
-        let plan = plan_apply(store, docs).await?;
+        let mut r = Reader::new(store);
+        let plan = plan_apply(&mut r, docs, false).await?;
         if opts.dry_run || plan.ops.is_empty() {
             return Ok(plan.results);
         }
-        if commit(store, plan.compares, plan.ops).await? {
+        if commit(store, r.compares, plan.ops).await? {
             return Ok(plan.results);
         }
         backoff(attempt).await;
@@ -267,6 +271,11 @@ struct Reader<'a> {
     gets: HashMap<String, Option<KeyValue>>,
     families: HashMap<String, Vec<KeyValue>>,
     compares: BTreeMap<String, i64>,
+    /// The key compared for each family read (its latest revision, or revision 1 absent).
+    family_keys: HashMap<String, String>,
+    /// Keys read (not written) whose values the writes depend on: a written service's cluster
+    /// and task definition family. A source apply compares only these and the written keys.
+    deps: HashSet<String>,
 }
 
 impl<'a> Reader<'a> {
@@ -276,6 +285,8 @@ impl<'a> Reader<'a> {
             gets: HashMap::new(),
             families: HashMap::new(),
             compares: BTreeMap::new(),
+            family_keys: HashMap::new(),
+            deps: HashSet::new(),
         }
     }
 
@@ -300,10 +311,18 @@ impl<'a> Reader<'a> {
             .store
             .range(&keys::taskdef_family_prefix(family))
             .await?;
-        match kvs.last() {
-            Some(kv) => self.compares.insert(kv.key.clone(), kv.mod_revision),
-            None => self.compares.insert(keys::taskdef_key(family, 1), 0),
+        let key = match kvs.last() {
+            Some(kv) => {
+                self.compares.insert(kv.key.clone(), kv.mod_revision);
+                kv.key.clone()
+            }
+            None => {
+                let key = keys::taskdef_key(family, 1);
+                self.compares.insert(key.clone(), 0);
+                key
+            }
         };
+        self.family_keys.insert(family.to_string(), key);
         self.families.insert(family.to_string(), kvs.clone());
         Ok(kvs)
     }
@@ -335,12 +354,110 @@ fn err(doc: &Document, field: &str, msg: impl Into<String>) -> ManifestError {
     ManifestError::at(&doc.source, Some(field), msg)
 }
 
-fn same_meta(a: &model::Metadata, b: &model::Metadata) -> bool {
-    a.labels == b.labels && a.annotations == b.annotations
+/// How a stored object's metadata differs from a manifest's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MetaDiff {
+    Same,
+    /// Only the ownership annotations (source, file, document) differ.
+    Ownership,
+    /// Labels or the user's own annotations differ.
+    User,
 }
 
-async fn plan_apply(store: &dyn Store, docs: &[Document]) -> Result<Plan, ApplyError> {
-    let mut r = Reader::new(store);
+/// `stamped`: the manifest carries its source's ownership annotations (a source apply), so a
+/// different owner is a difference. The commit and dirty annotations never are.
+fn meta_diff(cur: &model::Metadata, want: &model::Metadata, stamped: bool) -> MetaDiff {
+    if cur.labels != want.labels
+        || ownership::user(&cur.annotations) != ownership::user(&want.annotations)
+    {
+        MetaDiff::User
+    } else if stamped
+        && ownership::durable(&cur.annotations) != ownership::durable(&want.annotations)
+    {
+        MetaDiff::Ownership
+    } else {
+        MetaDiff::Same
+    }
+}
+
+fn same_meta(cur: &model::Metadata, want: &model::Metadata, stamped: bool) -> bool {
+    meta_diff(cur, want, stamped) == MetaDiff::Same
+}
+
+/// The annotations to store: the manifest's own, plus the ownership ones — the manifest's stamp
+/// for a source apply, the stored object's otherwise (a plain apply never changes who owns an
+/// object).
+fn merged_annotations(
+    stored: Option<&BTreeMap<String, String>>,
+    want: &BTreeMap<String, String>,
+    stamped: bool,
+) -> BTreeMap<String, String> {
+    let mut out = ownership::user(want);
+    let owner = if stamped { Some(want) } else { stored };
+    if let Some(owner) = owner {
+        for k in ownership::KEYS {
+            if let Some(v) = owner.get(k) {
+                out.insert(k.to_string(), v.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Create or update an object with no special apply semantics (spec + labels + annotations).
+async fn plan_simple<S, T>(
+    r: &mut Reader<'_>,
+    doc: &Document,
+    kind: Kind,
+    want: &Object<S, T>,
+    stamped: bool,
+    now: chrono::DateTime<chrono::Utc>,
+    ops: &mut Vec<Op>,
+) -> Result<ObjectResult, ApplyError>
+where
+    S: Serialize + serde::de::DeserializeOwned + Clone + PartialEq,
+    T: Serialize + serde::de::DeserializeOwned + Clone + Default,
+{
+    let key = keys::key(kind, &want.metadata.name);
+    let outcome = match r.get(&key).await? {
+        None => {
+            let mut p = want.clone();
+            p.metadata.annotations = merged_annotations(None, &want.metadata.annotations, stamped);
+            p.metadata.uid = model::new_id();
+            p.metadata.created_at = Some(now);
+            ops.push(Op::put(key, encode(&mut p)));
+            Outcome::Created
+        }
+        Some(kv) => {
+            let mut cur: Object<S, T> = decode(&kv)?;
+            if cur.spec == want.spec && same_meta(&cur.metadata, &want.metadata, stamped) {
+                Outcome::Unchanged
+            } else {
+                cur.spec = want.spec.clone();
+                cur.metadata.labels = want.metadata.labels.clone();
+                cur.metadata.annotations = merged_annotations(
+                    Some(&cur.metadata.annotations),
+                    &want.metadata.annotations,
+                    stamped,
+                );
+                ops.push(Op::put(key, encode(&mut cur)));
+                Outcome::Configured
+            }
+        }
+    };
+    Ok(ObjectResult {
+        kind,
+        name: want.metadata.name.clone(),
+        outcome,
+        source: Some(doc.source.clone()),
+    })
+}
+
+async fn plan_apply(
+    r: &mut Reader<'_>,
+    docs: &[Document],
+    stamped: bool,
+) -> Result<Plan, ApplyError> {
     let now = model::now();
     let mut results: Vec<Option<ObjectResult>> = vec![None; docs.len()];
     let mut ops = Vec::new();
@@ -360,6 +477,8 @@ async fn plan_apply(store: &dyn Store, docs: &[Document]) -> Result<Plan, ApplyE
                 let outcome = match r.get(&key).await? {
                     None => {
                         let mut c: Cluster = want.clone();
+                        c.metadata.annotations =
+                            merged_annotations(None, &want.metadata.annotations, stamped);
                         c.metadata.uid = model::new_id();
                         c.metadata.created_at = Some(now);
                         c.status.status = "ACTIVE".into();
@@ -368,12 +487,18 @@ async fn plan_apply(store: &dyn Store, docs: &[Document]) -> Result<Plan, ApplyE
                     }
                     Some(kv) => {
                         let mut cur: Cluster = decode(&kv)?;
-                        if cur.spec == want.spec && same_meta(&cur.metadata, &want.metadata) {
+                        if cur.spec == want.spec
+                            && same_meta(&cur.metadata, &want.metadata, stamped)
+                        {
                             Outcome::Unchanged
                         } else {
                             cur.spec = want.spec.clone();
                             cur.metadata.labels = want.metadata.labels.clone();
-                            cur.metadata.annotations = want.metadata.annotations.clone();
+                            cur.metadata.annotations = merged_annotations(
+                                Some(&cur.metadata.annotations),
+                                &want.metadata.annotations,
+                                stamped,
+                            );
                             if cur.status.status.is_empty() {
                                 cur.status.status = "ACTIVE".into();
                             }
@@ -386,6 +511,7 @@ async fn plan_apply(store: &dyn Store, docs: &[Document]) -> Result<Plan, ApplyE
                     kind: Kind::Cluster,
                     name: want.metadata.name.clone(),
                     outcome,
+                    source: Some(doc.source.clone()),
                 });
             }
             Resource::TaskDefinition(want) => {
@@ -395,22 +521,40 @@ async fn plan_apply(store: &dyn Store, docs: &[Document]) -> Result<Plan, ApplyE
                     Some(kv) => {
                         let td: TaskDefinition = decode(kv)?;
                         let rev = revision_of(kv).unwrap_or(td.status.revision);
-                        Some((rev, td))
+                        Some((rev, td, kv.key.clone()))
                     }
                     None => None,
                 };
-                let unchanged = latest.as_ref().is_some_and(|(_, td)| {
-                    td.spec == want.spec
-                        && same_meta(&td.metadata, &want.metadata)
-                        && td.status.status != "INACTIVE"
+                // A new revision when the spec, labels or the user's annotations changed (or the
+                // family was deleted); a change of owner alone relabels the latest revision.
+                let diff = latest.as_ref().map(|(_, td, _)| {
+                    if td.spec != want.spec || td.status.status == "INACTIVE" {
+                        MetaDiff::User
+                    } else {
+                        meta_diff(&td.metadata, &want.metadata, stamped)
+                    }
                 });
                 let (rev, outcome) = match latest {
-                    Some((rev, _)) if unchanged => (rev, Outcome::Unchanged),
+                    Some((rev, _, _)) if diff == Some(MetaDiff::Same) => (rev, Outcome::Unchanged),
+                    Some((rev, mut td, key)) if diff == Some(MetaDiff::Ownership) => {
+                        td.metadata.annotations = merged_annotations(
+                            Some(&td.metadata.annotations),
+                            &want.metadata.annotations,
+                            stamped,
+                        );
+                        ops.push(Op::put(key, encode(&mut td)));
+                        (rev, Outcome::Configured)
+                    }
                     _ => {
-                        let rev = latest.as_ref().map_or(0, |(rev, _)| *rev) + 1;
+                        let rev = latest.as_ref().map_or(0, |(rev, _, _)| *rev) + 1;
                         let key = keys::taskdef_key(family, rev);
                         r.compares.insert(key.clone(), 0);
                         let mut td: TaskDefinition = want.clone();
+                        td.metadata.annotations = merged_annotations(
+                            latest.as_ref().map(|(_, td, _)| &td.metadata.annotations),
+                            &want.metadata.annotations,
+                            stamped,
+                        );
                         td.metadata.name = format!("{family}:{rev}");
                         td.metadata.uid = model::new_id();
                         td.metadata.created_at = Some(now);
@@ -436,37 +580,14 @@ async fn plan_apply(store: &dyn Store, docs: &[Document]) -> Result<Plan, ApplyE
                     kind: Kind::TaskDefinition,
                     name: format!("{family}:{rev}"),
                     outcome,
+                    source: Some(doc.source.clone()),
                 });
             }
             Resource::Service(_) => {}
             Resource::ScalingPolicy(want) => {
-                let key = keys::key(Kind::ScalingPolicy, &want.metadata.name);
-                let outcome = match r.get(&key).await? {
-                    None => {
-                        let mut p: model::ScalingPolicy = want.clone();
-                        p.metadata.uid = model::new_id();
-                        p.metadata.created_at = Some(now);
-                        ops.push(Op::put(key, encode(&mut p)));
-                        Outcome::Created
-                    }
-                    Some(kv) => {
-                        let mut cur: model::ScalingPolicy = decode(&kv)?;
-                        if cur.spec == want.spec && same_meta(&cur.metadata, &want.metadata) {
-                            Outcome::Unchanged
-                        } else {
-                            cur.spec = want.spec.clone();
-                            cur.metadata.labels = want.metadata.labels.clone();
-                            cur.metadata.annotations = want.metadata.annotations.clone();
-                            ops.push(Op::put(key, encode(&mut cur)));
-                            Outcome::Configured
-                        }
-                    }
-                };
-                results[i] = Some(ObjectResult {
-                    kind: Kind::ScalingPolicy,
-                    name: want.metadata.name.clone(),
-                    outcome,
-                });
+                results[i] = Some(
+                    plan_simple(r, doc, Kind::ScalingPolicy, want, stamped, now, &mut ops).await?,
+                );
             }
         }
     }
@@ -495,9 +616,9 @@ async fn plan_apply(store: &dyn Store, docs: &[Document]) -> Result<Plan, ApplyE
                 continue;
             }
         }
-        let changed = current
-            .as_ref()
-            .is_none_or(|cur| cur.spec != want.spec || !same_meta(&cur.metadata, &want.metadata));
+        let changed = current.as_ref().is_none_or(|cur| {
+            cur.spec != want.spec || !same_meta(&cur.metadata, &want.metadata, stamped)
+        });
         let before = errors.len();
 
         // The cluster: in the set or in the store. Like ECS, the `default` cluster comes into
@@ -514,7 +635,7 @@ async fn plan_apply(store: &dyn Store, docs: &[Document]) -> Result<Plan, ApplyE
             c.metadata.uid = model::new_id();
             c.metadata.created_at = Some(now);
             c.status.status = "ACTIVE".into();
-            ops.push(Op::put(cluster_key, encode(&mut c)));
+            ops.push(Op::put(cluster_key.clone(), encode(&mut c)));
             implicit_default.insert(cluster);
             created_default = true;
         } else {
@@ -613,6 +734,8 @@ async fn plan_apply(store: &dyn Store, docs: &[Document]) -> Result<Plan, ApplyE
         let outcome = match current {
             None => {
                 let mut s: Service = want.clone();
+                s.metadata.annotations =
+                    merged_annotations(None, &want.metadata.annotations, stamped);
                 s.metadata.uid = model::new_id();
                 s.metadata.created_at = Some(now);
                 s.status = model::ServiceStatus {
@@ -626,7 +749,11 @@ async fn plan_apply(store: &dyn Store, docs: &[Document]) -> Result<Plan, ApplyE
             Some(mut cur) if changed => {
                 cur.spec = want.spec.clone();
                 cur.metadata.labels = want.metadata.labels.clone();
-                cur.metadata.annotations = want.metadata.annotations.clone();
+                cur.metadata.annotations = merged_annotations(
+                    Some(&cur.metadata.annotations),
+                    &want.metadata.annotations,
+                    stamped,
+                );
                 cur.status.desired_count = want.spec.desired_count;
                 if cur.status.status.is_empty() {
                     cur.status.status = "ACTIVE".into();
@@ -636,10 +763,18 @@ async fn plan_apply(store: &dyn Store, docs: &[Document]) -> Result<Plan, ApplyE
             }
             Some(_) => Outcome::Unchanged,
         };
+        if outcome != Outcome::Unchanged {
+            // What this write relies on: its cluster and task definition stay as read.
+            r.deps.insert(cluster_key);
+            if let Some(k) = r.family_keys.get(family) {
+                r.deps.insert(k.clone());
+            }
+        }
         results[i] = Some(ObjectResult {
             kind: Kind::Service,
             name: name.to_string(),
             outcome,
+            source: Some(doc.source.clone()),
         });
     }
 
@@ -654,13 +789,15 @@ async fn plan_apply(store: &dyn Store, docs: &[Document]) -> Result<Plan, ApplyE
                 kind: Kind::Cluster,
                 name: DEFAULT_CLUSTER.to_string(),
                 outcome: Outcome::Created,
+                source: None,
             },
         );
     }
+    // The compares stay in the reader: the caller decides which of them the transaction needs.
     Ok(Plan {
         results,
         ops,
-        compares: r.compares,
+        compares: BTreeMap::new(),
     })
 }
 
@@ -681,6 +818,48 @@ fn task_is_stopped(kv: &KeyValue) -> bool {
         .unwrap_or(false)
 }
 
+type ClusterUsers = (Vec<KeyValue>, Vec<KeyValue>, Vec<KeyValue>);
+
+/// What still uses a cluster ("services a, b", "2 container instance(s)", …); empty when
+/// nothing does. `users` caches the listings across calls of one plan.
+async fn cluster_users(
+    r: &Reader<'_>,
+    name: &str,
+    users: &mut Option<ClusterUsers>,
+) -> Result<Vec<String>, StoreError> {
+    if users.is_none() {
+        *users = Some((
+            r.list(Kind::Service).await?,
+            r.list(Kind::ContainerInstance).await?,
+            r.list(Kind::Task).await?,
+        ));
+    }
+    let (services, instances, tasks) = users.as_ref().expect("loaded above");
+    let in_cluster = |kv: &&KeyValue| cluster_of(kv).as_deref() == Some(name);
+    let svc: Vec<&str> = services
+        .iter()
+        .filter(in_cluster)
+        .filter_map(|kv| keys::name_of(&kv.key, Kind::Service))
+        .collect();
+    let inst = instances.iter().filter(in_cluster).count();
+    let running = tasks
+        .iter()
+        .filter(in_cluster)
+        .filter(|kv| !task_is_stopped(kv))
+        .count();
+    let mut parts = Vec::new();
+    if !svc.is_empty() {
+        parts.push(format!("services {}", svc.join(", ")));
+    }
+    if inst > 0 {
+        parts.push(format!("{inst} container instance(s)"));
+    }
+    if running > 0 {
+        parts.push(format!("{running} task(s) not yet stopped"));
+    }
+    Ok(parts)
+}
+
 async fn plan_delete(store: &dyn Store, docs: &[Document]) -> Result<Plan, ApplyError> {
     let mut r = Reader::new(store);
     let now = model::now();
@@ -688,7 +867,7 @@ async fn plan_delete(store: &dyn Store, docs: &[Document]) -> Result<Plan, Apply
     let mut ops = Vec::new();
     let mut errors = Vec::new();
     let mut done: HashSet<(Kind, &str)> = HashSet::new();
-    let mut users: Option<(Vec<KeyValue>, Vec<KeyValue>, Vec<KeyValue>)> = None;
+    let mut users: Option<ClusterUsers> = None;
 
     for doc in docs {
         let name = doc.name();
@@ -718,40 +897,11 @@ async fn plan_delete(store: &dyn Store, docs: &[Document]) -> Result<Plan, Apply
                 match r.get(&key).await? {
                     None => Outcome::Unchanged,
                     Some(_) => {
-                        if users.is_none() {
-                            users = Some((
-                                r.list(Kind::Service).await?,
-                                r.list(Kind::ContainerInstance).await?,
-                                r.list(Kind::Task).await?,
-                            ));
-                        }
-                        let (services, instances, tasks) = users.as_ref().expect("loaded above");
-                        let in_cluster = |kv: &&KeyValue| cluster_of(kv).as_deref() == Some(name);
-                        let svc: Vec<&str> = services
-                            .iter()
-                            .filter(in_cluster)
-                            .filter_map(|kv| keys::name_of(&kv.key, Kind::Service))
-                            .collect();
-                        let inst = instances.iter().filter(in_cluster).count();
-                        let running = tasks
-                            .iter()
-                            .filter(in_cluster)
-                            .filter(|kv| !task_is_stopped(kv))
-                            .count();
-                        if svc.is_empty() && inst == 0 && running == 0 {
+                        let parts = cluster_users(&r, name, &mut users).await?;
+                        if parts.is_empty() {
                             ops.push(Op::delete(key));
                             Outcome::Pruned
                         } else {
-                            let mut parts = Vec::new();
-                            if !svc.is_empty() {
-                                parts.push(format!("services {}", svc.join(", ")));
-                            }
-                            if inst > 0 {
-                                parts.push(format!("{inst} container instance(s)"));
-                            }
-                            if running > 0 {
-                                parts.push(format!("{running} task(s) not yet stopped"));
-                            }
                             errors.push(err(
                                 doc,
                                 "metadata.name",
@@ -766,7 +916,7 @@ async fn plan_delete(store: &dyn Store, docs: &[Document]) -> Result<Plan, Apply
                 }
             }
             Resource::ScalingPolicy(_) => {
-                let key = keys::key(Kind::ScalingPolicy, name);
+                let key = keys::key(doc.kind(), name);
                 match r.get(&key).await? {
                     None => Outcome::Unchanged,
                     Some(_) => {
@@ -798,6 +948,7 @@ async fn plan_delete(store: &dyn Store, docs: &[Document]) -> Result<Plan, Apply
             kind: doc.kind(),
             name: name.to_string(),
             outcome,
+            source: Some(doc.source.clone()),
         });
     }
     if !errors.is_empty() {
@@ -808,4 +959,1002 @@ async fn plan_delete(store: &dyn Store, docs: &[Document]) -> Result<Plan, Apply
         ops,
         compares: r.compares,
     })
+}
+
+// ----- sources: ownership, inventory, prune ---------------------------------------------------
+//
+// A *source* is a named set of manifests applied as a whole: the folder `berth up --manifests`
+// watches, or a folder applied with `berth apply --prune`. Every object it applies carries
+// ownership annotations ([`ownership`]); its *inventory* (`/berth/inventories/NAME`) lists what
+// it owns. An object the source owns that is no longer in its manifests is *extraneous*: pruned
+// with `prune`, otherwise reported. The objects, the prunes, the inventory and the source's
+// status record are written in ONE transaction.
+
+/// The annotations berth writes on every object applied from a source. Only a source writes
+/// them; a plain `berth apply` keeps whatever the stored object had.
+pub mod ownership {
+    use std::collections::BTreeMap;
+
+    /// The source's name.
+    pub const SOURCE: &str = "berth.dev/source";
+    /// The manifest file, relative to the source's folder.
+    pub const FILE: &str = "berth.dev/source-file";
+    /// The 1-based index of the document in that file.
+    pub const DOCUMENT: &str = "berth.dev/source-document";
+    /// The HEAD commit of the git work tree when the object was last written (git only).
+    pub const COMMIT: &str = "berth.dev/commit";
+    /// `"true"` when the folder had uncommitted changes at that write (git only).
+    pub const DIRTY: &str = "berth.dev/dirty";
+
+    pub const KEYS: [&str; 5] = [SOURCE, FILE, DOCUMENT, COMMIT, DIRTY];
+    /// Never a reason to write by themselves: a commit that leaves an object as it was does not
+    /// rewrite it (nor register a task definition revision). They record the commit of the
+    /// object's last change.
+    pub const TRANSIENT: [&str; 2] = [COMMIT, DIRTY];
+
+    pub fn is_ownership_key(k: &str) -> bool {
+        KEYS.contains(&k)
+    }
+
+    /// The user's own annotations: everything but the ownership ones.
+    pub fn user(a: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        a.iter()
+            .filter(|(k, _)| !is_ownership_key(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The ownership annotations that make an object different: source, file, document.
+    pub fn durable(a: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+        a.iter()
+            .filter(|(k, _)| is_ownership_key(k) && !TRANSIENT.contains(&k.as_str()))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    /// The source an object belongs to, if any.
+    pub fn owner(a: &BTreeMap<String, String>) -> Option<&str> {
+        a.get(SOURCE).map(String::as_str)
+    }
+}
+
+/// What a source stamps on its objects.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Stamp {
+    pub source: String,
+    /// HEAD of the git work tree the folder is in (None: not a git work tree, or no commit yet).
+    pub commit: Option<String>,
+    /// The folder has uncommitted changes (tracked or untracked).
+    pub dirty: bool,
+}
+
+/// `file` (as the loader named it) relative to `root` (the path given to the loader). A file
+/// loaded on its own is named by its file name.
+pub fn relative_file(file: &str, root: &str) -> String {
+    let root = root.trim_end_matches('/');
+    if file == root {
+        return std::path::Path::new(file)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| file.to_string());
+    }
+    match file.strip_prefix(root).and_then(|r| r.strip_prefix('/')) {
+        Some(rel) if !rel.is_empty() => rel.to_string(),
+        _ => file.to_string(),
+    }
+}
+
+/// Stamp the ownership annotations on documents loaded from `root` (replacing any the
+/// manifests carried themselves).
+pub fn stamp(docs: &mut [Document], root: &str, s: &Stamp) {
+    for d in docs {
+        let file = relative_file(&d.source.file, root);
+        let index = d.source.document;
+        let a = &mut d.resource.metadata_mut().annotations;
+        for k in ownership::KEYS {
+            a.remove(k);
+        }
+        a.insert(ownership::SOURCE.into(), s.source.clone());
+        a.insert(ownership::FILE.into(), file);
+        a.insert(ownership::DOCUMENT.into(), index.to_string());
+        if let Some(c) = &s.commit {
+            a.insert(ownership::COMMIT.into(), c.clone());
+            a.insert(ownership::DIRTY.into(), s.dirty.to_string());
+        }
+    }
+}
+
+/// Source names are store-key and URL safe: 1–128 of `A-Z a-z 0-9 . _ -`, not starting with
+/// a dot.
+pub fn validate_source_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if name.is_empty() || name.len() > 128 || !ok_chars || name.starts_with('.') {
+        return Err(format!(
+            "invalid source name {name:?}: use 1-128 letters, digits, '.', '_' or '-', not starting with '.'"
+        ));
+    }
+    Ok(())
+}
+
+/// The default source name of a folder or file: its base name, with anything outside
+/// `A-Z a-z 0-9 . _ -` replaced by `-` (`manifests/` → `manifests`).
+pub fn default_source_name(path: &std::path::Path) -> String {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let base = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut name: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    name = name.trim_start_matches('.').to_string();
+    name.truncate(128);
+    if name.is_empty() {
+        "root".to_string()
+    } else {
+        name
+    }
+}
+
+/// Where a source's inventory lives.
+pub fn inventory_key(source: &str) -> String {
+    format!("{}inventories/{source}", keys::ROOT)
+}
+
+/// An object by kind and name (a task definition by its family).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ObjectRef {
+    #[serde(with = "kind_serde")]
+    pub kind: Kind,
+    pub name: String,
+}
+
+impl ObjectRef {
+    pub fn new(kind: Kind, name: impl Into<String>) -> Self {
+        ObjectRef {
+            kind,
+            name: name.into(),
+        }
+    }
+
+    pub fn of(doc: &Document) -> Self {
+        ObjectRef::new(doc.kind(), doc.name())
+    }
+}
+
+/// Prune order: what uses things goes before what it uses (services before their task
+/// definitions, everything before clusters).
+fn prune_rank(k: Kind) -> u8 {
+    match k {
+        Kind::Service => 1,
+        Kind::TaskDefinition => 2,
+        Kind::Cluster => 3,
+        _ => 0,
+    }
+}
+
+impl Ord for ObjectRef {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (prune_rank(self.kind), self.kind.as_str(), &self.name).cmp(&(
+            prune_rank(other.kind),
+            other.kind.as_str(),
+            &other.name,
+        ))
+    }
+}
+
+impl PartialOrd for ObjectRef {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}",
+            self.kind.as_str().to_ascii_lowercase(),
+            self.name
+        )
+    }
+}
+
+/// What a source owns in the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inventory {
+    pub source: String,
+    pub objects: Vec<ObjectRef>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceApplyOptions {
+    /// Plan and report, write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Prune extraneous objects (owned by the source, no longer in its manifests).
+    #[serde(default)]
+    pub prune: bool,
+}
+
+/// An extraneous object left in place, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extraneous {
+    #[serde(with = "kind_serde")]
+    pub kind: Kind,
+    pub name: String,
+    pub reason: String,
+}
+
+/// The result of one source apply (or its dry run).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceReport {
+    /// One line per manifest object (plus an implicitly created default cluster), then one per
+    /// pruned object.
+    pub results: Vec<ObjectResult>,
+    /// Extraneous objects not pruned (prune off, or still in use).
+    pub extraneous: Vec<Extraneous>,
+    /// The source's inventory after this apply.
+    pub inventory: Vec<ObjectRef>,
+    /// The store revision of the transaction (None when nothing was written).
+    pub committed: Option<i64>,
+}
+
+impl SourceReport {
+    /// The store matches the manifests: every object unchanged and nothing extraneous.
+    pub fn in_sync(&self) -> bool {
+        self.extraneous.is_empty() && self.results.iter().all(|r| r.outcome == Outcome::Unchanged)
+    }
+
+    /// Objects that are (or, for a dry run, would be) created, configured or pruned.
+    pub fn changes(&self) -> usize {
+        self.results
+            .iter()
+            .filter(|r| r.outcome != Outcome::Unchanged)
+            .count()
+    }
+}
+
+/// Builds the source's status record for the apply's transaction, as (key, value); None leaves
+/// it as it is.
+pub type StatusWriter<'a> = dyn Fn(&SourceReport) -> Option<(String, Vec<u8>)> + Send + Sync + 'a;
+
+/// Apply a source's documents as a whole: create/update what differs, prune (or report)
+/// extraneous objects, update the inventory and write `status`'s record — one transaction, all
+/// or nothing. Documents should be [`stamp`]ed; an unstamped one is stamped with `source`.
+///
+/// Only keys written and keys those writes depend on are compared (not every object read), so
+/// a sync that changes one object of a thousand is a small transaction.
+pub async fn apply_source(
+    store: &dyn Store,
+    source: &str,
+    docs: &[Document],
+    opts: &SourceApplyOptions,
+    status: &StatusWriter<'_>,
+) -> Result<SourceReport, ApplyError> {
+    validate_source_name(source)
+        .map_err(|m| ApplyError::Invalid(vec![ManifestError::new("(source)", m)]))?;
+    let errors = validate(docs);
+    if !errors.is_empty() {
+        return Err(ApplyError::Invalid(errors));
+    }
+    let stamped: Vec<Document>;
+    let docs = if docs
+        .iter()
+        .all(|d| ownership::owner(&d.resource.metadata().annotations) == Some(source))
+    {
+        docs
+    } else {
+        stamped = docs
+            .iter()
+            .cloned()
+            .map(|mut d| {
+                let a = &mut d.resource.metadata_mut().annotations;
+                a.insert(ownership::SOURCE.into(), source.to_string());
+                d
+            })
+            .collect();
+        &stamped
+    };
+    let desired: std::collections::BTreeSet<ObjectRef> = docs.iter().map(ObjectRef::of).collect();
+    let inv_key = inventory_key(source);
+    for attempt in 0..MAX_ATTEMPTS {
+        let t0 = std::time::Instant::now();
+        let mut r = Reader::new(store);
+        let plan = plan_apply(&mut r, docs, true).await?;
+        let t_plan = t0.elapsed();
+        let stored_inv: Inventory = match r.get(&inv_key).await? {
+            None => Inventory::default(),
+            Some(kv) => serde_json::from_slice(&kv.value).unwrap_or_else(|e| {
+                tracing::warn!(key = %inv_key, error = %e, "unreadable inventory; relying on ownership annotations");
+                Inventory::default()
+            }),
+        };
+        r.deps.insert(inv_key.clone());
+        let owned = owned_objects(store, source, &desired).await?;
+        let candidates = prune_candidates(&stored_inv.objects, &owned, &desired);
+        let pruned = plan_prune(&mut r, source, &candidates, docs, opts.prune).await?;
+        let t_prune = t0.elapsed();
+
+        let mut inventory = desired.clone();
+        inventory.extend(
+            pruned
+                .extraneous
+                .iter()
+                .map(|e| ObjectRef::new(e.kind, e.name.clone())),
+        );
+        let inventory: Vec<ObjectRef> = inventory.into_iter().collect();
+        let mut ops = plan.ops;
+        ops.extend(pruned.ops);
+        let mut results = plan.results;
+        results.extend(pruned.results);
+        if inventory != stored_inv.objects || stored_inv.source != source {
+            let inv = Inventory {
+                source: source.to_string(),
+                objects: inventory.clone(),
+            };
+            ops.push(Op::put(
+                inv_key.clone(),
+                serde_json::to_vec(&inv).expect("inventory serializes"),
+            ));
+        }
+        let mut report = SourceReport {
+            results,
+            extraneous: pruned.extraneous,
+            inventory,
+            committed: None,
+        };
+        if opts.dry_run {
+            return Ok(report);
+        }
+        if let Some((key, value)) = status(&report) {
+            ops.push(Op::put(key, value));
+        }
+        let t_status = t0.elapsed();
+        if ops.is_empty() {
+            return Ok(report);
+        }
+        let written: HashSet<&str> = ops.iter().map(Op::key).collect();
+        let compares: BTreeMap<String, i64> = r
+            .compares
+            .iter()
+            .filter(|(k, _)| written.contains(k.as_str()) || r.deps.contains(k.as_str()))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let committed = commit_at(store, compares, ops).await?;
+        tracing::debug!(
+            source,
+            plan_ms = t_plan.as_secs_f64() * 1e3,
+            prune_ms = (t_prune - t_plan).as_secs_f64() * 1e3,
+            status_ms = (t_status - t_prune).as_secs_f64() * 1e3,
+            commit_ms = (t0.elapsed() - t_status).as_secs_f64() * 1e3,
+            "source apply timings"
+        );
+        if let Some(rev) = committed {
+            report.committed = Some(rev);
+            return Ok(report);
+        }
+        backoff(attempt).await;
+    }
+    Err(ApplyError::Conflict)
+}
+
+/// Like [`commit`], returning the transaction's revision when it succeeded.
+async fn commit_at(
+    store: &dyn Store,
+    compares: BTreeMap<String, i64>,
+    ops: Vec<Op>,
+) -> Result<Option<i64>, StoreError> {
+    let mut txn = Txn::new();
+    for (key, rev) in compares {
+        txn = txn.when(crate::store::Compare::mod_revision(key, rev));
+    }
+    for op in ops {
+        txn = txn.and_then(op);
+    }
+    let r = store.txn(txn).await?;
+    Ok(r.succeeded.then_some(r.revision))
+}
+
+/// What may be extraneous: the inventory and every object carrying the source's annotation,
+/// minus what the manifests hold now; in prune order.
+pub fn prune_candidates(
+    inventory: &[ObjectRef],
+    owned: &[ObjectRef],
+    desired: &std::collections::BTreeSet<ObjectRef>,
+) -> Vec<ObjectRef> {
+    let all: std::collections::BTreeSet<ObjectRef> =
+        inventory.iter().chain(owned).cloned().collect();
+    all.into_iter().filter(|o| !desired.contains(o)).collect()
+}
+
+/// Objects in the store annotated as belonging to `source` (a task definition family by its
+/// latest revision), other than the `desired` ones (which are not prune candidates anyway).
+async fn owned_objects(
+    store: &dyn Store,
+    source: &str,
+    desired: &std::collections::BTreeSet<ObjectRef>,
+) -> Result<Vec<ObjectRef>, StoreError> {
+    let needle = format!(
+        "\"{}\":{}",
+        ownership::SOURCE,
+        serde_json::to_string(source).expect("a string serializes")
+    );
+    let needle = needle.as_bytes();
+    let mut out = Vec::new();
+    for kind in Kind::APPLYABLE {
+        let prefix = keys::prefix(kind);
+        let (kvs, _) = store.range(&prefix).await?;
+        let mut latest: BTreeMap<String, &KeyValue> = BTreeMap::new();
+        for kv in &kvs {
+            let Some(rest) = kv.key.strip_prefix(&prefix) else {
+                continue;
+            };
+            let name = if kind == Kind::TaskDefinition {
+                match rest.split_once('/') {
+                    Some((family, _)) => family,
+                    None => continue,
+                }
+            } else {
+                rest
+            };
+            // Keys come sorted, so the last revision of a family wins.
+            latest.insert(name.to_string(), kv);
+        }
+        for (name, kv) in latest {
+            if desired.contains(&ObjectRef::new(kind, name.as_str()))
+                || !kv.value.windows(needle.len()).any(|w| w == needle)
+            {
+                continue;
+            }
+            let v: serde_json::Value = match serde_json::from_slice(&kv.value) {
+                Ok(v) => v,
+                Err(_) => continue,
+            };
+            if v["metadata"]["annotations"][ownership::SOURCE].as_str() == Some(source) {
+                out.push(ObjectRef::new(kind, name));
+            }
+        }
+    }
+    Ok(out)
+}
+
+struct PrunePlan {
+    results: Vec<ObjectResult>,
+    ops: Vec<Op>,
+    extraneous: Vec<Extraneous>,
+}
+
+/// Plan pruning `candidates`. An object now owned by another source, already gone or already
+/// being deleted is dropped from the inventory silently.
+async fn plan_prune(
+    r: &mut Reader<'_>,
+    source: &str,
+    candidates: &[ObjectRef],
+    docs: &[Document],
+    prune: bool,
+) -> Result<PrunePlan, ApplyError> {
+    let now = model::now();
+    let mut plan = PrunePlan {
+        results: vec![],
+        ops: vec![],
+        extraneous: vec![],
+    };
+    let mut errors = Vec::new();
+    let mut users: Option<ClusterUsers> = None;
+    let not_ours = |a: &BTreeMap<String, String>| ownership::owner(a).is_some_and(|o| o != source);
+    let services_in_set = || {
+        docs.iter().filter_map(|d| match &d.resource {
+            Resource::Service(s) => Some((d, s)),
+            _ => None,
+        })
+    };
+    for c in candidates {
+        let name = c.name.as_str();
+        let mut keep = |reason: String| {
+            plan.extraneous.push(Extraneous {
+                kind: c.kind,
+                name: name.to_string(),
+                reason,
+            })
+        };
+        let off = || "not in the manifests any more; prune is off".to_string();
+        let result = |outcome| ObjectResult {
+            kind: c.kind,
+            name: name.to_string(),
+            outcome,
+            source: None,
+        };
+        match c.kind {
+            Kind::Service => {
+                let key = keys::key(Kind::Service, name);
+                let Some(kv) = r.get(&key).await? else {
+                    continue;
+                };
+                let mut s: Service = decode(&kv)?;
+                if not_ours(&s.metadata.annotations) || s.metadata.deletion_timestamp.is_some() {
+                    continue;
+                }
+                if !prune {
+                    keep(off());
+                    continue;
+                }
+                s.metadata.deletion_timestamp = Some(now);
+                s.status.status = "DRAINING".into();
+                plan.ops.push(Op::put(key, encode(&mut s)));
+                plan.results.push(result(Outcome::Pruned));
+            }
+            Kind::TaskDefinition => {
+                let stored = r.family(name).await?;
+                let Some(last) = stored.last() else {
+                    continue;
+                };
+                let latest: TaskDefinition = decode(last)?;
+                if not_ours(&latest.metadata.annotations) {
+                    continue;
+                }
+                let mut active = Vec::new();
+                for kv in &stored {
+                    let td: TaskDefinition = decode(kv)?;
+                    if td.status.status != "INACTIVE" {
+                        active.push((kv.clone(), td));
+                    }
+                }
+                if active.is_empty() {
+                    continue;
+                }
+                if !prune {
+                    keep(off());
+                    continue;
+                }
+                let users: Vec<&Document> = services_in_set()
+                    .filter(|(_, s)| {
+                        model::parse_taskdef_ref(&s.spec.task_definition).map(|(f, _)| f)
+                            == Some(name)
+                    })
+                    .map(|(d, _)| d)
+                    .collect();
+                if !users.is_empty() {
+                    for d in users {
+                        errors.push(err(
+                            d,
+                            "spec.taskDefinition",
+                            format!(
+                                "task definition family `{name}` is no longer in the manifests and would be pruned, but this service uses it: keep its manifest or change the service"
+                            ),
+                        ));
+                    }
+                    continue;
+                }
+                for (kv, mut td) in active {
+                    td.status.status = "INACTIVE".into();
+                    r.compares.insert(kv.key.clone(), kv.mod_revision);
+                    plan.ops.push(Op::put(kv.key.clone(), encode(&mut td)));
+                }
+                plan.results.push(result(Outcome::Pruned));
+            }
+            Kind::Cluster => {
+                let key = keys::key(Kind::Cluster, name);
+                let Some(kv) = r.get(&key).await? else {
+                    continue;
+                };
+                let cl: Cluster = decode(&kv)?;
+                if not_ours(&cl.metadata.annotations) {
+                    continue;
+                }
+                let in_set: Vec<&str> = services_in_set()
+                    .filter(|(_, s)| s.spec.cluster == name)
+                    .map(|(_, s)| s.metadata.name.as_str())
+                    .collect();
+                if !in_set.is_empty() {
+                    keep(format!(
+                        "not in the manifests any more, but still used by services in them: {}",
+                        in_set.join(", ")
+                    ));
+                    continue;
+                }
+                if !prune {
+                    keep(off());
+                    continue;
+                }
+                let parts = cluster_users(r, name, &mut users).await?;
+                if !parts.is_empty() {
+                    keep(format!(
+                        "prune waits: still in use by {}",
+                        parts.join(" and ")
+                    ));
+                    continue;
+                }
+                plan.ops.push(Op::delete(key));
+                plan.results.push(result(Outcome::Pruned));
+            }
+            kind => {
+                let key = keys::key(kind, name);
+                let Some(kv) = r.get(&key).await? else {
+                    continue;
+                };
+                let v: serde_json::Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+                let owner = v["metadata"]["annotations"][ownership::SOURCE].as_str();
+                if owner.is_some_and(|o| o != source) {
+                    continue;
+                }
+                if !prune {
+                    keep(off());
+                    continue;
+                }
+                plan.ops.push(Op::delete(key));
+                plan.results.push(result(Outcome::Pruned));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApplyError::Invalid(errors));
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::*;
+    use crate::store::embedded::EmbeddedStore;
+
+    fn store() -> (tempfile::TempDir, EmbeddedStore) {
+        let d = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(d.path().join("store")).unwrap();
+        (d, s)
+    }
+
+    fn td(name: &str, image: &str) -> String {
+        format!(
+            "apiVersion: berth.dev/v1\nkind: TaskDefinition\nmetadata: {{name: {name}}}\nspec:\n  containerDefinitions:\n    - {{name: a, image: {image}, memory: 16}}\n---\n"
+        )
+    }
+
+    fn svc(name: &str, family: &str, n: u32) -> String {
+        format!(
+            "apiVersion: berth.dev/v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{taskDefinition: {family}, desiredCount: {n}}}\n---\n"
+        )
+    }
+
+    /// Documents of `files` (name, text) stamped as source `src` at `commit`.
+    fn docs(files: &[(&str, String)], commit: &str) -> Vec<Document> {
+        let mut out = Vec::new();
+        for (f, text) in files {
+            out.extend(crate::manifest::parse_str(text, f).unwrap());
+        }
+        stamp(
+            &mut out,
+            "",
+            &Stamp {
+                source: "src".into(),
+                commit: Some(commit.into()),
+                dirty: false,
+            },
+        );
+        out
+    }
+
+    fn no_status(_: &SourceReport) -> Option<(String, Vec<u8>)> {
+        None
+    }
+
+    async fn run(s: &EmbeddedStore, d: &[Document], prune: bool) -> SourceReport {
+        let opts = SourceApplyOptions {
+            dry_run: false,
+            prune,
+        };
+        apply_source(s, "src", d, &opts, &no_status).await.unwrap()
+    }
+
+    fn lines(r: &SourceReport) -> Vec<String> {
+        r.results.iter().map(|o| o.to_string()).collect()
+    }
+
+    async fn revision(s: &EmbeddedStore) -> i64 {
+        s.revision().await.unwrap()
+    }
+
+    #[test]
+    fn relative_files_and_source_names() {
+        assert_eq!(relative_file("manifests/web.yaml", "manifests"), "web.yaml");
+        assert_eq!(
+            relative_file("manifests/a/b.yaml", "manifests/"),
+            "a/b.yaml"
+        );
+        assert_eq!(relative_file("./web.yaml", "."), "web.yaml");
+        assert_eq!(relative_file("dir/web.yaml", "dir/web.yaml"), "web.yaml");
+        assert_eq!(relative_file("other/x.yaml", "dir"), "other/x.yaml");
+        assert_eq!(
+            default_source_name(std::path::Path::new("/tmp/my repo/manifests")),
+            "manifests"
+        );
+        assert_eq!(default_source_name(std::path::Path::new("/x/a b")), "a-b");
+        assert!(validate_source_name("web-1.x_y").is_ok());
+        assert!(validate_source_name("").is_err());
+        assert!(validate_source_name(".hidden").is_err());
+        assert!(validate_source_name("a/b").is_err());
+    }
+
+    #[test]
+    fn prune_candidates_are_owned_minus_desired_in_prune_order() {
+        let r = |k, n: &str| ObjectRef::new(k, n);
+        let desired: std::collections::BTreeSet<ObjectRef> =
+            [r(Kind::Service, "keep")].into_iter().collect();
+        let inv = vec![
+            r(Kind::Cluster, "c"),
+            r(Kind::Service, "keep"),
+            r(Kind::TaskDefinition, "old"),
+        ];
+        let owned = vec![r(Kind::Service, "gone"), r(Kind::TaskDefinition, "old")];
+        assert_eq!(
+            prune_candidates(&inv, &owned, &desired),
+            [
+                r(Kind::Service, "gone"),
+                r(Kind::TaskDefinition, "old"),
+                r(Kind::Cluster, "c")
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn source_apply_stamps_and_a_new_commit_alone_writes_nothing() {
+        let (_d, s) = store();
+        let files = [("web.yaml", td("web", "img:1") + &svc("web", "web", 2))];
+        let r = run(&s, &docs(&files, "c1"), true).await;
+        assert_eq!(
+            lines(&r),
+            [
+                "cluster/default created",
+                "taskdefinition/web:1 created",
+                "service/web created"
+            ]
+        );
+        assert!(r.committed.is_some());
+        let kv = s
+            .get(&keys::key(Kind::Service, "web"))
+            .await
+            .unwrap()
+            .unwrap();
+        let stored: Service = decode(&kv).unwrap();
+        let a = &stored.metadata.annotations;
+        assert_eq!(a[ownership::SOURCE], "src");
+        assert_eq!(a[ownership::FILE], "web.yaml");
+        assert_eq!(a[ownership::DOCUMENT], "2");
+        assert_eq!(a[ownership::COMMIT], "c1");
+        assert_eq!(a[ownership::DIRTY], "false");
+        let inv: Inventory =
+            serde_json::from_slice(&s.get(&inventory_key("src")).await.unwrap().unwrap().value)
+                .unwrap();
+        assert_eq!(
+            inv.objects,
+            [
+                ObjectRef::new(Kind::Service, "web"),
+                ObjectRef::new(Kind::TaskDefinition, "web")
+            ]
+        );
+
+        // The same content at another commit: no write, no new revision.
+        let before = revision(&s).await;
+        let r = run(&s, &docs(&files, "c2"), true).await;
+        assert!(r.in_sync(), "{:?}", lines(&r));
+        assert_eq!(r.committed, None);
+        assert_eq!(revision(&s).await, before);
+
+        // A real change records the commit that made it.
+        let files = [("web.yaml", td("web", "img:1") + &svc("web", "web", 4))];
+        let r = run(&s, &docs(&files, "c3"), true).await;
+        assert_eq!(
+            lines(&r),
+            ["taskdefinition/web:1 unchanged", "service/web configured"]
+        );
+        let kv = s
+            .get(&keys::key(Kind::Service, "web"))
+            .await
+            .unwrap()
+            .unwrap();
+        let stored: Service = decode(&kv).unwrap();
+        assert_eq!(stored.metadata.annotations[ownership::COMMIT], "c3");
+        assert_eq!(stored.spec.desired_count, 4);
+    }
+
+    #[tokio::test]
+    async fn moving_a_manifest_relabels_without_a_new_revision() {
+        let (_d, s) = store();
+        run(&s, &docs(&[("a.yaml", td("web", "img:1"))], "c1"), false).await;
+        let r = run(&s, &docs(&[("b.yaml", td("web", "img:1"))], "c2"), false).await;
+        assert_eq!(lines(&r), ["taskdefinition/web:1 configured"]);
+        let latest = latest_taskdef(&s, "web").await.unwrap().unwrap();
+        assert_eq!(latest.metadata.name, "web:1");
+        assert_eq!(latest.metadata.annotations[ownership::FILE], "b.yaml");
+    }
+
+    #[tokio::test]
+    async fn plain_apply_keeps_ownership_and_drift_shows_in_a_dry_run() {
+        let (_d, s) = store();
+        let files = [("web.yaml", td("web", "img:1") + &svc("web", "web", 2))];
+        let d = docs(&files, "c1");
+        run(&s, &d, true).await;
+        // Someone applies a changed copy without a source.
+        let changed =
+            crate::manifest::parse_str(&(td("web", "img:1") + &svc("web", "web", 3)), "copy.yaml")
+                .unwrap();
+        let out = apply(&s, &changed, &ApplyOptions::default()).await.unwrap();
+        assert_eq!(
+            out.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
+            ["taskdefinition/web:1 unchanged", "service/web configured"]
+        );
+        let kv = s
+            .get(&keys::key(Kind::Service, "web"))
+            .await
+            .unwrap()
+            .unwrap();
+        let stored: Service = decode(&kv).unwrap();
+        assert_eq!(
+            stored.metadata.annotations[ownership::SOURCE],
+            "src",
+            "still owned"
+        );
+        // The source sees the drift in a dry run, and puts it back.
+        let opts = SourceApplyOptions {
+            dry_run: true,
+            prune: true,
+        };
+        let before = revision(&s).await;
+        let r = apply_source(&s, "src", &d, &opts, &no_status)
+            .await
+            .unwrap();
+        assert!(!r.in_sync());
+        assert_eq!(
+            lines(&r),
+            ["taskdefinition/web:1 unchanged", "service/web configured"]
+        );
+        assert_eq!(revision(&s).await, before, "a dry run writes nothing");
+        let r = run(&s, &d, true).await;
+        assert_eq!(r.changes(), 1);
+        assert!(run(&s, &d, true).await.in_sync());
+    }
+
+    #[tokio::test]
+    async fn prune_drains_services_and_deactivates_task_definitions() {
+        let (_d, s) = store();
+        let files = vec![
+            ("web.yaml", td("web", "img:1") + &svc("web", "web", 2)),
+            ("job.yaml", td("job", "img:1")),
+        ];
+        run(&s, &docs(&files, "c1"), true).await;
+        // Without prune: reported, left alone.
+        let only_job = [("job.yaml", td("job", "img:1"))];
+        let r = run(&s, &docs(&only_job, "c2"), false).await;
+        assert_eq!(lines(&r), ["taskdefinition/job:1 unchanged"]);
+        assert_eq!(r.extraneous.len(), 2, "{:?}", r.extraneous);
+        assert!(!r.in_sync());
+        assert!(
+            r.inventory.contains(&ObjectRef::new(Kind::Service, "web")),
+            "still owned"
+        );
+        // With prune: the service drains, the family goes INACTIVE, all in one transaction.
+        let r = run(&s, &docs(&only_job, "c3"), true).await;
+        assert_eq!(
+            lines(&r),
+            [
+                "taskdefinition/job:1 unchanged",
+                "service/web pruned",
+                "taskdefinition/web pruned"
+            ]
+        );
+        assert!(r.extraneous.is_empty());
+        assert_eq!(r.inventory, [ObjectRef::new(Kind::TaskDefinition, "job")]);
+        let kv = s
+            .get(&keys::key(Kind::Service, "web"))
+            .await
+            .unwrap()
+            .unwrap();
+        let stored: Service = decode(&kv).unwrap();
+        assert!(stored.metadata.deletion_timestamp.is_some());
+        let web = latest_taskdef(&s, "web").await.unwrap().unwrap();
+        assert_eq!(web.status.status, "INACTIVE");
+        // Idempotent: nothing more to do.
+        let r = run(&s, &docs(&only_job, "c3"), true).await;
+        assert!(r.in_sync(), "{:?} {:?}", lines(&r), r.extraneous);
+        assert_eq!(r.committed, None);
+    }
+
+    #[tokio::test]
+    async fn prune_finds_owned_objects_without_an_inventory_and_spares_other_owners() {
+        let (_d, s) = store();
+        let files = vec![("a.yaml", td("a", "img:1")), ("b.yaml", td("b", "img:1"))];
+        run(&s, &docs(&files, "c1"), true).await;
+        s.delete(&inventory_key("src")).await.unwrap();
+        // `b` moves to another source.
+        let mut other = crate::manifest::parse_str(&td("b", "img:1"), "b.yaml").unwrap();
+        stamp(
+            &mut other,
+            "",
+            &Stamp {
+                source: "other".into(),
+                commit: None,
+                dirty: false,
+            },
+        );
+        let opts = SourceApplyOptions {
+            dry_run: false,
+            prune: true,
+        };
+        apply_source(&s, "other", &other, &opts, &no_status)
+            .await
+            .unwrap();
+        let r = run(&s, &docs(&[("c.yaml", td("c", "img:1"))], "c2"), true).await;
+        assert_eq!(
+            lines(&r),
+            ["taskdefinition/c:1 created", "taskdefinition/a pruned"]
+        );
+        assert_eq!(
+            latest_taskdef(&s, "b")
+                .await
+                .unwrap()
+                .unwrap()
+                .status
+                .status,
+            "ACTIVE"
+        );
+    }
+
+    #[tokio::test]
+    async fn pruning_a_family_a_service_still_uses_is_refused() {
+        let (_d, s) = store();
+        let files = vec![
+            ("td.yaml", td("web", "img:1")),
+            ("svc.yaml", svc("web", "web", 1)),
+        ];
+        run(&s, &docs(&files, "c1"), true).await;
+        let before = revision(&s).await;
+        let opts = SourceApplyOptions {
+            dry_run: false,
+            prune: true,
+        };
+        let e = apply_source(&s, "src", &docs(&files[1..], "c2"), &opts, &no_status)
+            .await
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("svc.yaml") && msg.contains("would be pruned"),
+            "{msg}"
+        );
+        assert_eq!(revision(&s).await, before, "nothing written");
+    }
+
+    #[tokio::test]
+    async fn status_record_rides_in_the_same_transaction() {
+        let (_d, s) = store();
+        let d = docs(&[("a.yaml", td("a", "img:1"))], "c1");
+        let opts = SourceApplyOptions {
+            dry_run: false,
+            prune: true,
+        };
+        let status = |r: &SourceReport| {
+            Some((
+                "/berth/sources/src".to_string(),
+                format!("{}", r.changes()).into_bytes(),
+            ))
+        };
+        let r = apply_source(&s, "src", &d, &opts, &status).await.unwrap();
+        let rev = r.committed.unwrap();
+        let kv = s.get("/berth/sources/src").await.unwrap().unwrap();
+        assert_eq!(kv.value, b"1");
+        assert_eq!(kv.mod_revision, rev);
+        let td_kv = s.get(&keys::taskdef_key("a", 1)).await.unwrap().unwrap();
+        assert_eq!(td_kv.mod_revision, rev, "one transaction");
+    }
 }

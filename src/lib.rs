@@ -6,6 +6,7 @@ pub mod apply;
 pub mod cli;
 #[path = "../controllers/mod.rs"]
 pub mod controllers;
+pub mod gitops;
 pub mod manifest;
 pub mod metrics;
 pub mod model;

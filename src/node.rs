@@ -2,7 +2,6 @@
 //! agent, all sharing one store. `berth up` runs all three; `server` and `agent` split them.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -21,8 +20,8 @@ pub struct NodeConfig {
     /// Run the control-plane controllers.
     pub controllers: bool,
     pub agent: Option<AgentConfig>,
-    /// A manifest folder applied at start.
-    pub manifests: Option<PathBuf>,
+    /// A manifest folder to watch and keep applied (the GitOps source controller).
+    pub manifests: Option<crate::gitops::SourceConfig>,
 }
 
 pub struct Node {
@@ -76,25 +75,18 @@ pub async fn start(store: DynStore, cfg: NodeConfig) -> anyhow::Result<Node> {
     if cfg.controllers {
         ensure_default_cluster(&*store).await?;
     }
-    if let Some(dir) = &cfg.manifests {
-        let docs = crate::manifest::load_path(dir).map_err(|errs| {
-            let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-            anyhow::anyhow!(
-                "manifests in {} are invalid:\n{}",
-                dir.display(),
-                lines.join("\n")
-            )
-        })?;
-        let results = crate::apply::apply(
-            &*store,
-            &docs,
-            &crate::apply::ApplyOptions { dry_run: false },
+    if let Some(src) = cfg.manifests.clone() {
+        // Watch the folder from now on; wait for the first sync so the node starts applied (a
+        // broken folder is reported in the source's status, not fatal).
+        let (task, first_sync) = crate::gitops::start(
+            store.clone(),
+            src,
+            crate::gitops::Timing::default(),
+            shutdown.clone(),
         )
-        .await
-        .map_err(|e| anyhow::anyhow!("applying {}: {e}", dir.display()))?;
-        for r in results {
-            tracing::info!(kind = %r.kind, name = %r.name, outcome = %r.outcome, "applied from manifests");
-        }
+        .await?;
+        tasks.push(task);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(60), first_sync).await;
     }
     let mut api_addr = None;
     if let Some(addr) = cfg.api {

@@ -38,6 +38,9 @@ pub fn router(state: ApiState) -> Router {
             post(tasks_api::run_task).get(objects_api::list_tasks),
         )
         .route("/v1/tasks/{id}/stop", post(tasks_api::stop_task))
+        .route("/v1/sources", get(crate::gitops::api::list))
+        .route("/v1/sources/{name}", get(crate::gitops::api::get_one))
+        .route("/v1/sources/{name}/apply", post(crate::gitops::api::apply))
         .route("/v1/{kind}", get(objects_api::list))
         .route(
             "/v1/{kind}/{name}",

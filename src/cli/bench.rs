@@ -26,6 +26,17 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: u32,
     },
+    /// Time from a commit (or a file renamed into the folder) to the store holding the new
+    /// desired state, for a small and a large folder, beside Argo CD's and Flux's polling.
+    Gitops {
+        /// Changes per scenario (the median is reported).
+        #[arg(long, default_value_t = 50)]
+        changes: u32,
+        #[arg(long, default_value_t = 5)]
+        small: usize,
+        #[arg(long, default_value_t = 1000)]
+        large: usize,
+    },
     /// kill -9 a container of a service; time until the replacement is RUNNING and HEALTHY,
     /// beside a raw `docker run` of the same image.
     Recovery {
@@ -45,6 +56,11 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
             image,
             runs,
         } => converge(*replicas, image, *runs).await,
+        BenchCommand::Gitops {
+            changes,
+            small,
+            large,
+        } => super::bench_gitops::run(*changes, *small, *large).await,
         BenchCommand::Recovery {
             replicas,
             runs,

@@ -1,8 +1,10 @@
 //! The `berth` command line (DESIGN.md §7).
 
 pub mod bench;
+pub mod bench_gitops;
 pub mod bench_recovery;
 pub mod client;
+pub mod gitops;
 pub mod observe;
 pub mod output;
 pub mod rollout;
@@ -54,7 +56,22 @@ pub enum Command {
         /// Validate and show what would change, write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Apply the folder as a source: stamp ownership and prune objects of the same source
+        /// that are no longer in it (services drain, task definitions become INACTIVE).
+        #[arg(long)]
+        prune: bool,
+        /// The source's name for ownership and pruning (default: the folder's name).
+        #[arg(long)]
+        source: Option<String>,
     },
+    /// Show how manifests differ from the store; exit 0 same, 1 different, >1 error.
+    Diff {
+        #[arg(short = 'f', long = "filename")]
+        path: PathBuf,
+    },
+    /// Sources (watched manifest folders, `apply --prune` folders) and their sync status.
+    #[command(subcommand)]
+    Sync(gitops::SyncCommand),
     /// List objects of a kind, or show one.
     Get {
         kind: String,
@@ -121,9 +138,15 @@ pub struct UpArgs {
     /// Data directory for the embedded store (default: ~/.local/share/berth).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Apply this manifest folder at start.
+    /// Watch this manifest folder (and its git HEAD) and keep it applied.
     #[arg(long)]
     pub manifests: Option<PathBuf>,
+    /// With --manifests: prune objects the folder applied that are no longer in it.
+    #[arg(long, requires = "manifests")]
+    pub prune: bool,
+    /// With --manifests: put back objects changed outside the folder.
+    #[arg(long, requires = "manifests")]
+    pub self_heal: bool,
     #[arg(long, default_value = "127.0.0.1:7400")]
     pub api: SocketAddr,
     /// Use this store instead of the embedded one (etcd://host:2379,...).
@@ -137,8 +160,15 @@ pub struct UpArgs {
 pub struct ServerArgs {
     #[arg(long)]
     pub store: String,
+    /// Watch this manifest folder (and its git HEAD) and keep it applied.
     #[arg(long)]
     pub manifests: Option<PathBuf>,
+    /// With --manifests: prune objects the folder applied that are no longer in it.
+    #[arg(long, requires = "manifests")]
+    pub prune: bool,
+    /// With --manifests: put back objects changed outside the folder.
+    #[arg(long, requires = "manifests")]
+    pub self_heal: bool,
     #[arg(long, default_value = "127.0.0.1:7400")]
     pub api: SocketAddr,
 }
@@ -306,7 +336,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         data_dir: data_dir.join("agent"),
                         ..a.agent.config()?
                     }),
-                    manifests: a.manifests.clone(),
+                    manifests: crate::gitops::SourceConfig::from_flags(
+                        a.manifests.as_ref(),
+                        a.prune,
+                        a.self_heal,
+                    ),
                 },
                 true,
             )
@@ -320,7 +354,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     api: Some(a.api),
                     controllers: true,
                     agent: None,
-                    manifests: a.manifests.clone(),
+                    manifests: crate::gitops::SourceConfig::from_flags(
+                        a.manifests.as_ref(),
+                        a.prune,
+                        a.self_heal,
+                    ),
                 },
                 false,
             )
@@ -340,7 +378,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
             .await?;
         }
-        Command::Apply { path, dry_run } => return apply(&client(), path, *dry_run).await,
+        Command::Apply {
+            path,
+            dry_run,
+            prune,
+            source,
+        } => {
+            if *prune || source.is_some() {
+                return gitops::apply(&client(), path, *dry_run, *prune, source.as_deref()).await;
+            }
+            return apply(&client(), path, *dry_run).await;
+        }
+        Command::Diff { path } => return Ok(gitops::diff(&client(), path).await),
+        Command::Sync(cmd) => return gitops::sync(&client(), cmd).await,
         Command::Get {
             kind,
             name,

@@ -1,0 +1,644 @@
+//! GitOps end to end: a real git repository in a temp dir, a real `berth up --manifests DIR`
+//! process on the real Docker daemon. Commits, reverts, broken commits, prune, drift and
+//! self-heal; `berth diff`, `apply --dry-run` and client-side `apply --prune`; bad folders.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::berth::*;
+use serde_json::Value;
+
+const CONVERGE: Duration = Duration::from_secs(60);
+const SYNC: Duration = Duration::from_secs(15);
+
+/// A git repository with the manifests in `manifests/`.
+struct Repo {
+    dir: tempfile::TempDir,
+}
+
+impl Repo {
+    fn new() -> Repo {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-gitops-")
+            .tempdir()
+            .unwrap();
+        let r = Repo { dir };
+        r.git(&["init", "-q", "-b", "main"]);
+        std::fs::create_dir(r.manifests()).unwrap();
+        r
+    }
+
+    fn manifests(&self) -> PathBuf {
+        self.dir.path().join("manifests")
+    }
+
+    fn arg(&self) -> String {
+        self.manifests().display().to_string()
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        std::fs::write(self.manifests().join(rel), text).unwrap();
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(self.dir.path())
+            .args(["-c", "commit.gpgsign=false"])
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "tester")
+            .env("GIT_AUTHOR_EMAIL", "tester@example.invalid")
+            .env("GIT_COMMITTER_NAME", "tester")
+            .env("GIT_COMMITTER_EMAIL", "tester@example.invalid")
+            .output()
+            .expect("run git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Commit everything; returns the new HEAD.
+    fn commit(&self, msg: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "-m", msg]);
+        self.head()
+    }
+
+    fn head(&self) -> String {
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    /// Commit in another clone and land it here by a fast-forward (what `git pull` does), so
+    /// the files and HEAD change together. Returns the new HEAD.
+    fn land(&self, msg: &str, change: impl FnOnce(&Path)) -> String {
+        let other = tempfile::Builder::new()
+            .prefix("berth-gitops-clone-")
+            .tempdir()
+            .unwrap();
+        let clone = other.path().join("c");
+        self.git(&["clone", "-q", ".", clone.to_str().unwrap()]);
+        change(&clone.join("manifests"));
+        let o = Repo { dir: other };
+        let run = |args: &[&str]| {
+            let mut a = vec!["-C", "c"];
+            a.extend_from_slice(args);
+            o.git(&a)
+        };
+        run(&["add", "-A"]);
+        run(&["commit", "-q", "-m", msg]);
+        self.git(&["fetch", "-q", clone.to_str().unwrap(), "main"]);
+        self.git(&["merge", "-q", "--ff-only", "FETCH_HEAD"]);
+        self.head()
+    }
+}
+
+fn up(dir: &str, extra: &[&str]) -> Berth {
+    let mut args = vec!["--manifests".to_string(), dir.to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Berth::up_with(None, args)
+}
+
+/// The watched source's record (`berth sync status -o json`).
+fn source(b: &Berth) -> Value {
+    let v: Value = serde_json::from_str(&b.cli_ok(&["sync", "status", "-o", "json"])).unwrap();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["spec"]["kind"] != "apply")
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn wait_source(b: &Berth, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    wait_for(what, SYNC, || {
+        let s = source(b);
+        f(&s).then_some(s)
+    })
+}
+
+fn service(b: &Berth, name: &str) -> Option<Value> {
+    let o = b.cli(&["get", "services", name, "-o", "json"]);
+    o.status
+        .success()
+        .then(|| serde_json::from_slice(&o.stdout).unwrap())
+}
+
+fn wait_running(b: &Berth, svc: &str, n: usize) {
+    wait_for(&format!("{n} running tasks of {svc}"), CONVERGE, || {
+        let active = b.active_tasks(svc);
+        let running = b.running_tasks(svc);
+        (running.len() == n && active.len() == n).then_some(())
+    });
+}
+
+fn containers_of(svc: &str) -> Vec<(String, String, String)> {
+    containers_with_label(&format!("berth.service={svc}"))
+}
+
+fn td_only(name: &str, value: &str) -> String {
+    format!(
+        r#"apiVersion: berth.dev/v1
+kind: TaskDefinition
+metadata: {{name: {name}}}
+spec:
+  containerDefinitions:
+    - name: main
+      image: {IMAGE}
+      command: ["true"]
+      memory: 16
+      environment: [{{name: V, value: "{value}"}}]
+"#
+    )
+}
+
+#[test]
+fn commits_scale_revert_and_a_broken_commit_keeps_the_last_good_state() {
+    let repo = Repo::new();
+    let svc = unique("gweb");
+    repo.write("web.yaml", &web_manifest(&svc, 2, "1"));
+    repo.write("README.md", "not a manifest; ignored by extension\n");
+    let c1 = repo.commit("two replicas");
+    let b = up(&repo.arg(), &["--prune"]);
+
+    wait_running(&b, &svc, 2);
+    let s = wait_source(&b, "synced at c1", |s| {
+        s["status"]["lastApplied"]["commit"] == c1.as_str()
+    });
+    assert_eq!(s["status"]["sync"], "Synced", "{s:#}");
+    assert_eq!(s["spec"]["kind"], "git");
+    assert_eq!(s["status"]["dirty"], false);
+    // Ownership annotations on the object.
+    let obj = service(&b, &svc).unwrap();
+    let a = &obj["metadata"]["annotations"];
+    assert_eq!(a["berth.dev/source"], "manifests");
+    assert_eq!(a["berth.dev/source-file"], "web.yaml");
+    assert_eq!(a["berth.dev/source-document"], "2");
+    assert_eq!(a["berth.dev/commit"], c1.as_str());
+
+    // Commit 4 replicas: 4 run, and the status shows that commit.
+    repo.write("web.yaml", &web_manifest(&svc, 4, "1"));
+    let c2 = repo.commit("four replicas");
+    wait_running(&b, &svc, 4);
+    let s = wait_source(&b, "synced at c2", |s| {
+        s["status"]["lastApplied"]["commit"] == c2.as_str() && s["status"]["dirty"] == false
+    });
+    assert_eq!(s["status"]["sync"], "Synced");
+    let text = b.cli_ok(&["sync", "status"]);
+    assert!(text.contains(&c2[..12]), "{text}");
+    // The task definition did not change: still revision 1.
+    let td = b.get_json(&["taskdefinitions", &svc]);
+    assert_eq!(td["metadata"]["name"], format!("{svc}:1"));
+
+    // git revert: back to 2.
+    repo.git(&["revert", "--no-edit", "HEAD"]);
+    let c3 = repo.head();
+    wait_running(&b, &svc, 2);
+    wait_source(&b, "synced at c3", |s| {
+        s["status"]["lastApplied"]["commit"] == c3.as_str()
+    });
+
+    // A broken commit (one bad file beside a good change) applies nothing.
+    repo.write("web.yaml", &web_manifest(&svc, 3, "1"));
+    repo.write(
+        "broken.yaml",
+        "apiVersion: berth.dev/v1\nkind: TaskDefinition\nmetadata: {name: broken}\nspec:\n  containerDefinitions: [\n",
+    );
+    let c4 = repo.commit("broken");
+    let s = wait_source(&b, "the broken commit reported", |s| {
+        s["status"]["lastAttempt"]["commit"] == c4.as_str()
+            && s["status"]["lastAttempt"]["result"] == "Failed"
+    });
+    assert_eq!(s["status"]["sync"], "OutOfSync");
+    assert_eq!(s["status"]["lastApplied"]["commit"], c3.as_str(), "{s:#}");
+    let err = &s["status"]["lastAttempt"]["errors"][0];
+    assert_eq!(err["file"], "broken.yaml", "{s:#}");
+    assert!(err["line"].as_u64().is_some(), "a line number: {s:#}");
+    let text = b.cli_ok(&["sync", "status"]);
+    assert!(
+        text.contains("broken.yaml") && text.contains("line "),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("commit {} is still applied", &c3[..12])),
+        "{text}"
+    );
+    // The previous state keeps running: still 2, desiredCount untouched.
+    for _ in 0..10 {
+        assert_eq!(service(&b, &svc).unwrap()["spec"]["desiredCount"], 2);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_running(&b, &svc, 2);
+
+    // Fix it in the next commit: applied.
+    repo.git(&["rm", "-q", "manifests/broken.yaml"]);
+    let c5 = repo.commit("fix");
+    wait_running(&b, &svc, 3);
+    let s = wait_source(&b, "synced at c5", |s| {
+        s["status"]["lastApplied"]["commit"] == c5.as_str()
+    });
+    assert_eq!(s["status"]["lastAttempt"]["result"], "Succeeded");
+    assert_eq!(s["status"]["sync"], "Synced");
+}
+
+#[test]
+fn deleting_a_services_file_with_prune_stops_its_tasks_and_leaves_no_container() {
+    let repo = Repo::new();
+    let keep = unique("gkeep");
+    let gone = unique("ggone");
+    repo.write("keep.yaml", &web_manifest(&keep, 1, "1"));
+    repo.write("gone.yaml", &web_manifest(&gone, 2, "1"));
+    repo.commit("two services");
+    let b = up(&repo.arg(), &["--prune"]);
+    wait_running(&b, &keep, 1);
+    wait_running(&b, &gone, 2);
+    assert_eq!(containers_of(&gone).len(), 2);
+
+    repo.git(&["rm", "-q", "manifests/gone.yaml"]);
+    let c = repo.commit("remove a service");
+    wait_for(
+        "the pruned service gone, with its containers",
+        CONVERGE,
+        || (service(&b, &gone).is_none() && containers_of(&gone).is_empty()).then_some(()),
+    );
+    // Its task definition is INACTIVE but still readable; the other service is untouched.
+    let td = b.get_json(&["taskdefinitions", &gone]);
+    assert_eq!(td["status"]["status"], "INACTIVE");
+    wait_running(&b, &keep, 1);
+    let s = wait_source(&b, "synced after the prune", |s| {
+        s["status"]["lastApplied"]["commit"] == c.as_str()
+    });
+    assert_eq!(s["status"]["sync"], "Synced", "{s:#}");
+    let names: Vec<&str> = s["status"]["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["name"].as_str())
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with(&gone)), "{names:?}");
+}
+
+#[test]
+fn a_change_through_the_api_is_out_of_sync_and_self_heal_restores_it() {
+    let repo = Repo::new();
+    let svc = unique("gdrift");
+    repo.write("web.yaml", &web_manifest(&svc, 1, "1"));
+    repo.commit("one replica");
+    let mut b = up(&repo.arg(), &["--prune"]);
+    wait_running(&b, &svc, 1);
+    wait_source(&b, "synced", |s| s["status"]["sync"] == "Synced");
+
+    // Someone applies a changed copy from elsewhere.
+    let other = manifest_dir(&[("web.yaml", web_manifest(&svc, 2, "1"))]);
+    b.cli_ok(&["apply", "-f", other.path().to_str().unwrap()]);
+    let s = wait_source(&b, "OutOfSync", |s| s["status"]["sync"] == "OutOfSync");
+    let drifted: Vec<&Value> = s["status"]["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["sync"] == "OutOfSync")
+        .collect();
+    assert_eq!(drifted.len(), 1, "{s:#}");
+    assert_eq!(drifted[0]["kind"], "Service");
+    assert_eq!(drifted[0]["file"], "web.yaml");
+    let text = b.cli_ok(&["sync", "status"]);
+    assert!(text.contains("OutOfSync") && text.contains(&svc), "{text}");
+    // Without self-heal the change stays.
+    wait_running(&b, &svc, 2);
+    assert_eq!(service(&b, &svc).unwrap()["spec"]["desiredCount"], 2);
+    // berth diff shows it and says "different".
+    let d = b.cli(&["diff", "-f", &repo.arg()]);
+    assert_eq!(d.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&d.stdout);
+    assert!(
+        out.contains("-  desiredCount: 2") && out.contains("+  desiredCount: 1"),
+        "{out}"
+    );
+
+    // With self-heal (restarted with the flag; the start itself syncs the folder)…
+    b.kill9();
+    b.extra_args.push("--self-heal".into());
+    b.spawn();
+    wait_running(&b, &svc, 1);
+    wait_source(&b, "synced with self-heal", |s| {
+        s["status"]["sync"] == "Synced" && s["spec"]["selfHeal"] == true
+    });
+    // …a change through the API is put back by itself.
+    b.cli_ok(&["apply", "-f", other.path().to_str().unwrap()]);
+    wait_for("desiredCount restored to 1", SYNC, || {
+        (service(&b, &svc)?["spec"]["desiredCount"] == 1).then_some(())
+    });
+    let s = wait_source(&b, "self-healed", |s| {
+        s["status"]["sync"] == "Synced"
+            && s["status"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("self-heal"))
+    });
+    assert_eq!(s["status"]["lastApplied"]["changes"], 1, "{s:#}");
+    // A task definition deregistered through the API comes back as a new ACTIVE revision.
+    b.cli_ok(&["delete", "taskdefinitions", &format!("{svc}:1")]);
+    wait_for("task definition restored", SYNC, || {
+        let td = b.get_json(&["taskdefinitions", &svc]);
+        (td["status"]["status"] == "ACTIVE" && td["metadata"]["name"] == format!("{svc}:2"))
+            .then_some(())
+    });
+    wait_running(&b, &svc, 1);
+    assert_eq!(b.cli_ok(&["diff", "-f", &repo.arg()]), "");
+}
+
+#[test]
+fn diff_exit_codes_dry_run_and_client_side_prune() {
+    let b = Berth::up(None);
+    let svc = unique("gapp");
+    let job = unique("gjob");
+    let dir = manifest_dir(&[
+        ("app.yaml", web_manifest(&svc, 1, "1")),
+        ("job.yaml", td_only(&job, "1")),
+    ]);
+    let path = dir.path().to_str().unwrap();
+
+    // Nothing stored yet: different.
+    let d = b.cli(&["diff", "-f", path]);
+    assert_eq!(d.status.code(), Some(1), "{d:?}");
+    let out = String::from_utf8_lossy(&d.stdout);
+    assert!(
+        out.contains("apply creates it") && out.contains("+kind: Service"),
+        "{out}"
+    );
+
+    // A dry run changes nothing.
+    let out = b.cli_ok(&["apply", "-f", path, "--prune", "--dry-run"]);
+    assert!(
+        out.contains(&format!("service/{svc} created (dry run)")),
+        "{out}"
+    );
+    let out = b.cli_ok(&["apply", "-f", path, "--dry-run"]);
+    assert!(out.contains("(dry run)"), "{out}");
+    assert!(service(&b, &svc).is_none());
+    assert!(!b.cli(&["get", "taskdefinitions", &job]).status.success());
+    assert_eq!(b.cli(&["diff", "-f", path]).status.code(), Some(1));
+
+    // Applied: the same.
+    let out = b.cli_ok(&["apply", "-f", path, "--prune"]);
+    assert!(out.contains(&format!("service/{svc} created")), "{out}");
+    assert!(
+        out.contains(&format!("taskdefinition/{job}:1 created")),
+        "{out}"
+    );
+    let d = b.cli(&["diff", "-f", path]);
+    assert_eq!(d.status.code(), Some(0), "{d:?}");
+    assert!(d.stdout.is_empty());
+    // Applying the same folder twice changes nothing (and registers no revision).
+    let out = b.cli_ok(&["apply", "-f", path, "--prune"]);
+    assert!(
+        !out.contains("created") && !out.contains("configured"),
+        "{out}"
+    );
+    wait_running(&b, &svc, 1);
+
+    // A change: different, shown as a diff.
+    write(dir.path(), "app.yaml", &web_manifest(&svc, 2, "1"));
+    let d = b.cli(&["diff", "-f", path]);
+    assert_eq!(d.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&d.stdout);
+    assert!(
+        out.contains("-  desiredCount: 1") && out.contains("+  desiredCount: 2"),
+        "{out}"
+    );
+    // A bad manifest: an error (>1), not "different".
+    write(dir.path(), "bad.yaml", "kind: [\n");
+    let d = b.cli(&["diff", "-f", path]);
+    assert_eq!(d.status.code(), Some(2), "{d:?}");
+    std::fs::remove_file(dir.path().join("bad.yaml")).unwrap();
+    // Unreachable server: an error too.
+    let d = Command::new(berth_bin())
+        .args(["diff", "-f", path])
+        .env(
+            "BERTH_ENDPOINT",
+            format!("http://127.0.0.1:{}", free_port()),
+        )
+        .env("XDG_CONFIG_HOME", b.config_home.path())
+        .output()
+        .unwrap();
+    assert_eq!(d.status.code(), Some(2), "{d:?}");
+
+    // Client-side prune: remove the service's file; it is pruned and drains.
+    std::fs::remove_file(dir.path().join("app.yaml")).unwrap();
+    let out = b.cli_ok(&["apply", "-f", path, "--prune"]);
+    assert!(out.contains(&format!("service/{svc} pruned")), "{out}");
+    assert!(
+        out.contains(&format!("taskdefinition/{svc} pruned")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("taskdefinition/{job}:1 unchanged")),
+        "{out}"
+    );
+    wait_for("the pruned service gone", CONVERGE, || {
+        (service(&b, &svc).is_none() && containers_of(&svc).is_empty()).then_some(())
+    });
+    // The source shows up in sync status.
+    let v: Value = serde_json::from_str(&b.cli_ok(&["sync", "status", "-o", "json"])).unwrap();
+    let name = dir.path().file_name().unwrap().to_str().unwrap();
+    let s = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["metadata"]["name"] == name)
+        .expect("the apply source");
+    assert_eq!(s["spec"]["kind"], "apply");
+    assert_eq!(s["status"]["sync"], "Synced");
+    // Without --prune, a plain apply from elsewhere does not take ownership or prune.
+    let other = manifest_dir(&[("x.yaml", td_only(&job, "1"))]);
+    let out = b.cli_ok(&["apply", "-f", other.path().to_str().unwrap()]);
+    assert!(out.contains("unchanged"), "{out}");
+    let td = b.get_json(&["taskdefinitions", &job]);
+    assert_eq!(td["metadata"]["annotations"]["berth.dev/source"], name);
+}
+
+#[test]
+fn a_broken_folder_changes_nothing_and_is_reported() {
+    let dir = tempfile::Builder::new()
+        .prefix("berth-folder-")
+        .tempdir()
+        .unwrap();
+    let root = dir.path();
+    let a = unique("gtd");
+    write(root, "a.yaml", &td_only(&a, "1"));
+    let b = up(root.to_str().unwrap(), &["--prune"]);
+    let s = wait_source(&b, "synced", |s| s["status"]["sync"] == "Synced");
+    assert_eq!(s["spec"]["kind"], "folder");
+    assert!(s["status"]["head"].is_null());
+    let td_rev = |b: &Berth| b.get_json(&["taskdefinitions", &a])["metadata"]["name"].clone();
+    assert_eq!(td_rev(&b), format!("{a}:1"));
+
+    let bomb = {
+        let mut s = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            s.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        s
+    };
+    type Setup = Box<dyn Fn(&Path)>;
+    type Undo = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, &str, Setup, Undo)> = vec![
+        (
+            "a syntax error",
+            "syntax.yaml",
+            Box::new(|d| write(d, "syntax.yaml", "kind: [\n")),
+            Box::new(|d| std::fs::remove_file(d.join("syntax.yaml")).unwrap()),
+        ),
+        (
+            "a .yaml that is not a manifest",
+            "notes.yaml",
+            Box::new(|d| write(d, "notes.yaml", "shopping: [milk, eggs]\n")),
+            Box::new(|d| std::fs::remove_file(d.join("notes.yaml")).unwrap()),
+        ),
+        (
+            "a duplicate name",
+            "dup.yaml",
+            Box::new({
+                let a = a.clone();
+                move |d| write(d, "dup.yaml", &td_only(&a, "2"))
+            }),
+            Box::new(|d| std::fs::remove_file(d.join("dup.yaml")).unwrap()),
+        ),
+        (
+            "a reference to a missing task definition",
+            "svc.yaml",
+            Box::new(|d| {
+                write(
+                    d,
+                    "svc.yaml",
+                    "apiVersion: berth.dev/v1\nkind: Service\nmetadata: {name: orphan}\nspec: {taskDefinition: nosuchfamily, desiredCount: 1}\n",
+                )
+            }),
+            Box::new(|d| std::fs::remove_file(d.join("svc.yaml")).unwrap()),
+        ),
+        (
+            "a symlink loop",
+            "loop",
+            Box::new(|d| std::os::unix::fs::symlink(d, d.join("loop")).unwrap()),
+            Box::new(|d| std::fs::remove_file(d.join("loop")).unwrap()),
+        ),
+        (
+            "a symlink out of the folder",
+            "outside.yaml",
+            Box::new(|d| {
+                std::os::unix::fs::symlink("/etc/hostname", d.join("outside.yaml")).unwrap()
+            }),
+            Box::new(|d| std::fs::remove_file(d.join("outside.yaml")).unwrap()),
+        ),
+        (
+            "a YAML alias bomb",
+            "bomb.yaml",
+            Box::new(move |d| write(d, "bomb.yaml", &bomb)),
+            Box::new(|d| std::fs::remove_file(d.join("bomb.yaml")).unwrap()),
+        ),
+        (
+            "an empty folder",
+            ".",
+            Box::new(|d| std::fs::rename(d.join("a.yaml"), d.join("a.yaml.off")).unwrap()),
+            Box::new(|d| std::fs::rename(d.join("a.yaml.off"), d.join("a.yaml")).unwrap()),
+        ),
+    ];
+    for (what, file, setup, undo) in cases {
+        // Each bad folder also changes the good file (after the bad part is in place): none
+        // of it may be applied.
+        setup(root);
+        let empty = file == ".";
+        if !empty {
+            write(root, "a.yaml", &td_only(&a, "changed"));
+        }
+        let s = wait_source(&b, what, |s| {
+            s["status"]["lastAttempt"]["result"] == "Failed"
+                && s["status"]["lastAttempt"]["errors"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e["file"] == file)
+        });
+        assert_eq!(s["status"]["sync"], "OutOfSync", "{what}: {s:#}");
+        assert_eq!(td_rev(&b), format!("{a}:1"), "{what}: nothing applied");
+        assert!(service(&b, "orphan").is_none());
+        // Restore the good file while the folder is still broken, then repair it.
+        if !empty {
+            write(root, "a.yaml", &td_only(&a, "1"));
+        }
+        undo(root);
+        wait_source(&b, &format!("recovered from {what}"), |s| {
+            s["status"]["lastAttempt"]["result"] == "Succeeded" && s["status"]["sync"] == "Synced"
+        });
+        assert_eq!(
+            td_rev(&b),
+            format!("{a}:1"),
+            "{what}: the good state is unchanged"
+        );
+    }
+
+    // A file renamed into the folder is picked up at once.
+    let staging = tempfile::Builder::new()
+        .prefix("berth-staging-")
+        .tempdir_in(root.parent().unwrap())
+        .unwrap();
+    let c = unique("gnew");
+    write(staging.path(), "c.yaml", &td_only(&c, "1"));
+    std::fs::rename(staging.path().join("c.yaml"), root.join("c.yaml")).unwrap();
+    wait_for("the renamed-in manifest applied", SYNC, || {
+        b.cli(&["get", "taskdefinitions", &c])
+            .status
+            .success()
+            .then_some(())
+    });
+}
+
+#[test]
+fn a_git_source_on_etcd_applies_prunes_and_records_commits() {
+    let etcd = common::etcd::EtcdServer::start();
+    let repo = Repo::new();
+    let a = unique("getcd");
+    let z = unique("getcd");
+    repo.write("a.yaml", &td_only(&a, "1"));
+    repo.write("z.yaml", &td_only(&z, "1"));
+    let c1 = repo.commit("two task definitions");
+    let b = Berth::up_with(
+        Some(etcd.url()),
+        vec!["--manifests".into(), repo.arg(), "--prune".into()],
+    );
+    wait_source(&b, "synced at c1", |s| {
+        s["status"]["lastApplied"]["commit"] == c1.as_str()
+    });
+    assert_eq!(
+        b.get_json(&["taskdefinitions", &a])["metadata"]["annotations"]["berth.dev/commit"],
+        c1.as_str()
+    );
+    let c2 = repo.land("change one, remove one", |m| {
+        std::fs::write(m.join("a.yaml"), td_only(&a, "2")).unwrap();
+        std::fs::remove_file(m.join("z.yaml")).unwrap();
+    });
+    let s = wait_source(&b, "synced at c2", |s| {
+        s["status"]["lastApplied"]["commit"] == c2.as_str()
+    });
+    assert_eq!(s["status"]["sync"], "Synced", "{s:#}");
+    let td = b.get_json(&["taskdefinitions", &a]);
+    assert_eq!(td["metadata"]["name"], format!("{a}:2"));
+    assert_eq!(
+        td["metadata"]["annotations"]["berth.dev/commit"],
+        c2.as_str()
+    );
+    assert_eq!(td["metadata"]["annotations"]["berth.dev/dirty"], "false");
+    assert_eq!(
+        b.get_json(&["taskdefinitions", &z])["status"]["status"],
+        "INACTIVE"
+    );
+    drop(b);
+    drop(etcd);
+}
