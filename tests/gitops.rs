@@ -538,6 +538,16 @@ fn a_broken_folder_changes_nothing_and_is_reported() {
             Box::new(|d| std::fs::remove_file(d.join("outside.yaml")).unwrap()),
         ),
         (
+            "a 100 MB manifest",
+            "huge.yaml",
+            Box::new(|d| {
+                // Sparse: the size is what the loader refuses, before reading.
+                let f = std::fs::File::create(d.join("huge.yaml")).unwrap();
+                f.set_len(100 << 20).unwrap();
+            }),
+            Box::new(|d| std::fs::remove_file(d.join("huge.yaml")).unwrap()),
+        ),
+        (
             "a YAML alias bomb",
             "bomb.yaml",
             Box::new(move |d| write(d, "bomb.yaml", &bomb)),
