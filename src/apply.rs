@@ -592,6 +592,26 @@ async fn plan_apply(
         }
     }
 
+    // Services a ScalingPolicy drives (in the set or the store): the policy owns their
+    // desiredCount, so an apply keeps the current one instead of fighting the scaler (and a
+    // source does not take the scaler's changes for drift). A new service starts at the
+    // manifest's count.
+    let mut scaled: HashSet<String> = docs
+        .iter()
+        .filter_map(|d| match &d.resource {
+            Resource::ScalingPolicy(p) => Some(p.spec.service.clone()),
+            _ => None,
+        })
+        .collect();
+    if docs.iter().any(|d| d.kind() == Kind::Service) {
+        for kv in r.list(Kind::ScalingPolicy).await? {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&kv.value) {
+                if let Some(s) = v["spec"]["service"].as_str() {
+                    scaled.insert(s.to_string());
+                }
+            }
+        }
+    }
     let mut implicit_default: HashSet<&str> = HashSet::new();
     let mut created_default = false;
     for (i, doc) in docs.iter().enumerate() {
@@ -616,8 +636,12 @@ async fn plan_apply(
                 continue;
             }
         }
+        let mut want_spec = want.spec.clone();
+        if let Some(cur) = current.as_ref().filter(|_| scaled.contains(name)) {
+            want_spec.desired_count = cur.spec.desired_count;
+        }
         let changed = current.as_ref().is_none_or(|cur| {
-            cur.spec != want.spec || !same_meta(&cur.metadata, &want.metadata, stamped)
+            cur.spec != want_spec || !same_meta(&cur.metadata, &want.metadata, stamped)
         });
         let before = errors.len();
 
@@ -747,14 +771,14 @@ async fn plan_apply(
                 Outcome::Created
             }
             Some(mut cur) if changed => {
-                cur.spec = want.spec.clone();
+                cur.spec = want_spec.clone();
                 cur.metadata.labels = want.metadata.labels.clone();
                 cur.metadata.annotations = merged_annotations(
                     Some(&cur.metadata.annotations),
                     &want.metadata.annotations,
                     stamped,
                 );
-                cur.status.desired_count = want.spec.desired_count;
+                cur.status.desired_count = want_spec.desired_count;
                 if cur.status.status.is_empty() {
                     cur.status.status = "ACTIVE".into();
                 }
@@ -1956,5 +1980,40 @@ mod source_tests {
         assert_eq!(kv.mod_revision, rev);
         let td_kv = s.get(&keys::taskdef_key("a", 1)).await.unwrap().unwrap();
         assert_eq!(td_kv.mod_revision, rev, "one transaction");
+    }
+
+    #[tokio::test]
+    async fn a_scaled_services_desired_count_belongs_to_its_scaling_policy() {
+        let (_d, s) = store();
+        let policy = "apiVersion: berth.dev/v1\nkind: ScalingPolicy\nmetadata: {name: web-cpu}\nspec:\n  service: web\n  minCapacity: 1\n  maxCapacity: 9\n  targetTracking: {predefinedMetricType: ECSServiceAverageCPUUtilization, targetValue: 50}\n---\n";
+        let files = |n| {
+            [(
+                "web.yaml",
+                td("web", "img:1") + &svc("web", "web", n) + policy,
+            )]
+        };
+        let r = run(&s, &docs(&files(2), "c1"), true).await;
+        assert!(
+            lines(&r).contains(&"service/web created".to_string()),
+            "{:?}",
+            lines(&r)
+        );
+        // The scaler moves the count.
+        let key = keys::key(Kind::Service, "web");
+        let mut cur: Service = decode(&s.get(&key).await.unwrap().unwrap()).unwrap();
+        cur.spec.desired_count = 5;
+        s.put(&key, encode(&mut cur)).await.unwrap();
+        // Not drift; a later commit (even one changing the manifest's count) keeps it.
+        let opts = SourceApplyOptions {
+            dry_run: true,
+            prune: true,
+        };
+        let r = apply_source(&s, "src", &docs(&files(2), "c2"), &opts, &no_status)
+            .await
+            .unwrap();
+        assert!(r.in_sync(), "{:?}", lines(&r));
+        run(&s, &docs(&files(3), "c3"), true).await;
+        let cur: Service = decode(&s.get(&key).await.unwrap().unwrap()).unwrap();
+        assert_eq!(cur.spec.desired_count, 5);
     }
 }

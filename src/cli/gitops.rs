@@ -152,6 +152,12 @@ pub async fn diff(c: &Client, path: &Path) -> ExitCode {
         Ok(d) => d,
         Err(_) => return ExitCode::from(2),
     };
+    // Services a scaling policy drives: their desiredCount is the policy's, not the manifest's
+    // (apply keeps the stored count), so it is not a difference.
+    let policies: Vec<Value> = match c.get("/v1/scalingpolicies").await {
+        Ok(Value::Array(a)) => a,
+        _ => vec![],
+    };
     let mut different = 0usize;
     for d in &docs {
         let kind = d.kind();
@@ -164,13 +170,30 @@ pub async fn diff(c: &Client, path: &Path) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let desired = match serde_json::to_value(&d.resource) {
+        let mut desired = match serde_json::to_value(&d.resource) {
             Ok(v) => differ::projection(&v),
             Err(e) => {
                 eprintln!("error: {}: {e}", d.source);
                 return ExitCode::from(2);
             }
         };
+        if let (Some(stored), Some(policy)) = (
+            stored
+                .as_ref()
+                .filter(|_| kind == crate::model::Kind::Service),
+            policies
+                .iter()
+                .find(|p| p["spec"]["service"].as_str() == Some(d.name())),
+        ) {
+            let kept = &stored["spec"]["desiredCount"];
+            if desired["spec"]["desiredCount"] != *kept {
+                eprintln!(
+                    "note: {label}: desiredCount is managed by scaling policy {} (stays {kept})",
+                    policy["metadata"]["name"].as_str().unwrap_or("?")
+                );
+                desired["spec"]["desiredCount"] = kept.clone();
+            }
+        }
         let new_text = differ::to_yaml(&desired);
         let new_name = format!("{label} (desired: {})", d.source);
         let (old_text, old_name, note) = match &stored {
