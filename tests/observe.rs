@@ -30,6 +30,30 @@ fn up() -> Berth {
     Berth::up_with(None, vec!["--stats-interval".into(), "1s".into()])
 }
 
+/// The API token `berth up` wrote for the CLI, when the API wants one.
+fn token(b: &Berth) -> Option<String> {
+    let text =
+        std::fs::read_to_string(b.config_home.path().join("berth").join("config.json")).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v["token"].as_str().map(str::to_string)
+}
+
+/// GET an API path (with the token, if any); the body when the answer is 200.
+fn api_get(b: &Berth, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", b.port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+    let auth = token(b)
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n{auth}\r\n").as_bytes())
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    head.contains(" 200 ").then(|| body.to_string())
+}
+
 fn apply(b: &Berth, dir: &std::path::Path) -> String {
     b.cli_ok(&["apply", "-f", dir.to_str().unwrap()])
 }
@@ -235,7 +259,7 @@ fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
 }
 
 fn scrape(b: &Berth) -> Vec<Sample> {
-    let text = api_text(b.port, "/metrics").expect("GET /metrics");
+    let text = api_get(b, "/metrics").expect("GET /metrics");
     parse_prometheus(&text).unwrap_or_else(|e| panic!("/metrics does not parse: {e}\n{text}"))
 }
 
@@ -478,6 +502,7 @@ spec:
     let mut child = Command::new(berth_bin())
         .args(["logs", &id, "--follow"])
         .env("BERTH_ENDPOINT", b.endpoint())
+        .env("XDG_CONFIG_HOME", b.config_home.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -543,6 +568,7 @@ spec:
     let out = Command::new(berth_bin())
         .args(["logs", &id, "--follow", "--container", "talker"])
         .env("BERTH_ENDPOINT", b.endpoint())
+        .env("XDG_CONFIG_HOME", b.config_home.path())
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -565,12 +591,14 @@ fn events_and_get_watch_stream_changes() {
     let mut child = Command::new(berth_bin())
         .args(["get", "services", "--watch"])
         .env("BERTH_ENDPOINT", b.endpoint())
+        .env("XDG_CONFIG_HOME", b.config_home.path())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut events = Command::new(berth_bin())
         .args(["events", "--follow"])
         .env("BERTH_ENDPOINT", b.endpoint())
+        .env("XDG_CONFIG_HOME", b.config_home.path())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -637,7 +665,11 @@ fn dashboard_in_headless_chromium_updates_live() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let browser = Browser::start(1440, 1000).await.expect("headless Chromium via chromedriver");
-        browser.goto(&format!("{}/ui", b.endpoint())).await.unwrap();
+        let url = match token(&b) {
+            Some(t) => format!("{}/ui?token={t}", b.endpoint()),
+            None => format!("{}/ui", b.endpoint()),
+        };
+        browser.goto(&url).await.unwrap();
         let sel = format!("[data-service=\"{svc}\"]");
         browser
             .wait_for(
@@ -666,7 +698,9 @@ fn dashboard_in_headless_chromium_updates_live() {
         while api_at.is_none() || page_at.is_none() {
             assert!(Instant::now() < deadline, "scale never showed: api {api_at:?} page {page_at:?}");
             if api_at.is_none() {
-                let s = api_json(b.port, &format!("/v1/services/{svc}")).unwrap_or_default();
+                let s: Value = api_get(&b, &format!("/v1/services/{svc}"))
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or_default();
                 if s["status"]["runningCount"] == 3 {
                     api_at = Some(Instant::now());
                 }

@@ -19,8 +19,10 @@ use crate::store::{DynStore, Op, StoreError, Txn};
 
 /// How often the agent samples by default.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
-/// Docker stats calls in flight at once.
-pub const CONCURRENCY: usize = 8;
+/// Docker stats calls in flight at once. dockerd answers stats from a collector that ticks
+/// once a second, so a call waits for the next tick: too low a bound spreads one pass over
+/// many ticks (8 → 13 s for 100 containers); the calls themselves are cheap to hold open.
+pub const CONCURRENCY: usize = 64;
 
 /// One container's CPU counter as last read.
 #[derive(Debug, Clone, Copy)]

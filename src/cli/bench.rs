@@ -16,6 +16,20 @@ use crate::store::DynStore;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
+    /// The dashboard with N simulated tasks (time to first render, payload size, live update
+    /// latency) and the agent's stats sampling cost per 100 containers.
+    Dashboard {
+        #[arg(long, default_value_t = 1000)]
+        tasks: u32,
+        /// Real busybox containers for the stats-sampling cost (0: skip).
+        #[arg(long, default_value_t = 100)]
+        containers: u32,
+        /// How long the sampler runs over them.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long, default_value = "local/busybox:1")]
+        image: String,
+    },
     /// Time from apply to N tasks RUNNING, beside N raw Docker create+start calls.
     Converge {
         #[arg(long, default_value_t = 20)]
@@ -51,6 +65,12 @@ pub enum BenchCommand {
 
 pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Dashboard {
+            tasks,
+            containers,
+            seconds,
+            image,
+        } => super::bench_dashboard::run(*tasks, *containers, *seconds, image).await,
         BenchCommand::Converge {
             replicas,
             image,

@@ -1,6 +1,7 @@
 //! The `berth` command line (DESIGN.md §7).
 
 pub mod bench;
+pub mod bench_dashboard;
 pub mod bench_gitops;
 pub mod bench_recovery;
 pub mod client;

@@ -12,7 +12,8 @@
   CATS.forEach(c => { S[c] = new Map(); });
   const dirty = { full: true, controllers: true, metrics: true, events: [] };
   CATS.forEach(c => { dirty[c] = new Set(); });
-  const perf = window.__berth = { firstRender: null, renders: 0, batches: 0, lastRender: 0 };
+  const perf = window.__berth = { firstRender: null, renders: 0, batches: 0, lastRender: 0, errors: [] };
+  window.addEventListener('error', e => perf.errors.push(String(e.message)));
 
   // ---- formatting ----------------------------------------------------------------------------
   const esc = s => String(s ?? '').replace(/[&<>"]/g, c => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' }[c]));
@@ -25,13 +26,14 @@
     return (n >= 100 || i === 0 ? n.toFixed(0) : n.toFixed(1)) + ' ' + u[i];
   }
   const pct = v => (v == null || isNaN(v)) ? '–' : (v >= 100 ? v.toFixed(0) : v.toFixed(1)) + '%';
+  const pad = n => (n < 10 ? '0' : '') + n;
   function clock(t) {
     if (!t) return '–';
     const d = new Date(t);
     if (isNaN(d)) return '–';
+    const hms = pad(d.getHours()) + ':' + pad(d.getMinutes()) + ':' + pad(d.getSeconds());
     const now = new Date();
-    const hms = d.toLocaleTimeString([], { hour12: false });
-    return d.toDateString() === now.toDateString() ? hms : d.toLocaleDateString() + ' ' + hms;
+    return d.toDateString() === now.toDateString() ? hms : `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hms}`;
   }
   function ago(t) {
     if (!t) return '–';
@@ -85,6 +87,25 @@
       return tr;
     }
     clear() { this.tbody.textContent = ''; this.rows.clear(); this.order = []; }
+    // Everything at once (a snapshot): sort once, build off-document, attach once.
+    bulk(entries) {
+      this.clear();
+      const items = entries.map(([id, row]) => [this.sortKey(row) + '\u0000' + id, id, row]);
+      items.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+      const frag = document.createDocumentFragment();
+      for (const [k, id, row] of items) {
+        const tr = document.createElement('tr');
+        tr._c = [];
+        for (let i = 0; i < this.cols; i++) tr.appendChild(tr._c[i] = document.createElement('td'));
+        tr._k = k;
+        this.build && this.build(tr, id, row);
+        this.update(tr, row, id);
+        this.order.push([k, id]);
+        this.rows.set(id, tr);
+        frag.appendChild(tr);
+      }
+      this.tbody.appendChild(frag);
+    }
   }
 
   // ---- services -----------------------------------------------------------------------------
@@ -129,23 +150,35 @@
     if (!q) return true;
     return [r.id, r.svc, r.td, r.ls, r.h, r.inst].some(v => v && String(v).toLowerCase().includes(q));
   }
+  // A pill patched in place (no HTML parsing per update).
+  function setPill(el, v) {
+    v = v || '';
+    if (el._v === v) return;
+    el._v = v; el.className = v ? 'pill ' + v : 'muted'; el.textContent = v || '–';
+  }
   const tasks = new Rows($('#tasks tbody'), 10,
-    r => (r.ls === 'STOPPED' ? '1' : '0') + (r.svc || '~' + (r.td || '')) ,
+    r => (r.ls === 'STOPPED' ? '1' : '0') + (r.svc || '~' + (r.td || '')),
     (tr, id) => {
       tr.dataset.task = id;
       tr._c[0].className = 'mono'; tr._c[2].className = 'mono';
       tr._c[6].className = 'num'; tr._c[7].className = 'num'; tr._c[8].className = 'mono';
       tr._c[0].textContent = short(id); tr._c[0].title = id;
+      tr._st = document.createElement('span'); tr._stop = document.createElement('span');
+      tr._stop.className = 'muted'; tr._c[3].append(tr._st, tr._stop);
+      tr._hl = document.createElement('span'); tr._c[4].append(tr._hl);
     }, (tr, r) => {
       setText(tr._c[1], r.svc || 'run-task');
       setText(tr._c[2], r.td || '–');
-      setHTML(tr._c[3], pill(r.ls) + (r.ds === 'STOPPED' && r.ls !== 'STOPPED' ? ' <span class="muted">→ stop</span>' : ''));
-      tr._c[3].title = r.sr || '';
-      setHTML(tr._c[4], r.h && r.h !== 'UNKNOWN' ? pill(r.h) : '<span class="muted">–</span>');
+      setPill(tr._st, r.ls);
+      setText(tr._stop, r.ds === 'STOPPED' && r.ls !== 'STOPPED' ? ' → stop' : '');
+      const why = r.sr || '';
+      if (tr._why !== why) { tr._why = why; tr._c[3].title = why; }
+      setPill(tr._hl, r.h && r.h !== 'UNKNOWN' ? r.h : '');
       setText(tr._c[5], r.inst || '–');
       setText(tr._c[8], r.p || '–');
-      setText(tr._c[9], clock(r.at));
-      tr.dataset.status = r.ls || '';
+      if (tr._at !== r.at) { tr._at = r.at; setText(tr._c[9], clock(r.at)); }
+      const ls = r.ls || '';
+      if (tr._ls !== ls) { tr._ls = ls; tr.dataset.status = ls; }
       const vis = taskVisible(r);
       if (tr.hidden === vis) tr.hidden = !vis;
       taskUsage(tr, r.id);
@@ -214,8 +247,9 @@
     }).join('') || '<div class="muted">no clusters</div>';
     const sync = [...S.sync.values()];
     $('#sync').innerHTML = sync.map(s =>
-      `GitOps <b>${esc(s.name)}</b>: ${s.state ? pill(String(s.state).toUpperCase()) : ''} ` +
-      `${s.commit ? `<span class="sha mono">${esc(String(s.commit).slice(0, 12))}</span>` : ''} ` +
+      `<span title="${esc(s.src || '')}">GitOps <b>${esc(s.name)}</b></span>: ` +
+      `${s.state ? pill(s.state === 'Synced' ? 'COMPLETED' : 'IN_PROGRESS').replace(/>[A-Z_]+</, '>' + esc(s.state) + '<') : ''} ` +
+      `${s.commit ? `<span class="sha mono">${esc(String(s.commit).slice(0, 12))}</span>${s.dirty ? '<span class="muted">+dirty</span>' : ''}` : ''} ` +
       `${s.at ? '<span>' + ago(s.at) + '</span>' : ''}${s.msg ? ` <span class="err">${esc(s.msg)}</span>` : ''}`
     ).join('<br>');
   }
@@ -264,9 +298,18 @@
   }
 
   // ---- charts (canvas) ----------------------------------------------------------------------
-  function sizeCanvas(c) {
+  // Canvas sizes come from a ResizeObserver (or fixed sizes): reading clientWidth while the
+  // tables are being patched would force a synchronous layout of the whole page.
+  const sizes = new WeakMap();
+  const ro = typeof ResizeObserver === 'function' ? new ResizeObserver(es => {
+    for (const e of es) sizes.set(e.target, [e.contentRect.width, e.contentRect.height]);
+    dirty.metrics = true; schedule();
+  }) : null;
+  function sizeCanvas(c, fixed) {
     const dpr = window.devicePixelRatio || 1;
-    const w = c.clientWidth || 300, h = c.clientHeight || Number(c.getAttribute('height')) || 100;
+    let wh = fixed || sizes.get(c);
+    if (!wh) { wh = [c.clientWidth || 300, c.clientHeight || Number(c.getAttribute('height')) || 100]; sizes.set(c, wh); if (ro) ro.observe(c); }
+    const [w, h] = wh;
     if (c.width !== Math.round(w * dpr) || c.height !== Math.round(h * dpr)) {
       c.width = Math.round(w * dpr); c.height = Math.round(h * dpr);
     }
@@ -299,7 +342,7 @@
     g.strokeStyle = color; g.lineWidth = 1.8; g.stroke();
   }
   function spark(c, pts) {
-    const [g, w, h] = sizeCanvas(c);
+    const [g, w, h] = sizeCanvas(c, [80, 22]);
     g.clearRect(0, 0, w, h);
     if (pts.length < 2) return;
     const data = pts.slice(-60);
@@ -309,6 +352,8 @@
     g.beginPath(); data.forEach((p, i) => i ? g.lineTo(X(p[0]), Y(p[1])) : g.moveTo(X(p[0]), Y(p[1])));
     g.strokeStyle = '#2dd4bf'; g.lineWidth = 1.4; g.stroke();
   }
+  // Measure the charts before any table exists.
+  sizeCanvas($('#chart-cpu')); sizeCanvas($('#chart-mem'));
   function renderCharts() {
     chart($('#chart-cpu'), S.history, 1, '#2dd4bf', v => v.toFixed(2) + ' cores');
     chart($('#chart-mem'), S.history, 2, '#818cf8', v => bytes(v));
@@ -330,8 +375,7 @@
   function render() {
     const t0 = performance.now();
     if (dirty.full) {
-      Object.values(VIEWS).forEach(v => v.clear());
-      for (const [cat, view] of Object.entries(VIEWS)) for (const [id, r] of S[cat]) view.put(id, r);
+      for (const [cat, view] of Object.entries(VIEWS)) view.bulk([...S[cat]]);
       dirty.full = false;
       dirty.metrics = true; dirty.controllers = true;
       evList.textContent = '';

@@ -44,7 +44,7 @@ impl Cat {
             "services" => Cat::Service,
             "tasks" => Cat::Task,
             "scalingpolicies" => Cat::Policy,
-            "sync" | "gitops" => Cat::Sync,
+            "sources" | "sync" | "gitops" => Cat::Sync,
             _ => return None,
         };
         Some((cat, name))

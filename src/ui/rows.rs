@@ -154,8 +154,29 @@ pub fn policy(v: &Value) -> Value {
     })
 }
 
-/// GitOps sync status, whatever shape its writer gives it: name, commit, state, message, time.
+/// A GitOps source's sync status (`/berth/sources/NAME`): the commit last applied (or the
+/// folder's HEAD), Synced/OutOfSync, the last result, its time and the folder.
 pub fn sync(key: &str, v: &Value) -> Value {
+    let st = &v["status"];
+    if st["sync"].is_string() || st["lastApplied"].is_object() {
+        let applied = &st["lastApplied"];
+        let attempt = &st["lastAttempt"];
+        let commit = [&applied["commit"], &st["head"], &attempt["commit"]]
+            .into_iter()
+            .find(|c| c.is_string())
+            .cloned()
+            .unwrap_or(Value::Null);
+        let failed = attempt["result"].as_str() == Some("Failed");
+        return json!({
+            "name": key.rsplit('/').next().unwrap_or(key),
+            "commit": commit,
+            "state": st["sync"],
+            "dirty": st["dirty"],
+            "msg": if failed { attempt["errors"][0]["message"].clone() } else { str_of(&st["message"]) },
+            "at": if applied.is_object() { applied["at"].clone() } else { attempt["at"].clone() },
+            "src": v["spec"]["path"],
+        });
+    }
     let pick = |names: &[&str]| -> Value {
         for n in names {
             for base in [&v["status"], v] {
