@@ -26,9 +26,21 @@ use crate::model::{
     DesiredStatus, HealthStatus, Kind, NetworkBinding, Resources, Service, ServiceSpec, Task,
     TaskSpec, TaskState, TaskStatus,
 };
-use crate::node::{self, NodeConfig};
 use crate::store::{DynStore, Op, Txn};
 use crate::ui::webdriver::{self, Browser};
+
+/// The bench's HTTP server; `shutdown` stops it without waiting for open event streams.
+struct Served {
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Served {
+    async fn shutdown(self) {
+        self.stop.cancel();
+        self.server.abort();
+    }
+}
 
 const SERVICES: u32 = 20;
 const INSTANCES: u32 = 10;
@@ -218,17 +230,26 @@ async fn dashboard(n: u32) -> anyhow::Result<()> {
         "dashboard: {n} simulated tasks ({SERVICES} services on {INSTANCES} fake instances) written in {:.0} ms",
         t.elapsed().as_secs_f64() * 1e3
     );
-    let node = node::start(
-        store.clone(),
-        NodeConfig {
-            api: Some(([127, 0, 0, 1], 0).into()),
-            controllers: false,
-            agent: None,
-            manifests: None,
-        },
-    )
-    .await?;
-    let base = format!("http://{}", node.api_addr.expect("api address"));
+    // The dashboard's own routes, served without the API's authentication layer: this measures
+    // the dashboard, not the login.
+    let state = crate::api::ApiState {
+        store: store.clone(),
+        registry: crate::runtime::Registry::default(),
+    };
+    let app = crate::ui::routes(&state).with_state(state);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let server = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+        })
+    };
+    let node = Served { stop, server };
+    let base = format!("http://{addr}");
     let snap_url = format!("{base}/ui/api/snapshot");
     let (cold, size) = get(&snap_url).await?;
     let mut warm = Vec::new();
