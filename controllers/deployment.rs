@@ -200,14 +200,18 @@ impl DeploymentController {
 
         // 4. Completion, and retiring deployments whose tasks are gone.
         let primary = deps[0].task_definition.clone();
+        let behind_lb = super::lb_target::lb_healthy_tasks(&*self.store, &svc).await?;
         let healthy = |t: &Task| {
-            counts_healthy(
-                t,
-                checks
-                    .get(&t.spec.task_definition)
-                    .copied()
-                    .unwrap_or(false),
-            )
+            behind_lb
+                .as_ref()
+                .is_none_or(|ok| ok.contains(&t.metadata.name))
+                && counts_healthy(
+                    t,
+                    checks
+                        .get(&t.spec.task_definition)
+                        .copied()
+                        .unwrap_or(false),
+                )
         };
         let active: Vec<&Task> = tasks.iter().filter(|t| t.is_active()).collect();
         let new_healthy = active

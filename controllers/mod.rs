@@ -3,6 +3,8 @@
 
 pub mod common;
 pub mod deployment;
+pub mod iam_binder;
+pub mod lb_target;
 pub mod recovery;
 pub mod rollout;
 pub mod scaling;
@@ -18,6 +20,8 @@ pub fn all(store: DynStore, registry: &Registry) -> Vec<Controller> {
         service::ServiceController::controller(store.clone()).register(registry),
         deployment::DeploymentController::controller(store.clone()).register(registry),
         recovery::RecoveryController::controller(store.clone()).register(registry),
+        lb_target::LbTargetController::controller(store.clone()).register(registry),
+        iam_binder::IamBinder::controller(store.clone()).register(registry),
         crate::scheduler::Scheduler::controller(store.clone()).register(registry),
         scaling::ScalingController::controller(store.clone()).register(registry),
         crate::scheduler::instances::InstanceStatus::controller(store).register(registry),

@@ -157,7 +157,13 @@ impl ServiceController {
         let primary_id = primary.id.clone();
         let desired = common::desired_count(&*self.store, &svc).await?;
         let checks = common::checks_by_taskdef(&*self.store, &tasks, &[&td]).await?;
-        let healthy = |t: &Task| counts_healthy(t, checks[&t.spec.task_definition]);
+        let behind_lb = super::lb_target::lb_healthy_tasks(&*self.store, &svc).await?;
+        let healthy = |t: &Task| {
+            counts_healthy(t, checks[&t.spec.task_definition])
+                && behind_lb
+                    .as_ref()
+                    .is_none_or(|ok| ok.contains(&t.metadata.name))
+        };
         let (new, old): (Vec<&Task>, Vec<&Task>) = active
             .iter()
             .partition(|t| t.spec.task_definition == primary_td);

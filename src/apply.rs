@@ -162,6 +162,7 @@ pub async fn apply(
     if !errors.is_empty() {
         return Err(ApplyError::Invalid(errors));
     }
+    crate::auth::safety::check_apply(store, docs).await?;
     for attempt in 0..MAX_ATTEMPTS {
         let mut r = Reader::new(store);
         let plan = plan_apply(&mut r, docs, false).await?;
@@ -589,6 +590,66 @@ async fn plan_apply(
                     plan_simple(r, doc, Kind::ScalingPolicy, want, stamped, now, &mut ops).await?,
                 );
             }
+            Resource::Role(want) => {
+                results[i] =
+                    Some(plan_simple(r, doc, Kind::Role, want, stamped, now, &mut ops).await?);
+            }
+            Resource::LoadBalancer(want) => {
+                results[i] = Some(
+                    plan_simple(r, doc, Kind::LoadBalancer, want, stamped, now, &mut ops).await?,
+                );
+            }
+            Resource::TargetGroup(want) => {
+                results[i] = Some(
+                    plan_simple(r, doc, Kind::TargetGroup, want, stamped, now, &mut ops).await?,
+                );
+            }
+        }
+    }
+
+    // Load balancers: their target groups exist, and no two load balancers share a port.
+    let stored_lbs: Vec<model::LoadBalancer> = {
+        let (kvs, _) = r.store.range(&keys::prefix(Kind::LoadBalancer)).await?;
+        kvs.iter().filter_map(|kv| decode(kv).ok()).collect()
+    };
+    for doc in docs {
+        let Resource::LoadBalancer(want) = &doc.resource else {
+            continue;
+        };
+        for tg in model::lb::target_groups_of(&want.spec) {
+            let in_set = docs
+                .iter()
+                .any(|d| d.kind() == Kind::TargetGroup && d.name() == tg);
+            if !in_set && r.get(&keys::key(Kind::TargetGroup, &tg)).await?.is_none() {
+                errors.push(err(
+                    doc,
+                    "spec.listeners",
+                    format!("target group `{tg}` does not exist: define it in the manifests (kind: TargetGroup) or create it first"),
+                ));
+            }
+        }
+        for (i, l) in want.spec.listeners.iter().enumerate() {
+            let in_set = docs
+                .iter()
+                .filter(|d| d.name() != want.metadata.name)
+                .any(|d| match &d.resource {
+                    Resource::LoadBalancer(o) => o.spec.listeners.iter().any(|x| x.port == l.port),
+                    _ => false,
+                });
+            let in_store = stored_lbs.iter().any(|o| {
+                o.metadata.name != want.metadata.name
+                    && o.spec.listeners.iter().any(|x| x.port == l.port)
+            });
+            if in_set || in_store {
+                errors.push(err(
+                    doc,
+                    &format!("spec.listeners[{i}].port"),
+                    format!(
+                        "port {} is already used by another load balancer's listener",
+                        l.port
+                    ),
+                ));
+            }
         }
     }
 
@@ -749,6 +810,26 @@ async fn plan_apply(
                 {
                     errors.push(err(doc, &field, msg));
                 }
+            }
+        }
+        // Target groups: in the set or in the store.
+        for (k, lb) in want.spec.load_balancers.iter().enumerate() {
+            let in_set = docs
+                .iter()
+                .any(|d| d.kind() == Kind::TargetGroup && d.name() == lb.target_group);
+            if !in_set
+                && r.get(&keys::key(Kind::TargetGroup, &lb.target_group))
+                    .await?
+                    .is_none()
+            {
+                errors.push(err(
+                    doc,
+                    &format!("spec.loadBalancers[{k}].targetGroup"),
+                    format!(
+                        "target group `{}` does not exist: define it in the manifests (kind: TargetGroup) or create it first",
+                        lb.target_group
+                    ),
+                ));
             }
         }
         if errors.len() > before {
@@ -939,7 +1020,10 @@ async fn plan_delete(store: &dyn Store, docs: &[Document]) -> Result<Plan, Apply
                     }
                 }
             }
-            Resource::ScalingPolicy(_) => {
+            Resource::ScalingPolicy(_)
+            | Resource::Role(_)
+            | Resource::LoadBalancer(_)
+            | Resource::TargetGroup(_) => {
                 let key = keys::key(doc.kind(), name);
                 match r.get(&key).await? {
                     None => Outcome::Unchanged,
@@ -1274,6 +1358,7 @@ pub async fn apply_source(
     if !errors.is_empty() {
         return Err(ApplyError::Invalid(errors));
     }
+    crate::auth::safety::check_apply(store, docs).await?;
     let stamped: Vec<Document>;
     let docs = if docs
         .iter()

@@ -3,10 +3,13 @@
 pub mod agent;
 pub mod api;
 pub mod apply;
+pub mod audit;
+pub mod auth;
 pub mod cli;
 #[path = "../controllers/mod.rs"]
 pub mod controllers;
 pub mod gitops;
+pub mod lb;
 pub mod manifest;
 pub mod metrics;
 pub mod model;

@@ -109,9 +109,23 @@ pub async fn start(store: DynStore, cfg: NodeConfig) -> anyhow::Result<Node> {
         for c in crate::controllers::all(store.clone(), &registry) {
             tasks.push(tokio::spawn(c.run(shutdown.clone())));
         }
+        // The control plane also runs a load balancer (`berth lb` runs more of them).
+        tasks.push(tokio::spawn(crate::lb::run(
+            store.clone(),
+            crate::lb::LbConfig::default(),
+            shutdown.clone(),
+        )));
     }
     if let Some(agent_cfg) = cfg.agent {
         let docker = crate::agent::docker::connect().await?;
+        tasks.push(tokio::spawn(
+            crate::auth::credentials_endpoint::serve_for_agent(
+                store.clone(),
+                docker.clone(),
+                agent_cfg.instance_id.clone(),
+                shutdown.clone(),
+            ),
+        ));
         let s = shutdown.clone();
         let st = store.clone();
         let reg = registry.clone();

@@ -60,6 +60,11 @@ spec:
     deploymentCircuitBreaker: {enable: true, rollback: true}
   placementStrategy: [{type: spread, field: instanceId}]
   loadBalancers: [{targetGroup: web, containerName: httpd, containerPort: 8080}]
+---
+apiVersion: berth.dev/v1
+kind: TargetGroup
+metadata: {name: web}
+spec: {healthCheck: {path: /}}
 "#;
 
 /// What `aws ecs describe-task-definition --query taskDefinition` prints, more or less.
@@ -143,7 +148,7 @@ fn svc_yaml(name: &str, td: &str, count: i64) -> String {
 #[test]
 fn yaml_multi_document() {
     let docs = parse_str(GOOD_YAML, "manifests/app.yaml").expect("parses");
-    assert_eq!(docs.len(), 3, "empty documents are skipped");
+    assert_eq!(docs.len(), 4, "empty documents are skipped");
     assert_eq!(docs[0].kind(), Kind::Cluster);
     assert_eq!(docs[0].source.document, 1);
     assert_eq!(docs[1].kind(), Kind::TaskDefinition);
@@ -153,6 +158,7 @@ fn yaml_multi_document() {
     );
     assert_eq!(docs[2].kind(), Kind::Service);
     assert_eq!(docs[2].name(), "web");
+    assert_eq!(docs[3].kind(), Kind::TargetGroup);
     let Resource::TaskDefinition(td) = &docs[1].resource else {
         panic!()
     };

@@ -22,6 +22,118 @@ pub const LABEL_SERVICE: &str = "berth.service";
 /// Which agent owns the container: several agents may share one Docker daemon.
 pub const LABEL_INSTANCE: &str = "berth.instance";
 
+/// Container name (label `berth.container`) of an awsvpc task's namespace owner.
+pub const PAUSE: &str = "_pause";
+/// The berth-managed network awsvpc tasks get their own address on. Inter-container traffic is
+/// off, so a task cannot reach another task's ports; the host (and its load balancer) can.
+pub const AWSVPC_NETWORK: &str = "berth-awsvpc";
+
+/// The awsvpc network's id, creating the network if needed. Serialised in-process, and
+/// duplicates (dockerd may create two networks of one name under a race between agents) are
+/// removed so the name stays unambiguous.
+async fn ensure_awsvpc_network(docker: &Docker) -> anyhow::Result<String> {
+    use bollard::models::NetworkCreateRequest;
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _guard = LOCK.lock().await;
+    let mut filters = HashMap::new();
+    filters.insert("name".to_string(), vec![AWSVPC_NETWORK.to_string()]);
+    let mut found: Vec<(String, String)> = docker
+        .list_networks(Some(bollard::query_parameters::ListNetworksOptions {
+            filters: Some(filters),
+        }))
+        .await?
+        .into_iter()
+        .filter(|n| n.name.as_deref() == Some(AWSVPC_NETWORK))
+        .filter_map(|n| Some((format!("{:?}", n.created), n.id?)))
+        .collect();
+    found.sort();
+    if let Some((_, keep)) = found.first() {
+        for (_, extra) in found.iter().skip(1) {
+            let _ = docker.remove_network(extra).await;
+        }
+        return Ok(keep.clone());
+    }
+    let mut options = HashMap::new();
+    options.insert(
+        "com.docker.network.bridge.enable_icc".to_string(),
+        "false".to_string(),
+    );
+    let req = NetworkCreateRequest {
+        name: AWSVPC_NETWORK.into(),
+        driver: Some("bridge".into()),
+        options: Some(options),
+        labels: Some([("berth.managed".to_string(), "true".to_string())].into()),
+        ..Default::default()
+    };
+    Ok(docker.create_network(req).await?.id)
+}
+
+/// Start (or adopt) the pause container that owns an awsvpc task's network namespace.
+pub async fn start_pause(
+    docker: &Docker,
+    task: &Task,
+    instance: &str,
+    image: &str,
+) -> anyhow::Result<Observed> {
+    let network = ensure_awsvpc_network(docker).await?;
+    let name = container_name(&task.metadata.name, PAUSE);
+    let mut labels = HashMap::new();
+    labels.insert(LABEL_TASK.to_string(), task.metadata.name.clone());
+    labels.insert(LABEL_CLUSTER.to_string(), task.spec.cluster.clone());
+    labels.insert(LABEL_CONTAINER.to_string(), PAUSE.to_string());
+    labels.insert(LABEL_INSTANCE.to_string(), instance.to_string());
+    if let Some(s) = task.service_name() {
+        labels.insert(LABEL_SERVICE.to_string(), s.to_string());
+    }
+    let body = ContainerCreateBody {
+        image: Some(image.to_string()),
+        // Exits promptly on SIGTERM (PID 1 ignores signals it does not handle).
+        cmd: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done".into(),
+        ]),
+        labels: Some(labels),
+        host_config: Some(HostConfig {
+            network_mode: Some(network),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let id = match docker
+        .create_container(
+            Some(bollard::query_parameters::CreateContainerOptions {
+                name: Some(name.clone()),
+                platform: String::new(),
+            }),
+            body,
+        )
+        .await
+    {
+        Ok(r) => r.id,
+        Err(e) if is_status(&e, 409) => name.clone(),
+        Err(e) => return Err(e.into()),
+    };
+    match docker
+        .start_container(
+            &id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+    {
+        Ok(()) => {}
+        Err(e) if is_status(&e, 304) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let i = docker
+        .inspect_container(
+            &id,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await?;
+    Ok(observe(&i))
+}
+
 pub async fn connect() -> anyhow::Result<Docker> {
     let d = Docker::connect_with_local_defaults()?;
     Ok(d.negotiate_version().await?)
@@ -112,7 +224,34 @@ pub fn create_body(
         privileged: c.privileged,
         readonly_rootfs: c.readonly_root_filesystem,
         binds: binds(td, c),
-        init: None,
+        init: c
+            .linux_parameters
+            .as_ref()
+            .and_then(|l| l.init_process_enabled),
+        // Refused at apply/run time unless the cluster allows them (src/auth/safety.rs).
+        pid_mode: td.spec.pid_mode.clone().filter(|m| m == "host"),
+        ipc_mode: td
+            .spec
+            .ipc_mode
+            .clone()
+            .filter(|m| m == "host" || m == "none"),
+        cap_add: c
+            .linux_parameters
+            .as_ref()
+            .and_then(|l| l.capabilities.as_ref())
+            .map(|k| k.add.clone())
+            .filter(|v| !v.is_empty()),
+        cap_drop: c
+            .linux_parameters
+            .as_ref()
+            .and_then(|l| l.capabilities.as_ref())
+            .map(|k| k.drop.clone())
+            .filter(|v| !v.is_empty()),
+        shm_size: c
+            .linux_parameters
+            .as_ref()
+            .and_then(|l| l.shared_memory_size)
+            .map(|m| m as i64 * mib),
         ..Default::default()
     };
     ContainerCreateBody {
@@ -250,6 +389,8 @@ pub struct Observed {
     pub oom_killed: bool,
     pub health: HealthStatus,
     pub bindings: Vec<NetworkBinding>,
+    /// Address on the awsvpc network, if attached.
+    pub ip: Option<String>,
     pub created: Option<chrono::DateTime<chrono::Utc>>,
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
@@ -311,7 +452,15 @@ pub fn observe(i: &ContainerInspectResponse) -> Observed {
             .map(|t| t.with_timezone(&chrono::Utc))
             .filter(|t| chrono::Datelike::year(t) >= 2000)
     };
+    let ip = i
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .and_then(|n| n.get(AWSVPC_NETWORK))
+        .and_then(|e| e.ip_address.clone())
+        .filter(|ip| !ip.is_empty());
     Observed {
+        ip,
         created: time(i.created.as_ref()),
         started_at: time(st.and_then(|s| s.started_at.as_ref())),
         finished_at: time(st.and_then(|s| s.finished_at.as_ref())),

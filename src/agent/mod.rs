@@ -33,6 +33,8 @@ pub struct AgentConfig {
     pub host_ip: String,
     pub attributes: BTreeMap<String, String>,
     pub lease_ttl: Duration,
+    /// Image for awsvpc pause containers (berth's own busybox image by default).
+    pub pause_image: String,
     /// Where the agent keeps container logs (`<dataDir>/logs`).
     pub data_dir: std::path::PathBuf,
     /// How often containers' CPU/memory are sampled into the store.
@@ -51,6 +53,7 @@ impl AgentConfig {
             host_ip: "127.0.0.1".into(),
             attributes: BTreeMap::new(),
             lease_ttl: Duration::from_secs(10),
+            pause_image: "local/busybox:1".into(),
             data_dir: std::env::temp_dir().join(format!("berth-agent-{instance_id}")),
             stats_interval: stats::DEFAULT_INTERVAL,
             logs_addr: ([127, 0, 0, 1], 0).into(),
@@ -233,6 +236,7 @@ pub async fn run(
         store: store.clone(),
         docker: docker.clone(),
         instance: cfg.instance_id.clone(),
+        pause_image: cfg.pause_image.clone(),
     });
     let me = cfg.instance_id.clone();
     let mine = move |kv: &crate::store::KeyValue| -> Vec<String> {

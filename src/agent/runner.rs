@@ -25,6 +25,8 @@ pub struct TaskRunner {
     pub store: DynStore,
     pub docker: Docker,
     pub instance: String,
+    /// Image of awsvpc tasks' pause containers (needs `sleep`).
+    pub pause_image: String,
 }
 
 /// Why a task must stop, as ECS reports it.
@@ -77,7 +79,18 @@ impl TaskRunner {
         c: &ContainerDefinition,
     ) -> anyhow::Result<Observed> {
         let name = d::container_name(&task.metadata.name, &c.name);
-        let body = d::create_body(task, td, c, &self.instance, &[]);
+        let extra = crate::auth::agent_hook(&*self.store, &self.instance, task, td).await?;
+        let mut body = d::create_body(task, td, c, &self.instance, &extra);
+        if td.spec.network_mode() == NetworkMode::Awsvpc {
+            // Join the task's own network namespace, held by its pause container.
+            let pause = d::container_name(&task.metadata.name, d::PAUSE);
+            if let Some(h) = body.host_config.as_mut() {
+                h.network_mode = Some(format!("container:{pause}"));
+                h.port_bindings = None;
+            }
+            body.hostname = None;
+            body.exposed_ports = None;
+        }
         let id = match self
             .docker
             .create_container(
@@ -226,20 +239,49 @@ impl TaskRunner {
                 )
                 .await;
         };
-        if td.spec.network_mode() == NetworkMode::Awsvpc {
-            return self
-                .stop_task(
-                    task,
-                    Some(&td),
-                    Some(StopCause {
-                        code: stop_codes::TASK_FAILED_TO_START,
-                        reason: "networkMode awsvpc is not supported by this agent yet".into(),
-                    }),
-                )
-                .await;
-        }
         let order = start_order(&td.spec.container_definitions);
         let mut observed = self.observed(&id).await?;
+        let mut task_ip = None;
+        if td.spec.network_mode() == NetworkMode::Awsvpc {
+            match observed.get(d::PAUSE) {
+                // The namespace owner died: every member lost its network; restart the task.
+                Some(p) if p.exited() => {
+                    return self
+                        .stop_task(
+                            task,
+                            Some(&td),
+                            Some(StopCause {
+                                code: stop_codes::ESSENTIAL_CONTAINER_EXITED,
+                                reason: "Essential container in task exited: the task's network (pause) container exited".into(),
+                            }),
+                        )
+                        .await;
+                }
+                Some(p) => task_ip = p.ip.clone(),
+                None => match d::start_pause(&self.docker, task, &self.instance, &self.pause_image)
+                    .await
+                {
+                    Ok(p) => {
+                        task_ip = p.ip.clone();
+                        observed.insert(d::PAUSE.to_string(), p);
+                    }
+                    Err(e) => {
+                        return self
+                            .stop_task(
+                                task,
+                                Some(&td),
+                                Some(StopCause {
+                                    code: stop_codes::TASK_FAILED_TO_START,
+                                    reason: format!(
+                                        "cannot set up the task network (awsvpc): {e:#}"
+                                    ),
+                                }),
+                            )
+                            .await;
+                    }
+                },
+            }
+        }
         let mut waiting = false;
         let known: HashMap<&str, &ContainerStatus> = task
             .status
@@ -425,6 +467,10 @@ impl TaskRunner {
                 t.status.containers = containers.clone();
                 changed = true;
             }
+            if task_ip.is_some() && t.status.task_ip != task_ip {
+                t.status.task_ip = task_ip.clone();
+                changed = true;
+            }
             changed
         })
         .await?;
@@ -449,6 +495,42 @@ fn restart_allowed(c: &ContainerDefinition, o: &Observed) -> bool {
     match (o.started_at, o.finished_at) {
         (Some(s), Some(f)) => (f - s).num_milliseconds() >= p.period_secs() as i64 * 1000,
         _ => false,
+    }
+}
+
+impl TaskRunner {
+    /// A task still registered behind a load balancer is deregistered and drained before its
+    /// containers get SIGTERM: while its target record exists (up to the deregistration delay
+    /// plus a margin, in case no controller is there to finish it), hold the task in
+    /// DEACTIVATING and look again shortly.
+    async fn draining(&self, task: &Task) -> anyhow::Result<Option<Duration>> {
+        let (kvs, _) = self.store.range(crate::model::lb::lb_keys::TARGETS).await?;
+        let suffix = format!("/{}", task.metadata.name);
+        let delay = kvs
+            .iter()
+            .filter(|kv| kv.key.ends_with(&suffix))
+            .filter_map(|kv| serde_json::from_slice::<crate::model::lb::Target>(&kv.value).ok())
+            .map(|t| t.deregistration_delay_seconds)
+            .max();
+        let Some(delay) = delay else {
+            return Ok(None);
+        };
+        let since = task.status.stopping_at.unwrap_or_else(now);
+        if now() - since > chrono::Duration::seconds(delay as i64 + 5) {
+            return Ok(None);
+        }
+        if task.status.last_status < TaskState::Deactivating {
+            objects::update_task(&*self.store, &task.metadata.name, |t| {
+                if t.is_stopped() || t.status.last_status >= TaskState::Deactivating {
+                    return false;
+                }
+                t.status.last_status = TaskState::Deactivating;
+                t.status.stopping_at = Some(now());
+                true
+            })
+            .await?;
+        }
+        Ok(Some(Duration::from_millis(200)))
     }
 }
 
@@ -589,6 +671,9 @@ impl Reconciler for TaskRunner {
             return Ok(Action::Done);
         }
         if task.status.desired_status == DesiredStatus::Stopped {
+            if let Some(wait) = self.draining(&task).await? {
+                return Ok(Action::RequeueAfter(wait));
+            }
             let td: Option<TaskDefinition> =
                 match crate::model::parse_taskdef_ref(&task.spec.task_definition) {
                     Some((f, Some(r))) => {

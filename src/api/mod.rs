@@ -28,7 +28,7 @@ pub struct ApiState {
 }
 
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/v1/apply", post(objects_api::apply))
         .route("/v1/delete", post(objects_api::delete_documents))
@@ -49,7 +49,9 @@ pub fn router(state: ApiState) -> Router {
         .merge(crate::ui::routes(&state))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .with_state(state.clone());
+    // Authentication, authorization and the audit trail in front of everything (src/auth).
+    crate::auth::wrap(app, state.store)
 }
 
 /// Serve until `shutdown` (tests pass a listener bound to port 0).

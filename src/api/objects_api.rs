@@ -179,6 +179,51 @@ pub async fn delete_one(
                 json!({"kind": "Cluster", "name": name, "result": "deleted"}),
             ))
         }
+        Kind::LoadBalancer | Kind::TargetGroup => {
+            let key = keys::key(kind, &name);
+            let Some(kv) = store.get(&key).await? else {
+                return Err(ApiError::not_found(format!("{kind} {name:?} not found")));
+            };
+            if kind == Kind::TargetGroup {
+                // Refuse while something still sends traffic to it.
+                let services: Vec<Service> =
+                    objects::list(store, &keys::prefix(Kind::Service)).await?;
+                if let Some(s) = services
+                    .iter()
+                    .find(|s| s.spec.load_balancers.iter().any(|l| l.target_group == name))
+                {
+                    return Err(ApiError::conflict(format!(
+                        "target group {name} is used by service {}; remove it from the service first",
+                        s.metadata.name
+                    )));
+                }
+                let lbs: Vec<crate::model::LoadBalancer> =
+                    objects::list(store, &keys::prefix(Kind::LoadBalancer)).await?;
+                if let Some(lb) = lbs
+                    .iter()
+                    .find(|lb| crate::model::lb::target_groups_of(&lb.spec).contains(&name))
+                {
+                    return Err(ApiError::conflict(format!(
+                        "target group {name} is used by load balancer {}; remove the rule first",
+                        lb.metadata.name
+                    )));
+                }
+            }
+            objects::delete_cas(store, &key, kv.mod_revision).await?;
+            Ok(Json(
+                json!({"kind": kind.as_str(), "name": name, "result": "deleted"}),
+            ))
+        }
+        Kind::Role => {
+            let key = keys::key(kind, &name);
+            let Some(kv) = store.get(&key).await? else {
+                return Err(ApiError::not_found(format!("role {name:?} not found")));
+            };
+            objects::delete_cas(store, &key, kv.mod_revision).await?;
+            Ok(Json(
+                json!({"kind": "Role", "name": name, "result": "deleted"}),
+            ))
+        }
         Kind::ScalingPolicy => {
             let key = keys::key(kind, &name);
             let Some(kv) = store.get(&key).await? else {

@@ -75,6 +75,10 @@ pub async fn run_task(State(st): State<ApiState>, body: Bytes) -> Result<Json<Va
             req.cluster
         )));
     }
+    if let Some(c) = &cluster {
+        crate::auth::safety::check_against(&td.spec, &req.cluster, &c.spec.settings)
+            .map_err(|m| ApiError::unprocessable(m, vec![]))?;
+    }
     let group = req
         .group
         .clone()

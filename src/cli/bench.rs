@@ -53,6 +53,15 @@ pub enum BenchCommand {
     },
     /// kill -9 a container of a service; time until the replacement is RUNNING and HEALTHY,
     /// beside a raw `docker run` of the same image.
+    /// Throughput and latency through berth's load balancer beside nginx, same targets.
+    Lb {
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value = "local/busybox:1")]
+        image: String,
+    },
     Recovery {
         #[arg(long, default_value_t = 5)]
         replicas: u32,
@@ -81,6 +90,11 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
             small,
             large,
         } => super::bench_gitops::run(*changes, *small, *large).await,
+        BenchCommand::Lb {
+            connections,
+            seconds,
+            image,
+        } => super::bench_lb::run(*connections, *seconds, image).await,
         BenchCommand::Recovery {
             replicas,
             runs,

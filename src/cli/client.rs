@@ -55,6 +55,8 @@ pub struct Client {
     http: reqwest::Client,
     endpoint: String,
     token: Option<String>,
+    /// AWS SigV4 credentials from the environment (used when no explicit token is given).
+    sigv4: Option<crate::auth::sigv4::Credentials>,
 }
 
 /// An error the server answered with (status + message), or a transport failure.
@@ -79,12 +81,23 @@ impl Client {
         let endpoint = endpoint
             .or_else(|| cfg.as_ref().map(|c| c.endpoint.clone()))
             .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
-        let token = token.or_else(|| cfg.and_then(|c| c.token));
+        // An explicit token wins; then AWS_ACCESS_KEY_ID/… (SigV4); then the config's token.
+        let sigv4 = token
+            .is_none()
+            .then(crate::auth::sigv4::Credentials::from_env)
+            .flatten();
+        let token = token.or_else(|| cfg.and_then(|c| c.token).filter(|_| sigv4.is_none()));
         Client {
             http: reqwest::Client::new(),
             endpoint: endpoint.trim_end_matches('/').to_string(),
             token,
+            sigv4,
         }
+    }
+
+    /// The bearer token this client sends, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 
     pub fn endpoint(&self) -> &str {
@@ -92,16 +105,25 @@ impl Client {
     }
 
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let bodyless = matches!(method.as_str(), "GET" | "HEAD" | "DELETE");
         let mut r = self
             .http
             .request(method, format!("{}{path}", self.endpoint));
         if let Some(t) = &self.token {
             r = r.bearer_auth(t);
         }
+        if let Some(c) = &self.sigv4 {
+            // Bodies added later are re-signed by `send`; until then UNSIGNED-PAYLOAD.
+            r = super::auth::sign_builder(r, c, !bodyless);
+        }
         r
     }
 
     async fn send(&self, r: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+        let r = match &self.sigv4 {
+            Some(c) => super::auth::sign_builder(r, c, false),
+            None => r,
+        };
         let resp = r.send().await.map_err(|source| ClientError::Transport {
             endpoint: self.endpoint.clone(),
             source,

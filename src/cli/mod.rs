@@ -1,8 +1,10 @@
 //! The `berth` command line (DESIGN.md §7).
 
+pub mod auth;
 pub mod bench;
 pub mod bench_dashboard;
 pub mod bench_gitops;
+pub mod bench_lb;
 pub mod bench_recovery;
 pub mod client;
 pub mod gitops;
@@ -50,6 +52,14 @@ pub enum Command {
     Server(ServerArgs),
     /// Run an agent for one container instance.
     Agent(AgentArgs),
+    /// Run a load balancer alone (scale-out): listeners and targets follow the store.
+    Lb {
+        #[arg(long)]
+        store: String,
+        /// Address listeners bind on.
+        #[arg(long, default_value = "0.0.0.0")]
+        bind: std::net::IpAddr,
+    },
     /// Apply a manifest file or folder, atomically.
     Apply {
         #[arg(short = 'f', long = "filename")]
@@ -117,6 +127,11 @@ pub enum Command {
     /// Follow a service's deployment.
     #[command(subcommand)]
     Rollout(RolloutCommand),
+    /// Identities, tokens and permissions.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
+    /// Query the audit trail (every API call, allowed or denied).
+    Audit(auth::AuditArgs),
     /// Benchmarks that print numbers beside the obvious alternative.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -286,13 +301,17 @@ async fn wait_for_signal() {
 
 async fn run_node(store_url: &str, cfg: NodeConfig, write_config: bool) -> anyhow::Result<()> {
     let store = crate::store::open(store_url).await?;
+    let admin_token = match cfg.controllers {
+        true => auth::bootstrap(&*store, write_config).await?,
+        false => None,
+    };
     let n = node::start(store, cfg).await?;
     if let Some(addr) = n.api_addr {
         tracing::info!(%addr, "berth API listening");
         if write_config {
             let path = client::save_config(&client::CliConfig {
                 endpoint: format!("http://{addr}"),
-                token: None,
+                token: admin_token.clone(),
             })?;
             tracing::info!(path = %path.display(), "wrote CLI config");
         }
@@ -364,6 +383,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 false,
             )
             .await?;
+        }
+        Command::Lb { store, bind } => {
+            init_tracing(&cli.log_format);
+            let store = crate::store::open(store).await?;
+            let stop = tokio_util::sync::CancellationToken::new();
+            let lb = tokio::spawn(crate::lb::run(
+                store,
+                crate::lb::LbConfig { bind_ip: *bind },
+                stop.clone(),
+            ));
+            wait_for_signal().await;
+            stop.cancel();
+            let _ = lb.await;
         }
         Command::Agent(a) => {
             init_tracing(&cli.log_format);
@@ -448,6 +480,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return rollout::status(&client(), service, parse_duration(timeout)?).await
         }
         Command::Observe(o) => observe::run(&client(), o).await?,
+        Command::Auth(a) => return auth::run(&client(), a).await,
+        Command::Audit(a) => return auth::audit(&client(), a).await,
         Command::Bench(b) => {
             init_tracing("text");
             bench::run(b).await?;

@@ -174,6 +174,74 @@ pub fn table(kind: Kind, items: &[Value], wide: bool) -> String {
                 })
                 .collect(),
         ),
+        Kind::LoadBalancer => (
+            vec!["NAME", "LISTENERS", "RULES", "AGE"],
+            items
+                .iter()
+                .map(|v| {
+                    let ls = v["spec"]["listeners"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
+                    let ports: Vec<String> = ls.iter().map(|l| s(&l["port"])).collect();
+                    let rules: usize = ls
+                        .iter()
+                        .map(|l| l["rules"].as_array().map_or(0, |r| r.len()))
+                        .sum();
+                    vec![
+                        s(&v["metadata"]["name"]),
+                        ports.join(","),
+                        rules.to_string(),
+                        age(&v["metadata"]["createdAt"]),
+                    ]
+                })
+                .collect(),
+        ),
+        Kind::TargetGroup => (
+            vec!["NAME", "ALGORITHM", "HEALTH PATH", "DEREGISTRATION", "AGE"],
+            items
+                .iter()
+                .map(|v| {
+                    vec![
+                        s(&v["metadata"]["name"]),
+                        s(&v["spec"]["algorithm"]),
+                        s(&v["spec"]["healthCheck"]["path"]),
+                        format!("{}s", v["spec"]["deregistrationDelaySeconds"]),
+                        age(&v["metadata"]["createdAt"]),
+                    ]
+                })
+                .collect(),
+        ),
+        Kind::Role => (
+            vec!["NAME", "STATEMENTS", "ACTIONS", "AGE"],
+            items
+                .iter()
+                .map(|v| {
+                    let st = v["spec"]["statements"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
+                    let actions: Vec<String> = st
+                        .iter()
+                        .flat_map(|x| {
+                            let effect = x["effect"].as_str().unwrap_or("?").to_string();
+                            x["actions"]
+                                .as_array()
+                                .cloned()
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(move |a| format!("{effect}:{}", a.as_str().unwrap_or("?")))
+                        })
+                        .collect();
+                    vec![
+                        s(&v["metadata"]["name"]),
+                        st.len().to_string(),
+                        actions.join(","),
+                        age(&v["metadata"]["createdAt"]),
+                    ]
+                })
+                .collect(),
+        ),
         Kind::ScalingPolicy => (
             vec![
                 "NAME", "SERVICE", "METRIC", "TARGET", "CURRENT", "MIN", "MAX", "DESIRED",

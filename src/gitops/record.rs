@@ -185,6 +185,9 @@ pub fn after_apply(
             )
         } else if !new_content && changes > 0 {
             format!("self-heal: put back {changes} object(s) changed outside the source")
+        } else if !new_content && prev_status.message.starts_with("self-heal") {
+            // Keep telling the last self-heal until new content is applied.
+            prev_status.message.clone()
         } else {
             String::new()
         },

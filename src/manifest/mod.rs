@@ -46,6 +46,9 @@ pub enum Resource {
     TaskDefinition(model::TaskDefinition),
     Service(model::Service),
     ScalingPolicy(model::ScalingPolicy),
+    Role(model::Role),
+    LoadBalancer(model::LoadBalancer),
+    TargetGroup(model::TargetGroup),
 }
 
 impl Resource {
@@ -55,6 +58,9 @@ impl Resource {
             Resource::TaskDefinition(_) => Kind::TaskDefinition,
             Resource::Service(_) => Kind::Service,
             Resource::ScalingPolicy(_) => Kind::ScalingPolicy,
+            Resource::Role(_) => Kind::Role,
+            Resource::LoadBalancer(_) => Kind::LoadBalancer,
+            Resource::TargetGroup(_) => Kind::TargetGroup,
         }
     }
 
@@ -69,6 +75,9 @@ impl Resource {
             Resource::TaskDefinition(o) => &o.metadata,
             Resource::Service(o) => &o.metadata,
             Resource::ScalingPolicy(o) => &o.metadata,
+            Resource::Role(o) => &o.metadata,
+            Resource::LoadBalancer(o) => &o.metadata,
+            Resource::TargetGroup(o) => &o.metadata,
         }
     }
 
@@ -78,6 +87,9 @@ impl Resource {
             Resource::TaskDefinition(o) => &mut o.metadata,
             Resource::Service(o) => &mut o.metadata,
             Resource::ScalingPolicy(o) => &mut o.metadata,
+            Resource::Role(o) => &mut o.metadata,
+            Resource::LoadBalancer(o) => &mut o.metadata,
+            Resource::TargetGroup(o) => &mut o.metadata,
         }
     }
 }
@@ -89,6 +101,9 @@ impl Serialize for Resource {
             Resource::TaskDefinition(o) => o.serialize(s),
             Resource::Service(o) => o.serialize(s),
             Resource::ScalingPolicy(o) => o.serialize(s),
+            Resource::Role(o) => o.serialize(s),
+            Resource::LoadBalancer(o) => o.serialize(s),
+            Resource::TargetGroup(o) => o.serialize(s),
         }
     }
 }
@@ -106,6 +121,9 @@ impl<'de> Deserialize<'de> for Resource {
             "TaskDefinition" => serde_json::from_value(v.clone()).map(Resource::TaskDefinition),
             "Service" => serde_json::from_value(v.clone()).map(Resource::Service),
             "ScalingPolicy" => serde_json::from_value(v.clone()).map(Resource::ScalingPolicy),
+            "Role" => serde_json::from_value(v.clone()).map(Resource::Role),
+            "LoadBalancer" => serde_json::from_value(v.clone()).map(Resource::LoadBalancer),
+            "TargetGroup" => serde_json::from_value(v.clone()).map(Resource::TargetGroup),
             other => {
                 return Err(D::Error::custom(format!(
                     "kind `{other}` cannot be applied (expected one of {})",

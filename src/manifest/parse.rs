@@ -694,6 +694,17 @@ fn typed_from_yaml(
             go(de, source)?,
             source,
         )?)),
+        Kind::Role => Ok(Resource::Role(finish(kind, go(de, source)?, source)?)),
+        Kind::LoadBalancer => Ok(Resource::LoadBalancer(finish(
+            kind,
+            go(de, source)?,
+            source,
+        )?)),
+        Kind::TargetGroup => Ok(Resource::TargetGroup(finish(
+            kind,
+            go(de, source)?,
+            source,
+        )?)),
         _ => Ok(Resource::Service(finish(kind, go(de, source)?, source)?)),
     }
 }
@@ -718,6 +729,13 @@ fn typed_from_value(kind: Kind, v: Value, source: &Source) -> Result<Resource, M
             go(v, source)?,
             source,
         )?)),
+        Kind::Role => Ok(Resource::Role(finish(kind, go(v, source)?, source)?)),
+        Kind::LoadBalancer => Ok(Resource::LoadBalancer(finish(
+            kind,
+            go(v, source)?,
+            source,
+        )?)),
+        Kind::TargetGroup => Ok(Resource::TargetGroup(finish(kind, go(v, source)?, source)?)),
         _ => Ok(Resource::Service(finish(kind, go(v, source)?, source)?)),
     }
 }

@@ -61,6 +61,9 @@ pub fn validate(docs: &[Document]) -> Vec<ManifestError> {
         match &d.resource {
             Resource::Cluster(_) => {}
             Resource::ScalingPolicy(p) => problems.extend(model::scaling::check_policy(&p.spec)),
+            Resource::Role(r) => problems.extend(model::role::check_role(&r.spec)),
+            Resource::LoadBalancer(lb) => problems.extend(model::lb::check_load_balancer(&lb.spec)),
+            Resource::TargetGroup(tg) => problems.extend(model::lb::check_target_group(&tg.spec)),
             Resource::TaskDefinition(td) => check_taskdef(&td.spec, &mut problems),
             Resource::Service(svc) => {
                 check_service(&svc.spec, &mut problems);

@@ -2,6 +2,8 @@
 
 pub mod instance;
 pub mod keys;
+pub mod lb;
+pub mod role;
 pub mod scaling;
 pub mod service;
 pub mod task;
@@ -14,6 +16,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 pub use instance::*;
+pub use lb::{LoadBalancer, LoadBalancerSpec, TargetGroup, TargetGroupSpec};
+pub use role::{Role, RoleSpec};
 pub use scaling::{ScalingPolicy, ScalingPolicySpec, ScalingPolicyStatus};
 pub use service::*;
 pub use task::*;
@@ -95,23 +99,32 @@ pub enum Kind {
     Task,
     ContainerInstance,
     ScalingPolicy,
+    Role,
+    LoadBalancer,
+    TargetGroup,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Cluster,
         Kind::TaskDefinition,
         Kind::Service,
         Kind::Task,
         Kind::ContainerInstance,
         Kind::ScalingPolicy,
+        Kind::Role,
+        Kind::LoadBalancer,
+        Kind::TargetGroup,
     ];
     /// Kinds a user may apply from manifests (the rest are written by berth).
-    pub const APPLYABLE: [Kind; 4] = [
+    pub const APPLYABLE: [Kind; 7] = [
         Kind::Cluster,
         Kind::TaskDefinition,
         Kind::Service,
         Kind::ScalingPolicy,
+        Kind::Role,
+        Kind::LoadBalancer,
+        Kind::TargetGroup,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -122,6 +135,9 @@ impl Kind {
             Kind::Task => "Task",
             Kind::ContainerInstance => "ContainerInstance",
             Kind::ScalingPolicy => "ScalingPolicy",
+            Kind::Role => "Role",
+            Kind::LoadBalancer => "LoadBalancer",
+            Kind::TargetGroup => "TargetGroup",
         }
     }
     /// The plural lower-case name used in URLs, store keys and the CLI.
@@ -133,6 +149,9 @@ impl Kind {
             Kind::Task => "tasks",
             Kind::ContainerInstance => "containerinstances",
             Kind::ScalingPolicy => "scalingpolicies",
+            Kind::Role => "roles",
+            Kind::LoadBalancer => "loadbalancers",
+            Kind::TargetGroup => "targetgroups",
         }
     }
     pub fn parse(s: &str) -> Option<Kind> {
@@ -145,6 +164,8 @@ impl Kind {
                 || (k == &Kind::ContainerInstance && (l == "instances" || l == "instance"))
                 || (k == &Kind::Service && l == "svc")
                 || (k == &Kind::ScalingPolicy && l == "sp")
+                || (k == &Kind::LoadBalancer && (l == "lb" || l == "lbs"))
+                || (k == &Kind::TargetGroup && (l == "tg" || l == "tgs"))
         })
     }
 }

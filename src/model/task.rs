@@ -110,6 +110,9 @@ pub struct TaskStatus {
     pub stopping_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<DateTime<Utc>>,
+    /// The task's own address (awsvpc network mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_ip: Option<String>,
     /// Why the scheduler could not place it yet (shown by describe).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement_message: Option<String>,

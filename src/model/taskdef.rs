@@ -51,6 +51,13 @@ pub struct TaskDefinitionSpec {
     pub requires_compatibilities: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub placement_constraints: Vec<PlacementConstraint>,
+    /// `host` shares the host's process namespace (refused unless the cluster allows
+    /// privileged tasks); `task` (default) keeps it private.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_mode: Option<String>,
+    /// `host` shares the host's IPC namespace (refused unless allowed); `task` or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipc_mode: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -105,6 +112,50 @@ pub struct ContainerDefinition {
     /// Accepted for ECS compatibility; berth keeps logs itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_configuration: Option<serde_json::Value>,
+    /// Kernel capabilities, devices, init, shared memory (ECS `linuxParameters`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linux_parameters: Option<LinuxParameters>,
+}
+
+/// ECS `linuxParameters`. Added capabilities and host devices are refused unless the cluster
+/// allows privileged tasks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LinuxParameters {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<KernelCapabilities>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<Device>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_process_enabled: Option<bool>,
+    /// MiB of /dev/shm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_memory_size: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_swap: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swappiness: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KernelCapabilities {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Device {
+    pub host_path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<String>,
 }
 
 impl ContainerDefinition {
@@ -295,6 +346,10 @@ impl TaskDefinitionSpec {
     }
     /// Host ports the task needs fixed (non-dynamic), with protocol.
     pub fn fixed_host_ports(&self) -> Vec<(u16, Protocol)> {
+        // awsvpc tasks have their own address and none has no network: no host port is taken.
+        if matches!(self.network_mode(), NetworkMode::Awsvpc | NetworkMode::None) {
+            return vec![];
+        }
         let host_mode = self.network_mode() == NetworkMode::Host;
         self.container_definitions
             .iter()

@@ -136,6 +136,22 @@ impl Berth {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        // `berth up` writes the CLI config (endpoint + admin token) right after it listens.
+        let cfg = self.config_home.path().join("berth").join("config.json");
+        wait_for(
+            "berth up to write its CLI config",
+            Duration::from_secs(10),
+            || {
+                let v: Value = serde_json::from_str(&std::fs::read_to_string(&cfg).ok()?).ok()?;
+                v["token"].as_str().map(|_| ())
+            },
+        );
+        api_tokens().lock().unwrap().insert(self.port, cfg);
+    }
+
+    /// The admin token `berth up` wrote into this instance's CLI config.
+    pub fn token(&self) -> String {
+        token_for_port(self.port).expect("berth up wrote a token")
     }
 
     /// SIGKILL, no chance to clean up.
@@ -349,6 +365,53 @@ pub fn http_get(port: u16) -> Option<String> {
     http_get_path(port, "/")
 }
 
+/// API ports of running `berth up`s → their CLI config (for the admin token).
+fn api_tokens() -> &'static std::sync::Mutex<HashMap<u16, PathBuf>> {
+    static M: std::sync::OnceLock<std::sync::Mutex<HashMap<u16, PathBuf>>> =
+        std::sync::OnceLock::new();
+    M.get_or_init(Default::default)
+}
+
+pub fn token_for_port(port: u16) -> Option<String> {
+    let cfg = api_tokens().lock().unwrap().get(&port).cloned()?;
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(cfg).ok()?).ok()?;
+    v["token"].as_str().map(str::to_string)
+}
+
+/// One raw HTTP/1.0 request to 127.0.0.1:port with exactly these headers (no token added):
+/// (status, head, body).
+pub fn http_raw(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Option<(u16, String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_secs(2),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut req = format!("{method} {path} HTTP/1.0\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+    }
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    s.write_all(req.as_bytes()).ok()?;
+    s.write_all(body).ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, head.to_string(), body.to_string()))
+}
+
 pub fn http_get_path(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(
@@ -357,7 +420,11 @@ pub fn http_get_path(port: u16, path: &str) -> Option<String> {
     )
     .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+    // A berth API port gets its admin token (other ports, e.g. containers', get none).
+    let auth = token_for_port(port)
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n{auth}\r\n").as_bytes())
         .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;

@@ -1,0 +1,319 @@
+//! lb_target controller: keeps each target group's registered targets equal to the RUNNING
+//! tasks of the services that name it, and drains targets of stopping tasks.
+//!
+//! Protocol with the load balancers and the agent (all through the store):
+//! 1. a RUNNING task of a service with `loadBalancers` gets a `Target` record (`registered`);
+//!    load balancers health-check it and route to it once healthy;
+//! 2. when the task is asked to stop, its target turns `draining`: load balancers send it no
+//!    new request and report `drained` once nothing is in flight;
+//! 3. the record is deleted when drained (or the deregistration delay passed, or the task is
+//!    gone) — and only then does the agent send SIGTERM (it waits while a record exists).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::time::Duration;
+
+use super::common::{self, event_once};
+use crate::model::lb::{lb_keys, Target, TargetHealth};
+use crate::model::{keys, now, ContainerInstance, Kind, Service, TargetGroup, Task, TaskState};
+use crate::objects::{self, ObjectError};
+use crate::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
+use crate::store::{DynStore, KeyValue, Op, Txn};
+
+pub struct LbTargetController {
+    store: DynStore,
+}
+
+impl LbTargetController {
+    pub fn controller(store: DynStore) -> Controller {
+        let r = Arc::new(LbTargetController {
+            store: store.clone(),
+        });
+        let svc_prefix = keys::prefix(Kind::Service);
+        let by_name = move |kv: &KeyValue| -> Vec<String> {
+            kv.key
+                .strip_prefix(&svc_prefix)
+                .map(|n| vec![n.to_string()])
+                .unwrap_or_default()
+        };
+        let by_task = |kv: &KeyValue| -> Vec<String> {
+            serde_json::from_slice::<Task>(&kv.value)
+                .ok()
+                .and_then(|t| t.service_name().map(str::to_string))
+                .into_iter()
+                .collect()
+        };
+        let by_health = |kv: &KeyValue| -> Vec<String> {
+            serde_json::from_slice::<TargetHealth>(&kv.value)
+                .map(|h| vec![h.service])
+                .unwrap_or_default()
+        };
+        let by_target = |kv: &KeyValue| -> Vec<String> {
+            serde_json::from_slice::<Target>(&kv.value)
+                .map(|t| vec![t.service])
+                .unwrap_or_default()
+        };
+        Controller::new(
+            "lb_target",
+            store,
+            r,
+            ControllerOptions {
+                workers: 4,
+                resync: Duration::from_secs(15),
+                ..Default::default()
+            },
+        )
+        .trigger(Trigger::new(keys::prefix(Kind::Service), by_name))
+        .trigger(Trigger::new(keys::prefix(Kind::Task), by_task))
+        .trigger(Trigger::new(lb_keys::TARGET_HEALTH, by_health))
+        .trigger(Trigger::new(lb_keys::TARGETS, by_target))
+    }
+
+    /// Where a load balancer reaches a task's container port: the instance's host IP and the
+    /// published host port (bridge/host), or the task's own IP and the container port (awsvpc).
+    fn address(
+        t: &Task,
+        container: &str,
+        port: u16,
+        instances: &BTreeMap<String, ContainerInstance>,
+    ) -> Option<(String, u16)> {
+        if let Some(ip) = t.status.task_ip.as_deref().filter(|ip| !ip.is_empty()) {
+            return Some((ip.to_string(), port));
+        }
+        let host_ip = instances
+            .get(t.status.container_instance.as_deref()?)
+            .map(|i| i.spec.host_ip.clone())
+            .filter(|ip| !ip.is_empty())
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let c = t.status.containers.iter().find(|c| c.name == container)?;
+        let b = c
+            .network_bindings
+            .iter()
+            .find(|b| b.container_port == port)?;
+        Some((host_ip, b.host_port))
+    }
+
+    async fn reconcile_service(&self, name: &str) -> anyhow::Result<Action> {
+        let svc: Option<Service> =
+            objects::get(&*self.store, &keys::key(Kind::Service, name)).await?;
+        let tasks = common::tasks_of(&*self.store, name).await?;
+        let by_id: BTreeMap<&str, &Task> = tasks
+            .iter()
+            .map(|t| (t.metadata.name.as_str(), t))
+            .collect();
+        let instances: BTreeMap<String, ContainerInstance> =
+            objects::list::<_, _>(&*self.store, &keys::prefix(Kind::ContainerInstance))
+                .await?
+                .into_iter()
+                .map(|i: ContainerInstance| (i.metadata.name.clone(), i))
+                .collect();
+        // Every target of this service, in any target group.
+        let (kvs, _) = self.store.range(lb_keys::TARGETS).await?;
+        let mut existing: Vec<(KeyValue, Target)> = kvs
+            .into_iter()
+            .filter_map(|kv| {
+                serde_json::from_slice::<Target>(&kv.value)
+                    .ok()
+                    .map(|t| (kv, t))
+            })
+            .filter(|(_, t)| t.service == name)
+            .collect();
+        let wanted_lbs = svc
+            .as_ref()
+            .map(|s| s.spec.load_balancers.clone())
+            .unwrap_or_default();
+        let mut registered: BTreeMap<String, u32> = BTreeMap::new();
+        let mut deregistered: BTreeMap<String, u32> = BTreeMap::new();
+        let mut draining = false;
+        let mut txn = Txn::new();
+        let mut writes = 0;
+
+        for lb in &wanted_lbs {
+            let tg: Option<TargetGroup> = objects::get(
+                &*self.store,
+                &keys::key(Kind::TargetGroup, &lb.target_group),
+            )
+            .await?;
+            let delay = tg
+                .map(|t| t.spec.deregistration_delay_seconds)
+                .unwrap_or(30);
+            for t in &tasks {
+                let key = lb_keys::target(&lb.target_group, &t.metadata.name);
+                let have = existing.iter().any(|(kv, _)| kv.key == key);
+                if have || !t.is_active() || t.status.last_status != TaskState::Running {
+                    continue;
+                }
+                let Some((ip, port)) =
+                    Self::address(t, &lb.container_name, lb.container_port, &instances)
+                else {
+                    continue;
+                };
+                let target = Target {
+                    target_group: lb.target_group.clone(),
+                    task_id: t.metadata.name.clone(),
+                    service: name.to_string(),
+                    ip,
+                    port,
+                    state: "registered".into(),
+                    registered_at: now(),
+                    draining_since: None,
+                    deregistration_delay_seconds: delay,
+                };
+                txn = txn.and_then(Op::put(key, serde_json::to_vec(&target)?));
+                writes += 1;
+                *registered.entry(lb.target_group.clone()).or_insert(0) += 1;
+            }
+        }
+        let wanted_groups: BTreeSet<&str> =
+            wanted_lbs.iter().map(|l| l.target_group.as_str()).collect();
+        for (kv, target) in existing.iter_mut() {
+            let task = by_id.get(target.task_id.as_str());
+            let keep = task
+                .is_some_and(|t| t.is_active() && t.status.last_status == TaskState::Running)
+                && wanted_groups.contains(target.target_group.as_str());
+            let health_key = lb_keys::health(&target.target_group, &target.task_id);
+            if target.state == "registered" && !keep {
+                if task.is_none_or(|t| t.is_stopped()) {
+                    // Nothing left to drain.
+                    txn = txn
+                        .and_then(Op::delete(kv.key.clone()))
+                        .and_then(Op::delete(health_key));
+                    *deregistered.entry(target.target_group.clone()).or_insert(0) += 1;
+                } else {
+                    target.state = "draining".into();
+                    target.draining_since = Some(now());
+                    txn = txn.and_then(Op::put(kv.key.clone(), serde_json::to_vec(&*target)?));
+                    draining = true;
+                }
+                writes += 1;
+            } else if target.state == "draining" {
+                let drained = match self.store.get(&health_key).await? {
+                    Some(h) => serde_json::from_slice::<TargetHealth>(&h.value)
+                        .is_ok_and(|h| h.state == "drained"),
+                    None => false,
+                };
+                let expired = target.draining_since.is_none_or(|s| {
+                    now() - s
+                        >= chrono::Duration::seconds(target.deregistration_delay_seconds as i64)
+                });
+                if drained || expired || task.is_none_or(|t| t.is_stopped()) {
+                    txn = txn
+                        .and_then(Op::delete(kv.key.clone()))
+                        .and_then(Op::delete(health_key));
+                    *deregistered.entry(target.target_group.clone()).or_insert(0) += 1;
+                    writes += 1;
+                } else {
+                    draining = true;
+                }
+            }
+        }
+        if writes > 0 {
+            self.store.txn(txn).await?;
+        }
+        if let Some(svc) = svc.filter(|_| !registered.is_empty() || !deregistered.is_empty()) {
+            self.events(name, svc, &registered, &deregistered).await?;
+        }
+        Ok(if draining {
+            Action::RequeueAfter(Duration::from_millis(500))
+        } else {
+            Action::Done
+        })
+    }
+
+    async fn events(
+        &self,
+        name: &str,
+        mut svc: Service,
+        registered: &BTreeMap<String, u32>,
+        deregistered: &BTreeMap<String, u32>,
+    ) -> anyhow::Result<()> {
+        let key = keys::key(Kind::Service, name);
+        for _ in 0..5 {
+            let mut next = svc.clone();
+            for (tg, n) in registered {
+                event_once(
+                    &mut next,
+                    format!("service {name} registered {n} targets in target-group {tg}"),
+                );
+            }
+            for (tg, n) in deregistered {
+                event_once(
+                    &mut next,
+                    format!("service {name} deregistered {n} targets in target-group {tg}"),
+                );
+            }
+            match objects::put_cas(&*self.store, &key, &next).await {
+                Ok(_) => return Ok(()),
+                Err(ObjectError::Conflict(_)) => {
+                    let Some(fresh) = objects::get(&*self.store, &key).await? else {
+                        return Ok(());
+                    };
+                    svc = fresh;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Tasks of a service whose every load-balancer target is healthy (for the deployment math:
+/// a task behind a load balancer counts as healthy only once the load balancer says so).
+pub async fn lb_healthy_tasks(
+    store: &dyn crate::store::Store,
+    svc: &Service,
+) -> anyhow::Result<Option<BTreeSet<String>>> {
+    if svc.spec.load_balancers.is_empty() {
+        return Ok(None);
+    }
+    let mut per_task: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for lb in &svc.spec.load_balancers {
+        let prefix = format!("{}{}/", lb_keys::TARGET_HEALTH, lb.target_group);
+        let (kvs, _) = store.range(&prefix).await?;
+        for kv in kvs {
+            let Some(task) = kv.key.strip_prefix(&prefix) else {
+                continue;
+            };
+            let healthy = serde_json::from_slice::<TargetHealth>(&kv.value)
+                .is_ok_and(|h| h.state == "healthy");
+            let e = per_task.entry(task.to_string()).or_insert((0, 0));
+            e.0 += 1;
+            if healthy {
+                e.1 += 1;
+            }
+        }
+    }
+    let n = svc.spec.load_balancers.len();
+    Ok(Some(
+        per_task
+            .into_iter()
+            .filter(|(_, (seen, ok))| *seen == n && *ok == n)
+            .map(|(t, _)| t)
+            .collect(),
+    ))
+}
+
+#[async_trait]
+impl Reconciler for LbTargetController {
+    async fn reconcile(&self, name: &str) -> anyhow::Result<Action> {
+        self.reconcile_service(name).await
+    }
+
+    async fn resync_keys(&self) -> anyhow::Result<Vec<String>> {
+        let (kvs, _) = self.store.range(&keys::prefix(Kind::Service)).await?;
+        let mut names: BTreeSet<String> = kvs
+            .iter()
+            .filter_map(|kv| keys::name_of(&kv.key, Kind::Service))
+            .map(str::to_string)
+            .collect();
+        let (targets, _) = self.store.range(lb_keys::TARGETS).await?;
+        for kv in targets {
+            if let Ok(t) = serde_json::from_slice::<Target>(&kv.value) {
+                names.insert(t.service);
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+}

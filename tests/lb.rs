@@ -1,0 +1,425 @@
+//! Load balancing and networking modes on real Docker: path routing between two services,
+//! zero failed requests while a service rolls and while a task is stopped by hand, health-check
+//! ejection and return, awsvpc isolation, host and none modes.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::berth::*;
+use serde_json::Value;
+
+const CONVERGE: Duration = Duration::from_secs(90);
+
+/// A service whose httpd serves `/www/<path>/index.html` = `body`, `/id.html` = its hostname,
+/// and `/health.html`.
+fn site(name: &str, replicas: u32, path: &str, body: &str, tg: &str, version: &str) -> String {
+    format!(
+        r#"apiVersion: berth.dev/v1
+kind: TaskDefinition
+metadata: {{name: {name}}}
+spec:
+  containerDefinitions:
+    - name: web
+      image: {IMAGE}
+      command: ["sh", "-c", "mkdir -p /www/{path} && echo {body} > /www/{path}/index.html && hostname > /www/id.html && echo ok > /www/health.html && exec httpd -f -p 8080 -h /www"]
+      cpu: 16
+      memory: 16
+      portMappings: [{{containerPort: 8080}}]
+      environment: [{{name: VERSION, value: "{version}"}}]
+      stopTimeout: 1
+---
+apiVersion: berth.dev/v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  taskDefinition: {name}
+  desiredCount: {replicas}
+  deploymentConfiguration: {{minimumHealthyPercent: 100, maximumPercent: 200}}
+  loadBalancers: [{{targetGroup: {tg}, containerName: web, containerPort: 8080}}]
+"#
+    )
+}
+
+fn target_group(name: &str) -> String {
+    format!(
+        r#"apiVersion: berth.dev/v1
+kind: TargetGroup
+metadata: {{name: {name}}}
+spec:
+  healthCheck: {{path: /health.html, intervalSeconds: 1, timeoutSeconds: 1, healthyThresholdCount: 2, unhealthyThresholdCount: 2}}
+  deregistrationDelaySeconds: 5
+"#
+    )
+}
+
+fn load_balancer(name: &str, port: u16, rules: &[(&str, &str, u32)]) -> String {
+    let rules: Vec<String> = rules
+        .iter()
+        .map(|(p, tg, prio)| {
+            format!("        - {{priority: {prio}, pathPattern: \"{p}\", targetGroup: {tg}}}")
+        })
+        .collect();
+    format!(
+        "apiVersion: berth.dev/v1\nkind: LoadBalancer\nmetadata: {{name: {name}}}\nspec:\n  listeners:\n    - port: {port}\n      rules:\n{}\n      defaultAction: {{fixedResponse: {{statusCode: 404, messageBody: nothing here}}}}\n",
+        rules.join("\n")
+    )
+}
+
+/// GET through the load balancer: (status, body).
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let resp = http_get_path(port, path)?;
+    let status = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Some((status, body))
+}
+
+fn wait_serving(port: u16, path: &str, want: &str) {
+    wait_for(&format!("{path} to serve {want}"), CONVERGE, || {
+        get(port, path)
+            .filter(|(s, b)| *s == 200 && b.contains(want))
+            .map(|_| ())
+    });
+}
+
+#[test]
+fn path_rules_route_to_their_service() {
+    let b = Berth::up(None);
+    let (a, bb) = (unique("svca"), unique("svcb"));
+    let (tga, tgb) = (format!("{a}-tg"), format!("{bb}-tg"));
+    let port = free_port();
+    let dir = manifest_dir(&[
+        (
+            "tg.yaml",
+            format!("{}---\n{}", target_group(&tga), target_group(&tgb)),
+        ),
+        ("a.yaml", site(&a, 2, "a", "service-a", &tga, "1")),
+        ("b.yaml", site(&bb, 2, "b", "service-b", &tgb, "1")),
+        (
+            "lb.yaml",
+            load_balancer(
+                &unique("front"),
+                port,
+                &[("/a/*", &tga, 10), ("/b/*", &tgb, 20)],
+            ),
+        ),
+    ]);
+    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    wait_serving(port, "/a/", "service-a");
+    wait_serving(port, "/b/", "service-b");
+    for _ in 0..30 {
+        let (s, body) = get(port, "/a/").unwrap();
+        assert_eq!(s, 200);
+        assert!(body.contains("service-a"), "/a/ reached {body}");
+        let (s, body) = get(port, "/b/").unwrap();
+        assert_eq!(s, 200);
+        assert!(body.contains("service-b"), "/b/ reached {body}");
+    }
+    let (s, body) = get(port, "/elsewhere").unwrap();
+    assert_eq!(s, 404);
+    assert!(body.contains("nothing here"));
+    let svc = b.get_json(&["services", &a]);
+    let events: Vec<String> = svc["status"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        events.iter().any(
+            |e| e.contains(&format!("registered 2 targets in target-group {tga}"))
+                || e.contains("registered 1 targets")
+        ),
+        "{events:?}"
+    );
+}
+
+/// Successes, failures, failure details, and the client thread.
+type Hammer = (
+    Arc<AtomicUsize>,
+    Arc<AtomicUsize>,
+    Arc<Mutex<Vec<String>>>,
+    std::thread::JoinHandle<()>,
+);
+
+/// Send requests continuously until stopped; count failures.
+fn hammer(port: u16, stop: Arc<AtomicBool>) -> Hammer {
+    let ok = Arc::new(AtomicUsize::new(0));
+    let bad = Arc::new(AtomicUsize::new(0));
+    let why = Arc::new(Mutex::new(Vec::new()));
+    let (o, b, w) = (ok.clone(), bad.clone(), why.clone());
+    let h = std::thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            match get(port, "/r/") {
+                Some((200, _)) => {
+                    o.fetch_add(1, Ordering::SeqCst);
+                }
+                other => {
+                    b.fetch_add(1, Ordering::SeqCst);
+                    w.lock().unwrap().push(format!("{other:?}"));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    (ok, bad, why, h)
+}
+
+#[test]
+fn zero_failed_requests_while_rolling_and_stopping() {
+    let b = Berth::up(None);
+    let name = unique("roll");
+    let tg = format!("{name}-tg");
+    let port = free_port();
+    let dir = manifest_dir(&[
+        ("tg.yaml", target_group(&tg)),
+        ("svc.yaml", site(&name, 3, "r", "v1", &tg, "1")),
+        (
+            "lb.yaml",
+            load_balancer(&unique("front"), port, &[("/r/*", &tg, 1)]),
+        ),
+    ]);
+    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    wait_for("3 healthy targets, rollout complete", CONVERGE, || {
+        let s = b.get_json(&["services", &name]);
+        (s["status"]["deployments"][0]["rolloutState"] == "COMPLETED").then_some(())
+    });
+    wait_serving(port, "/r/", "v1");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, bad, why, h) = hammer(port, stop.clone());
+    // Roll to a new revision...
+    write(dir.path(), "svc.yaml", &site(&name, 3, "r", "v2", &tg, "2"));
+    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    let rs = b.cli(&["rollout", "status", &name, "--timeout", "120s"]);
+    assert!(
+        rs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rs.stderr)
+    );
+    wait_serving(port, "/r/", "v2");
+    // ...and stop a task by hand.
+    let victim = b.running_tasks(&name)[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    b.cli_ok(&["stop-task", &victim]);
+    wait_for("the stopped task gone and replaced", CONVERGE, || {
+        let t = b.get_json(&["tasks", &victim]);
+        (t["status"]["lastStatus"] == "STOPPED" && b.running_tasks(&name).len() == 3).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::SeqCst);
+    h.join().unwrap();
+    let (ok, bad) = (ok.load(Ordering::SeqCst), bad.load(Ordering::SeqCst));
+    eprintln!("{ok} requests succeeded, {bad} failed");
+    assert!(ok > 100, "too few requests: {ok}");
+    assert_eq!(bad, 0, "failed requests: {:?}", why.lock().unwrap());
+}
+
+#[test]
+fn failing_health_check_takes_a_target_out_and_back() {
+    let b = Berth::up(None);
+    let name = unique("hc");
+    let tg = format!("{name}-tg");
+    let port = free_port();
+    let dir = manifest_dir(&[
+        ("tg.yaml", target_group(&tg)),
+        ("svc.yaml", site(&name, 2, "r", "x", &tg, "1")),
+        (
+            "lb.yaml",
+            load_balancer(&unique("front"), port, &[("/*", &tg, 1)]),
+        ),
+    ]);
+    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    let ids = || -> std::collections::BTreeSet<String> {
+        (0..20)
+            .filter_map(|_| get(port, "/id.html"))
+            .filter(|(s, _)| *s == 200)
+            .map(|(_, b)| b.trim().to_string())
+            .collect()
+    };
+    let both = wait_for("both targets serving", CONVERGE, || {
+        Some(ids()).filter(|s| s.len() == 2)
+    });
+    let task = b.running_tasks(&name)[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let container = b.containers().into_iter().find(|c| c.2 == task).unwrap().0;
+    let host = String::from_utf8(
+        Command::new("docker")
+            .args(["exec", &container, "hostname"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    assert!(both.contains(&host));
+    Command::new("docker")
+        .args(["exec", &container, "rm", "/www/health.html"])
+        .output()
+        .unwrap();
+    // Two failed checks 1 s apart: out within a few seconds.
+    wait_for(
+        "the sick target out of rotation",
+        Duration::from_secs(10),
+        || {
+            let s = ids();
+            (!s.contains(&host) && !s.is_empty()).then_some(())
+        },
+    );
+    for _ in 0..3 {
+        assert!(
+            !ids().contains(&host),
+            "an unhealthy target still gets traffic"
+        );
+    }
+    Command::new("docker")
+        .args(["exec", &container, "sh", "-c", "echo ok > /www/health.html"])
+        .output()
+        .unwrap();
+    wait_for(
+        "the target back in rotation",
+        Duration::from_secs(10),
+        || ids().contains(&host).then_some(()),
+    );
+}
+
+fn one_task(b: &Berth, fam: &str, body: &str) -> Value {
+    let dir = manifest_dir(&[(&format!("{fam}.yaml"), body.to_string())]);
+    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    let id = b.cli_ok(&["run-task", fam]).trim().to_string();
+    wait_for(&format!("{fam} RUNNING"), CONVERGE, || {
+        let t = b.get_json(&["tasks", &id]);
+        (t["status"]["lastStatus"] == "RUNNING").then_some(t)
+    })
+}
+
+fn exec(b: &Berth, task: &Value, container: &str, cmd: &str) -> std::process::Output {
+    let id = task["metadata"]["name"].as_str().unwrap();
+    let name = b
+        .containers()
+        .into_iter()
+        .find(|c| c.2 == id && c.0.ends_with(&format!("-{container}")))
+        .unwrap()
+        .0;
+    Command::new("docker")
+        .args(["exec", &name, "sh", "-c", cmd])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn awsvpc_host_and_none_modes() {
+    let b = Berth::up(None);
+    let fam = unique("vpc");
+    let t1 = one_task(
+        &b,
+        &fam,
+        &format!(
+            r#"apiVersion: berth.dev/v1
+kind: TaskDefinition
+metadata: {{name: {fam}}}
+spec:
+  networkMode: awsvpc
+  containerDefinitions:
+    - {{name: web, image: {IMAGE}, command: ["httpd", "-f", "-p", "8080", "-h", "/www"], cpu: 10, memory: 16, portMappings: [{{containerPort: 8080}}]}}
+    - {{name: side, image: {IMAGE}, command: ["sleep", "3600"], cpu: 10, memory: 16, essential: false}}
+"#
+        ),
+    );
+    let ip = t1["status"]["taskIp"]
+        .as_str()
+        .expect("awsvpc task has its own IP")
+        .to_string();
+    // Containers of one task share localhost.
+    let o = exec(&b, &t1, "side", "nc -w 2 127.0.0.1 8080 </dev/null");
+    assert!(
+        o.status.success(),
+        "side cannot reach web over 127.0.0.1: {o:?}"
+    );
+    // The host (and so a load balancer) reaches the task's own IP.
+    assert!(http_get_ip(&ip, 8080).is_some_and(|r| r.contains("hello from berth")));
+    // Another task cannot reach the first task's port.
+    let t2 = one_task(
+        &b,
+        &format!("{fam}-2"),
+        &format!(
+            r#"apiVersion: berth.dev/v1
+kind: TaskDefinition
+metadata: {{name: {fam}-2}}
+spec:
+  networkMode: awsvpc
+  containerDefinitions:
+    - {{name: probe, image: {IMAGE}, command: ["sleep", "3600"], cpu: 10, memory: 16}}
+"#
+        ),
+    );
+    assert_ne!(t2["status"]["taskIp"], t1["status"]["taskIp"]);
+    let o = exec(&b, &t2, "probe", &format!("nc -w 2 {ip} 8080 </dev/null"));
+    assert!(
+        !o.status.success(),
+        "a second task reached the first task's unpublished port"
+    );
+
+    // host: the container port is the host port.
+    let hp = free_port();
+    let th = one_task(
+        &b,
+        &format!("{fam}-host"),
+        &format!(
+            r#"apiVersion: berth.dev/v1
+kind: TaskDefinition
+metadata: {{name: {fam}-host}}
+spec:
+  networkMode: host
+  containerDefinitions:
+    - {{name: web, image: {IMAGE}, command: ["httpd", "-f", "-p", "{hp}", "-h", "/www"], cpu: 10, memory: 16, portMappings: [{{containerPort: {hp}}}]}}
+"#
+        ),
+    );
+    let body = wait_for("host-mode httpd", Duration::from_secs(10), || http_get(hp));
+    assert!(body.contains("hello from berth"));
+    let _ = th;
+    // none: no network but loopback.
+    let tn = one_task(
+        &b,
+        &format!("{fam}-none"),
+        &format!(
+            r#"apiVersion: berth.dev/v1
+kind: TaskDefinition
+metadata: {{name: {fam}-none}}
+spec:
+  networkMode: none
+  containerDefinitions:
+    - {{name: box, image: {IMAGE}, command: ["sleep", "3600"], cpu: 10, memory: 16}}
+"#
+        ),
+    );
+    let o = exec(&b, &tn, "box", "ip -o link | grep -v ' lo:' | wc -l");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "0",
+        "none mode has only loopback"
+    );
+}
+
+fn http_get_ip(ip: &str, port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(
+        &format!("{ip}:{port}").parse().ok()?,
+        Duration::from_secs(2),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
