@@ -5,8 +5,9 @@
 //! so logs never pass through the store.
 //!
 //! On disk: `<dataDir>/logs/<taskId>/<container>.log` (and one rotated `.log.1`), one line per
-//! log line: `<RFC 3339 timestamp> <o|e> <message>`. A container's files are capped at
-//! [`LogConfig::max_bytes_per_container`] (rotated at half of it); a task's folder is removed
+//! log line: `<RFC 3339 timestamp> <o|e> <message>`. A task's files are capped at
+//! [`LogConfig::max_bytes_per_task`] (each of its N containers rotates its file at a 2N-th of it,
+//! keeping one rotated file); a task's folder is removed
 //! [`LogConfig::retention`] after its last container stopped (ECS keeps stopped tasks about an
 //! hour).
 
@@ -45,7 +46,7 @@ pub const LOGS_ENDPOINT_ANNOTATION: &str = "berth.dev/logs-endpoint";
 #[derive(Debug, Clone)]
 pub struct LogConfig {
     pub dir: PathBuf,
-    pub max_bytes_per_container: u64,
+    pub max_bytes_per_task: u64,
     pub retention: Duration,
 }
 
@@ -53,7 +54,7 @@ impl LogConfig {
     pub fn new(dir: PathBuf) -> Self {
         LogConfig {
             dir,
-            max_bytes_per_container: 8 << 20,
+            max_bytes_per_task: 16 << 20,
             retention: Duration::from_secs(3600),
         }
     }
@@ -229,7 +230,9 @@ async fn follow_container(
             .await?;
         let mut size = file.metadata().await?.len();
         let notify = store.notify(&task);
-        let rotate_at = (store.cfg.max_bytes_per_container / 2).max(4096);
+        // The task's cap shared by its containers: each keeps a live and a rotated file.
+        let containers = containers_in(&dir).len().max(1) as u64;
+        let rotate_at = (store.cfg.max_bytes_per_task / (2 * containers)).max(4096);
         while let Some(item) = stream.next().await {
             let (tag, msg) = match item? {
                 LogOutput::StdOut { message } | LogOutput::Console { message } => ('o', message),
