@@ -640,6 +640,10 @@ async fn plan_apply(
                 o.metadata.name != want.metadata.name
                     && o.spec.listeners.iter().any(|x| x.port == l.port)
             });
+            let ours = stored_lbs.iter().any(|o| {
+                o.metadata.name == want.metadata.name
+                    && o.spec.listeners.iter().any(|x| x.port == l.port)
+            });
             if in_set || in_store {
                 errors.push(err(
                     doc,
@@ -648,6 +652,14 @@ async fn plan_apply(
                         "port {} is already used by another load balancer's listener",
                         l.port
                     ),
+                ));
+            } else if !ours && std::net::TcpListener::bind(("0.0.0.0", l.port)).is_err() {
+                // The control plane runs a load balancer: a port something else on this host
+                // holds could never be served.
+                errors.push(err(
+                    doc,
+                    &format!("spec.listeners[{i}].port"),
+                    format!("port {} is already in use on this host", l.port),
                 ));
             }
         }

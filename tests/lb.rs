@@ -423,3 +423,105 @@ fn http_get_ip(ip: &str, port: u16) -> Option<String> {
     s.read_to_string(&mut out).ok()?;
     Some(out)
 }
+
+#[test]
+fn bad_load_balancer_input_is_refused_and_slow_clients_do_not_starve() {
+    let b = Berth::up(None);
+    let name = unique("bad");
+    let tg = format!("{name}-tg");
+    let port = free_port();
+    let good = manifest_dir(&[
+        ("tg.yaml", target_group(&tg)),
+        ("svc.yaml", site(&name, 1, "r", "ok", &tg, "1")),
+        (
+            "lb.yaml",
+            load_balancer(&unique("front"), port, &[("/*", &tg, 1)]),
+        ),
+    ]);
+    b.cli_ok(&["apply", "-f", good.path().to_str().unwrap()]);
+    wait_serving(port, "/r/", "ok");
+    let before = b.get_json(&["loadbalancers"]);
+
+    let held = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let held_port = held.local_addr().unwrap().port();
+    let cases = [
+        (
+            "prio.yaml",
+            load_balancer(
+                "dup-prio",
+                free_port(),
+                &[("/a/*", &tg, 5), ("/b/*", &tg, 5)],
+            ),
+            "priority",
+        ),
+        (
+            "taken.yaml",
+            load_balancer("taken", held_port, &[("/*", &tg, 1)]),
+            "in use",
+        ),
+        (
+            "same.yaml",
+            load_balancer("same-port", port, &[("/*", &tg, 1)]),
+            "another load balancer",
+        ),
+        (
+            "notg.yaml",
+            site(&unique("x"), 1, "r", "x", "no-such-tg", "1"),
+            "target group `no-such-tg` does not exist",
+        ),
+        (
+            "port.yaml",
+            site(&unique("y"), 1, "r", "x", &tg, "1").replace(
+                "containerName: web, containerPort: 8080",
+                "containerName: web, containerPort: 9999",
+            ),
+            "does not map port 9999",
+        ),
+    ];
+    for (file, text, why) in cases {
+        let d = manifest_dir(&[(file, text)]);
+        let out = b.cli(&["apply", "-f", d.path().to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{file} must be refused");
+        assert!(err.contains(file) && err.contains(why), "{file}: {err}");
+    }
+    assert_eq!(
+        before,
+        b.get_json(&["loadbalancers"]),
+        "nothing was applied"
+    );
+    drop(held);
+
+    // Slow clients that never finish their headers do not stop others from being served.
+    let mut slow = Vec::new();
+    for _ in 0..50 {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::Write;
+            let _ = s.write_all(b"GET /r/ HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+            slow.push(s);
+        }
+    }
+    for _ in 0..20 {
+        let (s, body) = get(port, "/r/").expect("served beside slow clients");
+        assert_eq!(s, 200);
+        assert!(body.contains("ok"));
+    }
+    // Oversized headers are refused, not served.
+    let huge = "x".repeat(100 * 1024);
+    let resp = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ =
+            s.write_all(format!("GET /r/ HTTP/1.1\r\nHost: x\r\nX-Big: {huge}\r\n\r\n").as_bytes());
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    assert!(
+        !resp.contains(" 200 "),
+        "an oversized header block was served: {}",
+        &resp[..resp.len().min(80)]
+    );
+    drop(slow);
+}
