@@ -216,6 +216,43 @@ async fn raw_docker(docker: &bollard::Docker, n: u32, image: &str) -> anyhow::Re
     Ok(elapsed)
 }
 
+/// A whole berth (embedded store in a temp dir, controllers, one roomy agent) for benchmarks.
+pub struct BenchNode {
+    pub _dir: tempfile::TempDir,
+    pub store: DynStore,
+    pub instance: String,
+    pub node: node::Node,
+}
+
+impl BenchNode {
+    pub async fn start() -> anyhow::Result<BenchNode> {
+        let dir = tempfile::tempdir()?;
+        let store: DynStore = Arc::new(crate::store::embedded::EmbeddedStore::open(
+            dir.path().join("store"),
+        )?);
+        let instance = format!("bench-{}", &crate::model::new_id()[..8]);
+        let mut agent = AgentConfig::new(&instance, "default");
+        agent.cpu = Some(1024 * 64);
+        agent.memory = Some(64 * 1024);
+        let node = node::start(
+            store.clone(),
+            NodeConfig {
+                api: None,
+                controllers: true,
+                agent: Some(agent),
+                manifests: None,
+            },
+        )
+        .await?;
+        Ok(BenchNode {
+            _dir: dir,
+            store,
+            instance,
+            node,
+        })
+    }
+}
+
 async fn running_count(store: &DynStore) -> anyhow::Result<usize> {
     Ok(objects::list_tasks(&**store)
         .await?
@@ -227,24 +264,12 @@ async fn running_count(store: &DynStore) -> anyhow::Result<usize> {
 /// Apply a service of N replicas to a fresh berth (embedded store) and time until all N
 /// tasks are RUNNING.
 async fn berth_converge(n: u32, image: &str) -> anyhow::Result<Duration> {
-    let dir = tempfile::tempdir()?;
-    let store: DynStore = Arc::new(crate::store::embedded::EmbeddedStore::open(
-        dir.path().join("store"),
-    )?);
-    let instance = format!("bench-{}", &crate::model::new_id()[..8]);
-    let mut agent = AgentConfig::new(&instance, "default");
-    agent.cpu = Some(1024 * 64);
-    agent.memory = Some(64 * 1024);
-    let node = node::start(
-        store.clone(),
-        NodeConfig {
-            api: None,
-            controllers: true,
-            agent: Some(agent),
-            manifests: None,
-        },
-    )
-    .await?;
+    let BenchNode {
+        _dir,
+        store,
+        instance,
+        node,
+    } = BenchNode::start().await?;
     // Wait for the agent to register before starting the clock.
     let deadline = Instant::now() + Duration::from_secs(10);
     while store

@@ -9,12 +9,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 
-use crate::agent::AgentConfig;
 use crate::model::lb::{lb_keys, TargetHealth};
 use crate::model::{Kind, TaskState};
-use crate::node::{self, NodeConfig};
 use crate::objects;
-use crate::store::DynStore;
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -103,24 +100,12 @@ fn print(name: &str, r: &LoadResult) {
 }
 
 pub async fn run(conns: usize, seconds: u64, image: &str) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let store: DynStore = Arc::new(crate::store::embedded::EmbeddedStore::open(
-        dir.path().join("store"),
-    )?);
-    let instance = format!("bench-{}", &crate::model::new_id()[..8]);
-    let mut agent = AgentConfig::new(&instance, "default");
-    agent.cpu = Some(1024 * 64);
-    agent.memory = Some(64 * 1024);
-    let node = node::start(
-        store.clone(),
-        NodeConfig {
-            api: None,
-            controllers: true,
-            agent: Some(agent),
-            manifests: None,
-        },
-    )
-    .await?;
+    let super::bench::BenchNode {
+        _dir,
+        store,
+        instance,
+        node,
+    } = super::bench::BenchNode::start().await?;
     let lb_port = free_port()?;
     let text = format!(
         r#"

@@ -3,7 +3,6 @@
 //! health check, measured in the same run.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::{
@@ -11,9 +10,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 
-use crate::agent::AgentConfig;
 use crate::model::{keys, HealthStatus, Kind, Task, TaskState};
-use crate::node::{self, NodeConfig};
 use crate::objects;
 use crate::store::DynStore;
 
@@ -30,24 +27,12 @@ fn ms(d: Duration) -> f64 {
 
 pub async fn run(replicas: u32, runs: u32, image: &str) -> anyhow::Result<()> {
     let docker = crate::agent::docker::connect().await?;
-    let dir = tempfile::tempdir()?;
-    let store: DynStore = Arc::new(crate::store::embedded::EmbeddedStore::open(
-        dir.path().join("store"),
-    )?);
-    let instance = format!("bench-{}", &crate::model::new_id()[..8]);
-    let mut agent = AgentConfig::new(&instance, "default");
-    agent.cpu = Some(1024 * 64);
-    agent.memory = Some(64 * 1024);
-    let node = node::start(
-        store.clone(),
-        NodeConfig {
-            api: None,
-            controllers: true,
-            agent: Some(agent),
-            manifests: None,
-        },
-    )
-    .await?;
+    let super::bench::BenchNode {
+        _dir,
+        store,
+        instance,
+        node,
+    } = super::bench::BenchNode::start().await?;
     let text = format!(
         r#"
 apiVersion: berth.dev/v1
