@@ -295,7 +295,8 @@ fn path() -> impl Strategy<Value = String> {
     .prop_map(|segs| format!("/{}", segs.join("/")))
 }
 
-/// Run `f` on `strategy` until `secs` pass; returns the number of cases.
+/// Run `f` on `strategy` until `secs` pass (a fresh randomly seeded runner per round of 64
+/// cases); returns the number of cases run.
 fn run_for<S: Strategy>(
     name: &str,
     secs: f64,
@@ -305,19 +306,24 @@ fn run_for<S: Strategy>(
 where
     S::Value: std::fmt::Debug,
 {
+    use std::sync::atomic::{AtomicU64, Ordering};
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let mut runner = TestRunner::new(Config {
-        cases: 64,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    let mut n = 0u64;
+    let n = AtomicU64::new(0);
+    let counted = |v: S::Value| {
+        n.fetch_add(1, Ordering::Relaxed);
+        f(v)
+    };
     while Instant::now() < deadline {
-        if let Err(e) = runner.run(&strategy, &f) {
+        let mut runner = TestRunner::new(Config {
+            cases: 64,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        if let Err(e) = runner.run(&strategy, counted) {
             panic!("{name}: {e}");
         }
-        n += 64;
     }
+    let n = n.into_inner();
     eprintln!("fuzz {name}: {n} cases in {secs:.0}s");
     n
 }

@@ -15,13 +15,16 @@
 //! | `GET /v1/audit`                           | `berth:LookupEvents`          | `*`                 |
 //! | `POST /v1/auth/identities`                | `berth:CreateIdentity` + `berth:PassRole` | `identity/{name}`, `role/{role}` |
 //! | `GET /v1/auth/whoami`, `POST /v1/auth/can-i` | (any authenticated caller) |                     |
+//! | `GET /v1/events`, `GET /v1/watch/{kind}`  | `berth:ListEvents`, `berth:List{Kinds}` | `*`       |
+//! | `GET /v1/sources[/{name}]`                | `berth:ListSources`, `berth:DescribeSource` | `source/{name}` |
+//! | `POST /v1/sources/{name}/apply`           | `berth:Apply` per document (+ `berth:PruneSource`) | `{kind}/{name}`, `source/{name}` |
 //! | `GET /metrics`                            | `berth:GetMetrics`            | `*`                 |
 //! | `GET /ui…`                                | `berth:GetDashboard`          | `*`                 |
 //!
 //! `{kind}` in resources is the lower-case singular kind (`service`, `task`,
 //! `taskdefinition`, `cluster`, `containerinstance`, `role`, `scalingpolicy`). Paths not in the
-//! table get a generic name from their method and segments (`GET /v1/sync/status` →
-//! `berth:GetSyncStatus`), so new endpoints are never left unprotected.
+//! table get a generic name from their method and first segment (`GET /v1/sync/status` →
+//! `berth:GetSync` on `sync/status`), so new endpoints are never left unprotected.
 
 use axum::http::Method;
 use serde::Serialize;
@@ -99,6 +102,8 @@ fn resource(kind: Kind, name: &str) -> String {
     format!("{}/{name}", resource_type(kind))
 }
 
+/// Unknown endpoints: the verb and the first path segment name the action (never a
+/// user-supplied segment), the rest is the resource.
 fn generic(method: &Method, segs: &[&str]) -> Target {
     let verb = match *method {
         Method::GET | Method::HEAD => "Get",
@@ -106,13 +111,21 @@ fn generic(method: &Method, segs: &[&str]) -> Target {
         Method::PUT | Method::PATCH => "Update",
         _ => "",
     };
-    let name: String = segs
+    let rest: Vec<&str> = segs
         .iter()
-        .filter(|s| **s != "v1" && !s.is_empty())
-        .map(|s| camel(s))
+        .copied()
+        .filter(|s| *s != "v1" && !s.is_empty())
         .collect();
-    let name = if name.is_empty() { "Root".into() } else { name };
-    Target::new(format!("berth:{verb}{name}"), "*")
+    let name = rest
+        .first()
+        .map(|s| camel(s))
+        .unwrap_or_else(|| "Root".into());
+    let resource = if rest.len() > 1 {
+        rest.join("/")
+    } else {
+        "*".into()
+    };
+    Target::new(format!("berth:{verb}{name}"), resource)
 }
 
 /// Classify a request. `body` is the (already size-limited) request body.
@@ -164,6 +177,12 @@ pub fn classify(method: &Method, path: &str, body: &[u8]) -> Classified {
             let td = v["taskDefinition"].as_str().unwrap_or("*");
             t("berth:RunTask", &resource(Kind::TaskDefinition, td))
         }
+        ["v1", "events"] if get => t("berth:ListEvents", "*"),
+        ["v1", "watch", kind] if get => match Kind::parse(kind) {
+            Some(k) => t(&format!("berth:List{}", plural_camel(k)), "*"),
+            None => Classified::Protected(vec![generic(method, &segs)]),
+        },
+        ["v1", "top", _] if get => t("berth:GetTop", "*"),
         ["v1", kind] if get => match Kind::parse(kind) {
             Some(k) => t(&format!("berth:List{}", plural_camel(k)), "*"),
             None => Classified::Protected(vec![generic(method, &segs)]),
@@ -306,8 +325,19 @@ mod tests {
             ("berth:RunTask".into(), "taskdefinition/job".into())
         );
         assert_eq!(
-            one(Method::GET, "/v1/sync/status", "").0,
-            "berth:GetSyncStatus"
+            one(Method::GET, "/v1/sync/status", ""),
+            ("berth:GetSync".into(), "sync/status".into())
+        );
+        assert_eq!(one(Method::GET, "/v1/events", "").0, "berth:ListEvents");
+        assert_eq!(
+            one(Method::GET, "/v1/watch/services", "").0,
+            "berth:ListServices"
+        );
+        assert_eq!(one(Method::GET, "/v1/top/tasks", "").0, "berth:GetTop");
+        assert_eq!(one(Method::GET, "/v1/sources", "").0, "berth:ListSources");
+        assert_eq!(
+            one(Method::GET, "/v1/sources/app", ""),
+            ("berth:DescribeSource".into(), "source/app".into())
         );
         assert_eq!(one(Method::GET, "/v1/audit", "").0, "berth:LookupEvents");
         assert_eq!(one(Method::GET, "/metrics", "").0, "berth:GetMetrics");

@@ -108,6 +108,17 @@ struct Denial {
 }
 
 impl Denial {
+    /// The store could not be read: 503, not a verdict on the credentials.
+    fn unavailable<E: std::fmt::Display>(e: E) -> Self {
+        Denial {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "Unavailable",
+            message: format!("authentication is unavailable: {e}"),
+            resource: None,
+            action: None,
+        }
+    }
+
     fn unauthenticated(message: impl Into<String>) -> Self {
         Denial {
             status: StatusCode::UNAUTHORIZED,
@@ -167,10 +178,7 @@ async fn from_cookie(st: &AuthState, value: &str, now: DateTime<Utc>) -> Result<
     else {
         return Err(bad());
     };
-    let key = st
-        .key()
-        .await
-        .map_err(|e| Denial::unauthenticated(format!("auth unavailable: {e}")))?;
+    let key = st.key().await.map_err(Denial::unavailable)?;
     let body = format!("{name}.{exp}.{hash16}");
     if !ct_eq(key.mac(&body).as_bytes(), mac.as_bytes()) {
         return Err(bad());
@@ -180,7 +188,7 @@ async fn from_cookie(st: &AuthState, value: &str, now: DateTime<Utc>) -> Result<
     }
     let id = identity::get_identity(&*st.store, name)
         .await
-        .map_err(|e| Denial::unauthenticated(format!("auth unavailable: {e}")))?
+        .map_err(Denial::unavailable)?
         .ok_or_else(bad)?;
     if !id.tokens.iter().any(|t| t.hash.starts_with(hash16)) {
         return Err(bad());
@@ -204,7 +212,7 @@ async fn from_token(st: &AuthState, token: &str, method: &'static str) -> Result
             access_key_id: None,
         }),
         Ok(None) => Err(Denial::unauthenticated("invalid token")),
-        Err(e) => Err(Denial::unauthenticated(format!("auth unavailable: {e}"))),
+        Err(e) => Err(Denial::unavailable(e)),
     }
 }
 
@@ -231,7 +239,7 @@ async fn from_sigv4(
         payload_hash: &payload_hash,
     };
     let amz_date = sigv4::precheck(&auth, &parts, body, now).map_err(un)?;
-    let unavailable = |e: anyhow::Error| Denial::unauthenticated(format!("auth unavailable: {e}"));
+    let unavailable = Denial::unavailable::<anyhow::Error>;
     let Some(ak) = identity::get_access_key(&*st.store, &auth.access_key_id)
         .await
         .map_err(unavailable)?
@@ -484,7 +492,11 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
     let caller = match caller {
         Ok(c) => c,
         Err(d) => {
-            rec.decision = "unauthenticated".into();
+            rec.decision = if d.status == StatusCode::UNAUTHORIZED {
+                "unauthenticated".into()
+            } else {
+                "error".into()
+            };
             rec.status = d.status.as_u16();
             rec.error_message = Some(d.message.clone());
             st.audit.append(rec).await;
