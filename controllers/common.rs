@@ -7,6 +7,22 @@ use crate::model::{
 use crate::objects;
 use crate::store::Store;
 
+/// Trigger mapper: a service key → the service's name.
+pub fn service_key(kv: &crate::store::KeyValue) -> Vec<String> {
+    keys::name_of(&kv.key, Kind::Service)
+        .map(|n| vec![n.to_string()])
+        .unwrap_or_default()
+}
+
+/// Trigger mapper: a task → the service it belongs to, if any.
+pub fn task_service(kv: &crate::store::KeyValue) -> Vec<String> {
+    serde_json::from_slice::<Task>(&kv.value)
+        .ok()
+        .and_then(|t| t.service_name().map(str::to_string))
+        .into_iter()
+        .collect()
+}
+
 pub fn group_of(service: &str) -> String {
     format!("service:{service}")
 }

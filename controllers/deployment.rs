@@ -32,20 +32,6 @@ impl DeploymentController {
         let r = Arc::new(DeploymentController {
             store: store.clone(),
         });
-        let svc_prefix = keys::prefix(Kind::Service);
-        let by_name = move |kv: &crate::store::KeyValue| -> Vec<String> {
-            kv.key
-                .strip_prefix(&svc_prefix)
-                .map(|n| vec![n.to_string()])
-                .unwrap_or_default()
-        };
-        let by_task = |kv: &crate::store::KeyValue| -> Vec<String> {
-            serde_json::from_slice::<Task>(&kv.value)
-                .ok()
-                .and_then(|t| t.service_name().map(str::to_string))
-                .into_iter()
-                .collect()
-        };
         let by_family = super::family_trigger(store.clone());
         Controller::new(
             "deployment",
@@ -57,8 +43,11 @@ impl DeploymentController {
                 ..Default::default()
             },
         )
-        .trigger(Trigger::new(keys::prefix(Kind::Service), by_name))
-        .trigger(Trigger::new(keys::prefix(Kind::Task), by_task))
+        .trigger(Trigger::new(
+            keys::prefix(Kind::Service),
+            common::service_key,
+        ))
+        .trigger(Trigger::new(keys::prefix(Kind::Task), common::task_service))
         .trigger(Trigger::new(keys::prefix(Kind::TaskDefinition), by_family))
     }
 

@@ -31,20 +31,6 @@ impl LbTargetController {
         let r = Arc::new(LbTargetController {
             store: store.clone(),
         });
-        let svc_prefix = keys::prefix(Kind::Service);
-        let by_name = move |kv: &KeyValue| -> Vec<String> {
-            kv.key
-                .strip_prefix(&svc_prefix)
-                .map(|n| vec![n.to_string()])
-                .unwrap_or_default()
-        };
-        let by_task = |kv: &KeyValue| -> Vec<String> {
-            serde_json::from_slice::<Task>(&kv.value)
-                .ok()
-                .and_then(|t| t.service_name().map(str::to_string))
-                .into_iter()
-                .collect()
-        };
         let by_health = |kv: &KeyValue| -> Vec<String> {
             serde_json::from_slice::<TargetHealth>(&kv.value)
                 .map(|h| vec![h.service])
@@ -65,8 +51,11 @@ impl LbTargetController {
                 ..Default::default()
             },
         )
-        .trigger(Trigger::new(keys::prefix(Kind::Service), by_name))
-        .trigger(Trigger::new(keys::prefix(Kind::Task), by_task))
+        .trigger(Trigger::new(
+            keys::prefix(Kind::Service),
+            common::service_key,
+        ))
+        .trigger(Trigger::new(keys::prefix(Kind::Task), common::task_service))
         .trigger(Trigger::new(lb_keys::TARGET_HEALTH, by_health))
         .trigger(Trigger::new(lb_keys::TARGETS, by_target))
     }
