@@ -251,6 +251,19 @@ impl BenchNode {
             node,
         })
     }
+
+    /// Stop berth and remove every container its agent started (a benchmark leaves nothing).
+    pub async fn finish(self) {
+        self.node.shutdown().await;
+        if let Ok(docker) = crate::agent::docker::connect().await {
+            let owned = crate::agent::docker::list_owned(&docker, &self.instance)
+                .await
+                .unwrap_or_default();
+            for id in owned.into_iter().filter_map(|c| c.id) {
+                let _ = crate::agent::docker::remove(&docker, &id).await;
+            }
+        }
+    }
 }
 
 async fn running_count(store: &DynStore) -> anyhow::Result<usize> {
@@ -326,17 +339,13 @@ spec:
         let _ = tokio::time::timeout(Duration::from_millis(200), events.next()).await;
     }
     let elapsed = start.elapsed();
-    // Clean up: delete the service and wait for its containers to go.
-    let svc_key = keys::key(Kind::Service, "bench");
-    if let Some(mut s) = objects::get::<_, _>(&*store, &svc_key).await? {
-        let s: &mut crate::model::Service = &mut s;
-        s.metadata.deletion_timestamp = Some(crate::model::now());
-        let _ = objects::put_cas(&*store, &svc_key, s).await;
+    BenchNode {
+        _dir,
+        store,
+        instance,
+        node,
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while store.get(&svc_key).await?.is_some() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    node.shutdown().await;
+    .finish()
+    .await;
     Ok(elapsed)
 }

@@ -230,16 +230,13 @@ spec:
         }
         Err(e) => println!("nginx not run ({e}); install Debian's nginx to compare"),
     }
-    node.shutdown().await;
-    if let Ok(docker) = crate::agent::docker::connect().await {
-        for c in crate::agent::docker::list_owned(&docker, &instance)
-            .await
-            .unwrap_or_default()
-        {
-            if let Some(id) = c.id {
-                let _ = crate::agent::docker::remove(&docker, &id).await;
-            }
-        }
+    super::bench::BenchNode {
+        _dir,
+        store,
+        instance,
+        node,
     }
+    .finish()
+    .await;
     Ok(())
 }

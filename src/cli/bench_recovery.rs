@@ -132,16 +132,14 @@ spec:
         ms(rh),
         ms(bh) - ms(rh)
     );
-    node.shutdown().await;
-    crate::agent::docker::list_owned(&docker, &instance)
-        .await?
-        .iter()
-        .filter_map(|c| c.id.clone())
-        .for_each(|id| {
-            let d = docker.clone();
-            tokio::spawn(async move { crate::agent::docker::remove(&d, &id).await });
-        });
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    super::bench::BenchNode {
+        _dir,
+        store,
+        instance,
+        node,
+    }
+    .finish()
+    .await;
     Ok(())
 }
 
