@@ -1,21 +1,21 @@
 //! Reads and rules shared by the service, deployment and recovery controllers.
 
-use crate::model::{
+use berth_core::model::{
     keys, parse_taskdef_ref, ContainerInstance, HealthStatus, Kind, SchedulingStrategy, Service,
     Task, TaskDefinition, TaskState,
 };
-use crate::objects;
-use crate::store::Store;
+use berth_core::objects;
+use berth_core::store::Store;
 
 /// Trigger mapper: a service key → the service's name.
-pub fn service_key(kv: &crate::store::KeyValue) -> Vec<String> {
+pub fn service_key(kv: &berth_core::store::KeyValue) -> Vec<String> {
     keys::name_of(&kv.key, Kind::Service)
         .map(|n| vec![n.to_string()])
         .unwrap_or_default()
 }
 
 /// Trigger mapper: a task → the service it belongs to, if any.
-pub fn task_service(kv: &crate::store::KeyValue) -> Vec<String> {
+pub fn task_service(kv: &berth_core::store::KeyValue) -> Vec<String> {
     serde_json::from_slice::<Task>(&kv.value)
         .ok()
         .and_then(|t| t.service_name().map(str::to_string))

@@ -15,10 +15,10 @@ use tokio::time::Duration;
 
 use super::common::{self, counts_healthy, event_once};
 use super::rollout;
-use crate::model::{keys, new_id, now, Deployment, DesiredStatus, Kind, Service, Task};
-use crate::objects::{self, ObjectError};
-use crate::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
-use crate::store::DynStore;
+use berth_core::model::{keys, new_id, now, Deployment, DesiredStatus, Kind, Service, Task};
+use berth_core::objects::{self, ObjectError};
+use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
+use berth_core::store::DynStore;
 
 /// INACTIVE deployments kept for history and rollback.
 const KEEP_INACTIVE: usize = 5;
@@ -124,7 +124,7 @@ impl DeploymentController {
                 .collect();
             let running = mine
                 .iter()
-                .filter(|t| t.status.last_status == crate::model::TaskState::Running)
+                .filter(|t| t.status.last_status == berth_core::model::TaskState::Running)
                 .count() as u32;
             let failed = tasks
                 .iter()

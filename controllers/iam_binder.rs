@@ -16,15 +16,15 @@ use chrono::{DateTime, Utc};
 use tokio::time::Duration;
 
 use super::common;
-use crate::auth::actions::task_role_name;
-use crate::auth::crypto::random_key_id;
-use crate::auth::identity::{
+use berth_core::auth::actions::task_role_name;
+use berth_core::auth::crypto::random_key_id;
+use berth_core::auth::identity::{
     access_key_key, get_task_creds, task_creds_key, AccessKey, TaskCreds, TASK_CREDS,
 };
-use crate::model::{keys, now, Kind, Task};
-use crate::objects;
-use crate::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
-use crate::store::{Compare, DynStore, KeyValue, Op, Txn};
+use berth_core::model::{keys, now, Kind, Task};
+use berth_core::objects;
+use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
+use berth_core::store::{Compare, DynStore, KeyValue, Op, Txn};
 
 pub const TTL_ENV: &str = "BERTH_TASK_CREDENTIALS_TTL";
 const DEFAULT_TTL: Duration = Duration::from_secs(3600);
@@ -38,7 +38,7 @@ pub struct IamBinder {
 pub fn ttl_from_env() -> Duration {
     std::env::var(TTL_ENV)
         .ok()
-        .and_then(|v| crate::cli::parse_duration(&v).ok())
+        .and_then(|v| berth_core::util::parse_duration(&v).ok())
         .map(|d| d.max(Duration::from_secs(10)))
         .unwrap_or(DEFAULT_TTL)
 }
@@ -168,11 +168,11 @@ impl Reconciler for IamBinder {
                 // Forget previous keys that have expired.
                 let mut keep = Vec::new();
                 for p in std::mem::take(&mut b.previous) {
-                    let live = match crate::auth::identity::get_access_key(&*self.store, &p).await?
-                    {
-                        Some(k) => k.expiration.is_some_and(|e| e > t),
-                        None => false,
-                    };
+                    let live =
+                        match berth_core::auth::identity::get_access_key(&*self.store, &p).await? {
+                            Some(k) => k.expiration.is_some_and(|e| e > t),
+                            None => false,
+                        };
                     if live {
                         keep.push(p);
                     } else {
@@ -237,10 +237,10 @@ impl IamBinder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{
+    use berth_core::model::{
         ContainerDefinition, DesiredStatus, TaskDefinition, TaskDefinitionSpec, TaskSpec, TaskState,
     };
-    use crate::store::embedded::EmbeddedStore;
+    use berth_core::store::embedded::EmbeddedStore;
 
     async fn setup() -> (tempfile::TempDir, DynStore) {
         let dir = tempfile::tempdir().unwrap();

@@ -16,11 +16,13 @@ use async_trait::async_trait;
 use tokio::time::Duration;
 
 use super::common::{self, event_once};
-use crate::model::lb::{lb_keys, Target, TargetHealth};
-use crate::model::{keys, now, ContainerInstance, Kind, Service, TargetGroup, Task, TaskState};
-use crate::objects::{self, ObjectError};
-use crate::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
-use crate::store::{DynStore, KeyValue, Op, Txn};
+use berth_core::model::lb::{lb_keys, Target, TargetHealth};
+use berth_core::model::{
+    keys, now, ContainerInstance, Kind, Service, TargetGroup, Task, TaskState,
+};
+use berth_core::objects::{self, ObjectError};
+use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
+use berth_core::store::{DynStore, KeyValue, Op, Txn};
 
 pub struct LbTargetController {
     store: DynStore,
@@ -251,7 +253,7 @@ impl LbTargetController {
 /// Tasks of a service whose every load-balancer target is healthy (for the deployment math:
 /// a task behind a load balancer counts as healthy only once the load balancer says so).
 pub async fn lb_healthy_tasks(
-    store: &dyn crate::store::Store,
+    store: &dyn berth_core::store::Store,
     svc: &Service,
 ) -> anyhow::Result<Option<BTreeSet<String>>> {
     if svc.spec.load_balancers.is_empty() {

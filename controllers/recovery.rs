@@ -13,13 +13,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::time::Duration;
 
-use crate::model::{
+use berth_core::model::{
     keys, now, stop_codes, ContainerInstance, DesiredStatus, HealthStatus, Kind, Service, Task,
     TaskState,
 };
-use crate::objects;
-use crate::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
-use crate::store::{DynStore, KeyValue};
+use berth_core::objects;
+use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
+use berth_core::store::{DynStore, KeyValue};
 
 /// How long an instance may stay disconnected after its lease expired before its tasks are
 /// declared lost (the lease TTL itself already covers short hiccups).

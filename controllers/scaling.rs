@@ -12,12 +12,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::time::Duration;
 
-use crate::metrics::{aggregate, InstanceSample, TaskInfo, STATS_PREFIX};
-use crate::model::scaling::PredefinedMetric;
-use crate::model::{keys, now, Kind, ScalingPolicy, Service};
-use crate::objects::{self, ObjectError};
-use crate::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
-use crate::store::DynStore;
+use berth_core::metrics::{aggregate, InstanceSample, TaskInfo, STATS_PREFIX};
+use berth_core::model::scaling::PredefinedMetric;
+use berth_core::model::{keys, now, Kind, ScalingPolicy, Service};
+use berth_core::objects::{self, ObjectError};
+use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
+use berth_core::store::DynStore;
 
 /// Scale in only when the metric is below this share of the target.
 pub const SCALE_IN_MARGIN: f64 = 0.9;
@@ -147,7 +147,7 @@ impl ScalingController {
         )
         .trigger(Trigger::new(
             keys::prefix(Kind::ScalingPolicy),
-            |kv: &crate::store::KeyValue| {
+            |kv: &berth_core::store::KeyValue| {
                 keys::name_of(&kv.key, Kind::ScalingPolicy)
                     .map(|n| vec![n.to_string()])
                     .unwrap_or_default()
@@ -157,7 +157,7 @@ impl ScalingController {
 
     /// The service's average utilization now, from fresh samples of its running tasks.
     async fn metric(&self, service: &str, which: PredefinedMetric) -> anyhow::Result<Option<f64>> {
-        let tasks = crate::controllers::common::tasks_of(&*self.store, service).await?;
+        let tasks = crate::common::tasks_of(&*self.store, service).await?;
         let infos: Vec<TaskInfo> = tasks
             .iter()
             .filter(|t| t.is_active())
@@ -165,7 +165,7 @@ impl ScalingController {
             .collect();
         let (kvs, _) = self.store.range(STATS_PREFIX).await?;
         let samples: Vec<InstanceSample> = kvs.iter().filter_map(InstanceSample::decode).collect();
-        let agg = aggregate(&infos, &samples, crate::metrics::sample::now_ms());
+        let agg = aggregate(&infos, &samples, berth_core::metrics::sample::now_ms());
         Ok(agg
             .by_service
             .get(service)
@@ -282,7 +282,7 @@ impl Reconciler for ScalingController {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::scaling::ScalingPolicySpec;
+    use berth_core::model::scaling::ScalingPolicySpec;
 
     fn policy(min: u32, max: u32, target: f64) -> ScalingPolicy {
         let mut spec = ScalingPolicySpec {

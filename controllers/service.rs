@@ -13,13 +13,13 @@ use tokio::time::Duration;
 
 use super::common::{self, counts_healthy, event_once};
 use super::rollout::{self, Counts};
-use crate::model::{
+use berth_core::model::{
     keys, new_id, now, stop_codes, DesiredStatus, Kind, SchedulingStrategy, Service, Task,
     TaskDefinition, TaskSpec, TaskState, TaskStatus,
 };
-use crate::objects::{self, ObjectError};
-use crate::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
-use crate::store::{Compare, DynStore, Op, Txn};
+use berth_core::objects::{self, ObjectError};
+use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
+use berth_core::store::{Compare, DynStore, Op, Txn};
 
 /// How long STOPPED tasks stay readable (ECS keeps them about an hour).
 pub const STOPPED_TASK_RETENTION: chrono::Duration = chrono::Duration::hours(1);
@@ -303,10 +303,10 @@ impl ServiceController {
         if svc.spec.scheduling_strategy == Some(SchedulingStrategy::Daemon)
             && !constraints
                 .iter()
-                .any(|c| c.kind == crate::model::PlacementConstraintType::DistinctInstance)
+                .any(|c| c.kind == berth_core::model::PlacementConstraintType::DistinctInstance)
         {
-            constraints.push(crate::model::PlacementConstraint {
-                kind: crate::model::PlacementConstraintType::DistinctInstance,
+            constraints.push(berth_core::model::PlacementConstraint {
+                kind: berth_core::model::PlacementConstraintType::DistinctInstance,
                 expression: None,
             });
         }

@@ -1,21 +1,14 @@
 //! berth: a self-hosted work-alike of Amazon ECS on Docker.
+//!
+//! This crate is the top of the layers (ARCHITECTURE.md): [`node`] assembles a process from
+//! `berth-core` and `berth-controllers`, [`bench`] measures it, [`cli`] is the `berth` command.
+//! The lower crates are re-exported so that `berth::store`, `berth::model`, … name them.
 
-pub mod agent;
-pub mod api;
-pub mod apply;
-pub mod audit;
-pub mod auth;
-pub mod cli;
-#[path = "../controllers/mod.rs"]
-pub mod controllers;
-pub mod gitops;
-pub mod lb;
-pub mod manifest;
-pub mod metrics;
-pub mod model;
+pub use berth_controllers as controllers;
+pub use berth_core::*;
+
 pub mod node;
-pub mod objects;
-pub mod runtime;
-pub mod scheduler;
-pub mod store;
-pub mod ui;
+
+pub mod bench;
+
+pub mod cli;

@@ -7,12 +7,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::AgentConfig;
-use crate::api::{self, ApiState};
-use crate::model::{keys, Cluster, ClusterSpec, Kind};
-use crate::objects;
-use crate::runtime::Registry;
-use crate::store::{DynStore, Store};
+use berth_core::agent::AgentConfig;
+use berth_core::api::{self, ApiState};
+use berth_core::model::{keys, Cluster, ClusterSpec, Kind};
+use berth_core::objects;
+use berth_core::runtime::Registry;
+use berth_core::store::{DynStore, Store};
 
 pub struct NodeConfig {
     /// Where the API listens (`None`: no API, e.g. a plain agent).
@@ -21,7 +21,7 @@ pub struct NodeConfig {
     pub controllers: bool,
     pub agent: Option<AgentConfig>,
     /// A manifest folder to watch and keep applied (the GitOps source controller).
-    pub manifests: Option<crate::gitops::SourceConfig>,
+    pub manifests: Option<berth_core::gitops::SourceConfig>,
 }
 
 pub struct Node {
@@ -59,8 +59,8 @@ pub async fn ensure_default_cluster(store: &dyn Store) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut c = Cluster::new(Kind::Cluster, "default", ClusterSpec::default());
-    c.metadata.uid = crate::model::new_id();
-    c.metadata.created_at = Some(crate::model::now());
+    c.metadata.uid = berth_core::model::new_id();
+    c.metadata.created_at = Some(berth_core::model::now());
     c.status.status = "ACTIVE".into();
     match objects::put_cas(store, &key, &c).await {
         Ok(_) | Err(objects::ObjectError::Conflict(_)) => Ok(()),
@@ -78,10 +78,10 @@ pub async fn start(store: DynStore, cfg: NodeConfig) -> anyhow::Result<Node> {
     if let Some(src) = cfg.manifests.clone() {
         // Watch the folder from now on; wait for the first sync so the node starts applied (a
         // broken folder is reported in the source's status, not fatal).
-        let (task, first_sync) = crate::gitops::start(
+        let (task, first_sync) = berth_core::gitops::start(
             store.clone(),
             src,
-            crate::gitops::Timing::default(),
+            berth_core::gitops::Timing::default(),
             shutdown.clone(),
         )
         .await?;
@@ -106,20 +106,20 @@ pub async fn start(store: DynStore, cfg: NodeConfig) -> anyhow::Result<Node> {
         }));
     }
     if cfg.controllers {
-        for c in crate::controllers::all(store.clone(), &registry) {
+        for c in berth_controllers::all(store.clone(), &registry) {
             tasks.push(tokio::spawn(c.run(shutdown.clone())));
         }
         // The control plane also runs a load balancer (`berth lb` runs more of them).
-        tasks.push(tokio::spawn(crate::lb::run(
+        tasks.push(tokio::spawn(berth_core::lb::run(
             store.clone(),
-            crate::lb::LbConfig::default(),
+            berth_core::lb::LbConfig::default(),
             shutdown.clone(),
         )));
     }
     if let Some(agent_cfg) = cfg.agent {
-        let docker = crate::agent::docker::connect().await?;
+        let docker = berth_core::agent::docker::connect().await?;
         tasks.push(tokio::spawn(
-            crate::auth::credentials_endpoint::serve_for_agent(
+            berth_core::agent::credentials_endpoint::serve_for_agent(
                 store.clone(),
                 docker.clone(),
                 agent_cfg.instance_id.clone(),
@@ -130,7 +130,7 @@ pub async fn start(store: DynStore, cfg: NodeConfig) -> anyhow::Result<Node> {
         let st = store.clone();
         let reg = registry.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::agent::run(st, docker, agent_cfg, reg, s.clone()).await {
+            if let Err(e) = berth_core::agent::run(st, docker, agent_cfg, reg, s.clone()).await {
                 tracing::error!(error = %format!("{e:#}"), "agent failed");
                 s.cancel();
             }

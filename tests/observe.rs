@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use berth::ui::webdriver::Browser;
+use berth::bench::webdriver::Browser;
 use common::berth::*;
 use serde_json::Value;
 

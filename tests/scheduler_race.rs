@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth::controllers::scheduler::Scheduler;
 use berth::model::{
     keys, ContainerInstance, ContainerInstanceSpec, DesiredStatus, Kind, Resources, Task, TaskSpec,
     TaskState, TaskStatus,
 };
 use berth::objects;
-use berth::scheduler::Scheduler;
 use berth::store::{DynStore, Op, Txn};
 use tokio_util::sync::CancellationToken;
 

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use super::client::Client;
-use crate::auth::sigv4::{self, Credentials};
+use berth_core::auth::sigv4::{self, Credentials};
 
 #[derive(Subcommand, Debug)]
 pub enum AuthCommand {
@@ -259,7 +259,7 @@ pub fn sign_request(req: &mut reqwest::Request, creds: &Credentials, unsigned_pa
         url.query().unwrap_or(""),
         &mut headers,
         body.as_deref(),
-        crate::model::now(),
+        berth_core::model::now(),
     );
     let h = req.headers_mut();
     for (n, v) in headers {
@@ -297,7 +297,7 @@ pub fn sign_builder(
 /// (`berth up`), returns the admin token for the CLI config (the config's own token if it
 /// still works). Otherwise (`berth server`) prints the admin token once, when it is created.
 pub async fn bootstrap(
-    store: &dyn crate::store::Store,
+    store: &dyn berth_core::store::Store,
     local_config: bool,
 ) -> anyhow::Result<Option<String>> {
     let existing = if local_config {
@@ -306,7 +306,7 @@ pub async fn bootstrap(
         None
     };
     let (token, created) =
-        crate::auth::identity::bootstrap_admin(store, existing.as_deref()).await?;
+        berth_core::auth::identity::bootstrap_admin(store, existing.as_deref()).await?;
     if local_config {
         return Ok(Some(token));
     }

@@ -56,7 +56,7 @@ pub struct Client {
     endpoint: String,
     token: Option<String>,
     /// AWS SigV4 credentials from the environment (used when no explicit token is given).
-    sigv4: Option<crate::auth::sigv4::Credentials>,
+    sigv4: Option<berth_core::auth::sigv4::Credentials>,
 }
 
 /// An error the server answered with (status + message), or a transport failure.
@@ -84,7 +84,7 @@ impl Client {
         // An explicit token wins; then AWS_ACCESS_KEY_ID/… (SigV4); then the config's token.
         let sigv4 = token
             .is_none()
-            .then(crate::auth::sigv4::Credentials::from_env)
+            .then(berth_core::auth::sigv4::Credentials::from_env)
             .flatten();
         let token = token.or_else(|| cfg.and_then(|c| c.token).filter(|_| sigv4.is_none()));
         Client {

@@ -7,9 +7,9 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use super::client::{Client, ClientError};
-use crate::apply::{self, Stamp};
-use crate::gitops::{diff as differ, git};
-use crate::manifest::{self, Document};
+use berth_core::apply::{self, Stamp};
+use berth_core::gitops::{diff as differ, git};
+use berth_core::manifest::{self, Document};
 
 #[derive(Subcommand, Debug)]
 pub enum SyncCommand {
@@ -180,7 +180,7 @@ pub async fn diff(c: &Client, path: &Path) -> ExitCode {
         if let (Some(stored), Some(policy)) = (
             stored
                 .as_ref()
-                .filter(|_| kind == crate::model::Kind::Service),
+                .filter(|_| kind == berth_core::model::Kind::Service),
             policies
                 .iter()
                 .find(|p| p["spec"]["service"].as_str() == Some(d.name())),

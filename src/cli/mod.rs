@@ -1,11 +1,6 @@
 //! The `berth` command line (DESIGN.md §7).
 
 pub mod auth;
-pub mod bench;
-pub mod bench_dashboard;
-pub mod bench_gitops;
-pub mod bench_lb;
-pub mod bench_recovery;
 pub mod client;
 pub mod gitops;
 pub mod observe;
@@ -17,11 +12,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+
+pub use berth_core::util::parse_duration;
 use serde_json::{json, Value};
 
-use crate::agent::AgentConfig;
-use crate::model::Kind;
 use crate::node::{self, NodeConfig};
+use berth_core::agent::AgentConfig;
+use berth_core::model::Kind;
 use client::{Client, ClientError};
 
 #[derive(Parser, Debug)]
@@ -134,7 +131,7 @@ pub enum Command {
     Audit(auth::AuditArgs),
     /// Benchmarks that print numbers beside the obvious alternative.
     #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    Bench(crate::bench::BenchCommand),
     #[command(flatten)]
     Observe(observe::ObserveCommand),
 }
@@ -247,26 +244,6 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "local".into())
 }
 
-/// `90s`, `2m`, `1h`, `500ms`, or plain seconds.
-pub fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: f64 = num
-        .parse()
-        .map_err(|_| anyhow::anyhow!("invalid duration {s:?}; write it like 90s, 2m, 1h"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => anyhow::bail!("invalid duration unit in {s:?}; use ms, s, m or h"),
-    };
-    Ok(std::time::Duration::from_secs_f64(secs))
-}
-
 fn default_data_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(x).join("berth");
@@ -300,7 +277,7 @@ async fn wait_for_signal() {
 }
 
 async fn run_node(store_url: &str, cfg: NodeConfig, write_config: bool) -> anyhow::Result<()> {
-    let store = crate::store::open(store_url).await?;
+    let store = berth_core::store::open(store_url).await?;
     let admin_token = match cfg.controllers {
         true => auth::bootstrap(&*store, write_config).await?,
         false => None,
@@ -356,7 +333,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         data_dir: data_dir.join("agent"),
                         ..a.agent.config()?
                     }),
-                    manifests: crate::gitops::SourceConfig::from_flags(
+                    manifests: berth_core::gitops::SourceConfig::from_flags(
                         a.manifests.as_ref(),
                         a.prune,
                         a.self_heal,
@@ -374,7 +351,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     api: Some(a.api),
                     controllers: true,
                     agent: None,
-                    manifests: crate::gitops::SourceConfig::from_flags(
+                    manifests: berth_core::gitops::SourceConfig::from_flags(
                         a.manifests.as_ref(),
                         a.prune,
                         a.self_heal,
@@ -386,11 +363,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Lb { store, bind } => {
             init_tracing(&cli.log_format);
-            let store = crate::store::open(store).await?;
+            let store = berth_core::store::open(store).await?;
             let stop = tokio_util::sync::CancellationToken::new();
-            let lb = tokio::spawn(crate::lb::run(
+            let lb = tokio::spawn(berth_core::lb::run(
                 store,
-                crate::lb::LbConfig { bind_ip: *bind },
+                berth_core::lb::LbConfig { bind_ip: *bind },
                 stop.clone(),
             ));
             wait_for_signal().await;
@@ -484,13 +461,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(a) => return auth::audit(&client(), a).await,
         Command::Bench(b) => {
             init_tracing("text");
-            bench::run(b).await?;
+            crate::bench::run(b).await?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_manifest_errors(errs: &[crate::manifest::ManifestError]) {
+fn print_manifest_errors(errs: &[berth_core::manifest::ManifestError]) {
     for e in errs {
         eprintln!("error: {e}");
     }
@@ -502,7 +479,7 @@ fn print_api_error(e: &ClientError) {
             message, details, ..
         } if !details.is_empty() => {
             for d in details {
-                match serde_json::from_value::<crate::manifest::ManifestError>(d.clone()) {
+                match serde_json::from_value::<berth_core::manifest::ManifestError>(d.clone()) {
                     Ok(me) => eprintln!("error: {me}"),
                     Err(_) => eprintln!("error: {d}"),
                 }
@@ -514,7 +491,7 @@ fn print_api_error(e: &ClientError) {
 }
 
 async fn apply(c: &Client, path: &std::path::Path, dry_run: bool) -> anyhow::Result<ExitCode> {
-    let docs = match crate::manifest::load_path(path) {
+    let docs = match berth_core::manifest::load_path(path) {
         Ok(d) => d,
         Err(errs) => {
             print_manifest_errors(&errs);
@@ -618,7 +595,7 @@ async fn delete(
     path: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
     if let Some(p) = path {
-        let docs = match crate::manifest::load_path(p) {
+        let docs = match berth_core::manifest::load_path(p) {
             Ok(d) => d,
             Err(errs) => {
                 print_manifest_errors(&errs);

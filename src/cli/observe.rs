@@ -1,5 +1,6 @@
 //! Watching from the terminal: `berth logs`, `berth top`, `berth events`, `berth get --watch`.
 
+use berth_core::util::percent;
 use std::io::Write;
 
 use clap::Subcommand;
@@ -8,7 +9,7 @@ use serde_json::Value;
 
 use super::client::Client;
 use super::output;
-use crate::model::Kind;
+use berth_core::model::Kind;
 
 #[derive(Subcommand, Debug)]
 pub enum ObserveCommand {
@@ -71,7 +72,7 @@ pub async fn run(c: &Client, cmd: &ObserveCommand) -> anyhow::Result<()> {
             }
             if let Some(s) = since {
                 // Resolve relative times here, against this machine's clock.
-                let t = crate::agent::logs::parse_since(s).ok_or_else(|| {
+                let t = berth_core::agent::logs::parse_since(s).ok_or_else(|| {
                     anyhow::anyhow!("invalid --since {s:?}; write 90s, 5m, 1h or an RFC 3339 time")
                 })?;
                 q.push((
@@ -87,7 +88,7 @@ pub async fn run(c: &Client, cmd: &ObserveCommand) -> anyhow::Result<()> {
             }
             let query = q
                 .iter()
-                .map(|(k, v)| format!("{k}={}", urlencode(v)))
+                .map(|(k, v)| format!("{k}={}", percent::encode(v, false)))
                 .collect::<Vec<_>>()
                 .join("&");
             let path = format!("/v1/tasks/{task_id}/logs?{query}");
@@ -100,19 +101,6 @@ pub async fn run(c: &Client, cmd: &ObserveCommand) -> anyhow::Result<()> {
             output,
         } => events(c, *follow, service.as_deref(), output.as_deref()).await,
     }
-}
-
-fn urlencode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 /// Open a streaming GET; an API error becomes an error with the server's message.
@@ -311,7 +299,7 @@ async fn events(
         q.push("follow=1".to_string());
     }
     if let Some(s) = service {
-        q.push(format!("service={}", urlencode(s)));
+        q.push(format!("service={}", percent::encode(s, false)));
     }
     let path = format!("/v1/events?{}", q.join("&"));
     let json = output == Some("json");

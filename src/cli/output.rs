@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::model::Kind;
+use berth_core::model::Kind;
 
 pub fn age(v: &Value) -> String {
     let Some(t) = v

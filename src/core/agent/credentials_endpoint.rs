@@ -1,0 +1,345 @@
+//! The task credentials endpoint (the ECS agent's `169.254.170.2` service, berth style).
+//!
+//! Each agent serves `GET /v2/credentials/<taskId>` on the Docker bridge gateway (e.g.
+//! `172.17.0.1`, reachable from bridge-network containers; falls back to `0.0.0.0`) on an
+//! ephemeral port (`BERTH_CREDENTIALS_ADDR=IP:PORT` overrides), and advertises the URL in the
+//! store. Containers of a task whose definition names a `taskRole` are started with
+//! `AWS_CONTAINER_CREDENTIALS_FULL_URI` (that URL) and `AWS_CONTAINER_AUTHORIZATION_TOKEN`
+//! (derived from the server key and the task id, so it is never stored).
+//!
+//! The endpoint answers `{AccessKeyId, SecretAccessKey, Token, Expiration, RoleArn}` only to
+//! a request whose `Authorization` header is that task's token, only for a task placed on this
+//! instance and not stopped, and records every fetch (served or refused) in the audit trail
+//! with the task.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use bollard::Docker;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{AuditLog, AuditRecord};
+use crate::auth::crypto::{ct_eq, ServerKey};
+use crate::auth::identity::{self, Endpoint};
+use crate::model::{keys, Kind, Task, TaskDefinition};
+use crate::store::{DynStore, Store};
+
+pub const ADDR_ENV: &str = "BERTH_CREDENTIALS_ADDR";
+pub const ENV_FULL_URI: &str = "AWS_CONTAINER_CREDENTIALS_FULL_URI";
+pub const ENV_AUTH_TOKEN: &str = "AWS_CONTAINER_AUTHORIZATION_TOKEN";
+/// How long a fetch waits for the iam_binder to issue a new task's first credentials.
+const ISSUE_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+struct EndpointState {
+    store: DynStore,
+    instance: String,
+    key: Arc<OnceCell<ServerKey>>,
+    audit: AuditLog,
+}
+
+/// The Docker bridge network's gateway address (what containers reach the host at).
+pub async fn bridge_gateway(docker: &Docker) -> Option<Ipv4Addr> {
+    let net = docker
+        .inspect_network(
+            "bridge",
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .ok()?;
+    let configs = net.ipam?.config?;
+    for c in &configs {
+        if let Some(ip) = c
+            .gateway
+            .as_deref()
+            .and_then(|g| g.parse::<Ipv4Addr>().ok())
+        {
+            return Some(ip);
+        }
+    }
+    // Docker's default: the first address of the subnet.
+    for c in &configs {
+        let Some((net, _)) = c.subnet.as_deref().and_then(|s| s.split_once('/')) else {
+            continue;
+        };
+        if let Ok(ip) = net.parse::<Ipv4Addr>() {
+            return Some(Ipv4Addr::from(u32::from(ip) + 1));
+        }
+    }
+    None
+}
+
+/// Bind, advertise and serve until `shutdown`. Errors are logged, not fatal: tasks with a
+/// role then fail to start with a clear reason.
+pub async fn serve_for_agent(
+    store: DynStore,
+    docker: Docker,
+    instance: String,
+    shutdown: CancellationToken,
+) {
+    if let Err(e) = serve_inner(store, docker, instance, shutdown).await {
+        tracing::error!(error = %format!("{e:#}"), "task credentials endpoint failed");
+    }
+}
+
+async fn serve_inner(
+    store: DynStore,
+    docker: Docker,
+    instance: String,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let gateway = bridge_gateway(&docker).await;
+    let wanted: SocketAddr = match std::env::var(ADDR_ENV).ok().filter(|v| !v.is_empty()) {
+        Some(a) => a
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{ADDR_ENV}={a:?} is not IP:PORT: {e}"))?,
+        None => SocketAddr::new(
+            gateway
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            0,
+        ),
+    };
+    let listener = match TcpListener::bind(wanted).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(addr = %wanted, error = %e, "cannot bind the credentials endpoint there; using 0.0.0.0");
+            TcpListener::bind((Ipv4Addr::UNSPECIFIED, wanted.port())).await?
+        }
+    };
+    let bound = listener.local_addr()?;
+    let advertised_ip = if bound.ip().is_unspecified() {
+        gateway.map(IpAddr::V4).unwrap_or(bound.ip())
+    } else {
+        bound.ip()
+    };
+    let url = format!("http://{}", SocketAddr::new(advertised_ip, bound.port()));
+    let ep = Endpoint {
+        url: url.clone(),
+        instance: instance.clone(),
+    };
+    store
+        .put(&identity::endpoint_key(&instance), serde_json::to_vec(&ep)?)
+        .await?;
+    tracing::info!(%url, bound = %bound, "task credentials endpoint listening");
+    let st = EndpointState {
+        audit: AuditLog::new(store.clone()),
+        store,
+        instance,
+        key: Arc::new(OnceCell::new()),
+    };
+    let app = Router::new()
+        .route("/v2/credentials/{task}", get(fetch))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({"code": "NotFound", "message": "GET /v2/credentials/<taskId>"})),
+            )
+        })
+        .with_state(st)
+        .into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    Ok(())
+}
+
+fn refuse(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({"code": code, "message": message}))).into_response()
+}
+
+async fn fetch(
+    State(st): State<EndpointState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(task_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let mut rec = AuditRecord {
+        request_id: crate::model::new_id()[..16].to_string(),
+        identity: format!("task/{task_id}"),
+        task: Some(task_id.clone()),
+        auth_method: "task-token".into(),
+        source_ip: peer.ip().to_string(),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .chars()
+            .take(256)
+            .collect(),
+        method: "GET".into(),
+        path: format!("/v2/credentials/{task_id}"),
+        action: "berth:GetTaskCredentials".into(),
+        resources: vec![
+            json!({"action": "berth:GetTaskCredentials", "resource": format!("task/{task_id}")}),
+        ],
+        request_parameters: json!({"instance": st.instance}),
+        ..Default::default()
+    };
+    let (resp, decision, err) = answer(&st, &task_id, &headers).await;
+    rec.status = resp.0.as_u16();
+    rec.decision = decision.into();
+    rec.error_message = err;
+    if let Some(v) = &resp.2 {
+        rec.role = Some(v.0.clone());
+        rec.access_key_id = Some(v.1.clone());
+        rec.response_elements = json!({"AccessKeyId": v.1, "Expiration": v.2});
+    }
+    tracing::info!(task = %task_id, status = rec.status, source = %rec.source_ip, "task credentials fetch");
+    st.audit.append(rec).await;
+    resp.1
+}
+
+type Answer = (
+    (StatusCode, Response, Option<(String, String, String)>),
+    &'static str,
+    Option<String>,
+);
+
+async fn answer(st: &EndpointState, task_id: &str, headers: &HeaderMap) -> Answer {
+    let deny = |status: StatusCode, code: &str, msg: &str, decision: &'static str| -> Answer {
+        (
+            (status, refuse(status, code, msg), None),
+            decision,
+            Some(msg.to_string()),
+        )
+    };
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim())
+        .unwrap_or("");
+    if token.is_empty() {
+        return deny(
+            StatusCode::UNAUTHORIZED,
+            "NoCredentials",
+            "missing Authorization header (the task's AWS_CONTAINER_AUTHORIZATION_TOKEN)",
+            "unauthenticated",
+        );
+    }
+    let key = match st
+        .key
+        .get_or_try_init(|| ServerKey::load_or_create(&*st.store))
+        .await
+    {
+        Ok(k) => k.clone(),
+        Err(e) => {
+            return deny(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                &format!("server key unavailable: {e}"),
+                "error",
+            )
+        }
+    };
+    if !ct_eq(
+        token.as_bytes(),
+        key.container_token_for(task_id).as_bytes(),
+    ) {
+        return deny(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "the authorization token is not this task's",
+            "denied",
+        );
+    }
+    let task: Option<Task> = crate::objects::get(&*st.store, &keys::key(Kind::Task, task_id))
+        .await
+        .ok()
+        .flatten();
+    let Some(task) = task.filter(|t| !t.is_stopped()) else {
+        return deny(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "no such running task",
+            "denied",
+        );
+    };
+    if task.status.container_instance.as_deref() != Some(st.instance.as_str()) {
+        return deny(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "the task does not run on this instance",
+            "denied",
+        );
+    }
+    let deadline = tokio::time::Instant::now() + ISSUE_WAIT;
+    let creds = loop {
+        match identity::get_task_creds(&*st.store, task_id).await {
+            Ok(Some((c, _))) if c.expiration > crate::model::now() => break c,
+            _ if tokio::time::Instant::now() >= deadline => {
+                return deny(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "NotIssued",
+                    "credentials for this task are not issued yet; retry",
+                    "error",
+                )
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let exp = creds
+        .expiration
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let body = json!({
+        "AccessKeyId": creds.access_key_id,
+        "SecretAccessKey": key.secret_for(&creds.access_key_id),
+        "Token": key.session_token_for(&creds.access_key_id),
+        "Expiration": exp,
+        "RoleArn": format!("arn:berth:iam::role/{}", creds.role),
+    });
+    (
+        (
+            StatusCode::OK,
+            (StatusCode::OK, Json(body)).into_response(),
+            Some((creds.role.clone(), creds.access_key_id.clone(), exp)),
+        ),
+        "allowed",
+        None,
+    )
+}
+
+/// Extra environment for a task's containers: the credentials URI and the task's token when
+/// its definition names a `taskRole`, else nothing. Waits briefly for this instance's endpoint
+/// to be advertised (it starts alongside the agent).
+pub async fn task_env(
+    store: &dyn Store,
+    instance: &str,
+    task: &Task,
+    td: &TaskDefinition,
+) -> anyhow::Result<Vec<(String, String)>> {
+    if td.spec.task_role.as_deref().is_none_or(str::is_empty) {
+        return Ok(vec![]);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let ep: Endpoint = loop {
+        if let Some(kv) = store.get(&identity::endpoint_key(instance)).await? {
+            break serde_json::from_slice(&kv.value)?;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "task role {:?}: this instance has no task credentials endpoint",
+                td.spec.task_role
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let key = ServerKey::load_or_create(store).await?;
+    let id = &task.metadata.name;
+    Ok(vec![
+        (
+            ENV_FULL_URI.to_string(),
+            format!("{}/v2/credentials/{id}", ep.url),
+        ),
+        (ENV_AUTH_TOKEN.to_string(), key.container_token_for(id)),
+    ])
+}

@@ -1,0 +1,295 @@
+//! The agent (one per container instance): registers the instance, holds its lease, runs the
+//! tasks assigned to it through Docker, and re-adopts its labelled containers after a restart.
+
+pub mod credentials_endpoint;
+pub mod docker;
+pub mod hook;
+pub mod logs;
+pub mod runner;
+pub mod stats;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bollard::query_parameters::EventsOptions;
+use bollard::Docker;
+use futures::StreamExt;
+use tokio::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::{keys, ContainerInstance, ContainerInstanceSpec, Kind, Resources, Task};
+use crate::objects::{self, ObjectError};
+use crate::runtime::queue::Queue;
+use crate::runtime::{Controller, ControllerOptions, Registry, Trigger};
+use crate::store::{DynStore, Op, StoreError, Txn};
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub instance_id: String,
+    pub cluster: String,
+    /// CPU units to offer (default: cores × 1024).
+    pub cpu: Option<u32>,
+    /// MiB to offer (default: the Docker host's memory).
+    pub memory: Option<u32>,
+    /// Address clients use to reach published host ports.
+    pub host_ip: String,
+    pub attributes: BTreeMap<String, String>,
+    pub lease_ttl: Duration,
+    /// Image for awsvpc pause containers (berth's own busybox image by default).
+    pub pause_image: String,
+    /// Where the agent keeps container logs (`<dataDir>/logs`).
+    pub data_dir: std::path::PathBuf,
+    /// How often containers' CPU/memory are sampled into the store.
+    pub stats_interval: Duration,
+    /// Where the agent serves container logs (advertised on its instance record).
+    pub logs_addr: std::net::SocketAddr,
+}
+
+impl AgentConfig {
+    pub fn new(instance_id: &str, cluster: &str) -> Self {
+        AgentConfig {
+            instance_id: instance_id.into(),
+            cluster: cluster.into(),
+            cpu: None,
+            memory: None,
+            host_ip: "127.0.0.1".into(),
+            attributes: BTreeMap::new(),
+            lease_ttl: Duration::from_secs(10),
+            pause_image: "local/busybox:1".into(),
+            data_dir: std::env::temp_dir().join(format!("berth-agent-{instance_id}")),
+            stats_interval: stats::DEFAULT_INTERVAL,
+            logs_addr: ([127, 0, 0, 1], 0).into(),
+        }
+    }
+}
+
+/// Create or refresh this instance's record (keeping what the scheduler wrote).
+async fn register(store: &DynStore, docker: &Docker, cfg: &AgentConfig) -> anyhow::Result<()> {
+    let info = docker.info().await?;
+    let version = docker
+        .version()
+        .await
+        .ok()
+        .and_then(|v| v.version)
+        .unwrap_or_default();
+    let cpu = cfg
+        .cpu
+        .unwrap_or_else(|| info.ncpu.unwrap_or(1).max(1) as u32 * 1024);
+    let memory = cfg
+        .memory
+        .unwrap_or_else(|| (info.mem_total.unwrap_or(0) / (1024 * 1024)) as u32);
+    let key = keys::key(Kind::ContainerInstance, &cfg.instance_id);
+    for _ in 0..20 {
+        let existing: Option<ContainerInstance> = objects::get(&**store, &key).await?;
+        let mut inst = existing.clone().unwrap_or_else(|| {
+            let mut i = ContainerInstance::new(
+                Kind::ContainerInstance,
+                &cfg.instance_id,
+                ContainerInstanceSpec::default(),
+            );
+            i.metadata.uid = crate::model::new_id();
+            i.metadata.created_at = Some(crate::model::now());
+            i.status.status = "ACTIVE".into();
+            i.status.registered_at = Some(crate::model::now());
+            i
+        });
+        inst.spec.cluster = cfg.cluster.clone();
+        inst.spec.host_ip = cfg.host_ip.clone();
+        inst.spec.attributes = cfg.attributes.clone();
+        inst.status.registered_resources = Resources {
+            cpu,
+            memory,
+            ports: vec![],
+        };
+        if existing.is_none() {
+            inst.status.remaining_resources = inst.status.registered_resources.clone();
+        }
+        inst.status.docker_version = version.clone();
+        inst.status.agent_connected = true;
+        if existing.as_ref() == Some(&inst) {
+            return Ok(());
+        }
+        match objects::put_cas(&**store, &key, &inst).await {
+            Ok(_) => return Ok(()),
+            Err(ObjectError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::bail!(
+        "could not register instance {}: too many conflicts",
+        cfg.instance_id
+    )
+}
+
+/// Hold the instance's lease key while the agent lives; re-acquire it if it expired.
+async fn hold_lease(store: DynStore, cfg: AgentConfig, shutdown: CancellationToken) {
+    let key = keys::instance_lease_key(&cfg.instance_id);
+    let mut lease: Option<i64> = None;
+    loop {
+        if lease.is_none() {
+            match acquire(&store, &key, cfg.lease_ttl).await {
+                Ok(l) => lease = Some(l),
+                Err(e) => tracing::warn!(error = %e, "could not acquire the instance lease"),
+            }
+        } else if let Some(l) = lease {
+            match store.lease_keep_alive(l).await {
+                Ok(()) => {}
+                Err(StoreError::LeaseNotFound(_)) => {
+                    tracing::warn!(instance = %cfg.instance_id, "instance lease expired; re-registering");
+                    lease = None;
+                    continue;
+                }
+                Err(e) => tracing::warn!(error = %e, "lease keep-alive failed"),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(cfg.lease_ttl / 4) => {}
+        }
+    }
+    if let Some(l) = lease {
+        let _ = store.lease_revoke(l).await;
+    }
+}
+
+async fn acquire(store: &DynStore, key: &str, ttl: Duration) -> Result<i64, StoreError> {
+    let l = store.lease_grant(ttl).await?;
+    store
+        .txn(Txn::new().and_then(Op::put_with_lease(key, b"connected".to_vec(), l)))
+        .await?;
+    Ok(l)
+}
+
+/// Enqueue the task of every container event of this agent: Docker tells of a death within
+/// milliseconds, long before any resync.
+async fn follow_docker_events(
+    docker: Docker,
+    store: DynStore,
+    instance: String,
+    queue: Arc<Queue>,
+    runner: Arc<runner::TaskRunner>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let mut filters = HashMap::new();
+        filters.insert("type".to_string(), vec!["container".to_string()]);
+        filters.insert(
+            "label".to_string(),
+            vec![format!("{}={instance}", docker::LABEL_INSTANCE)],
+        );
+        let mut events = docker.events(Some(EventsOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }));
+        // Anything missed while not listening is caught by a full pass.
+        if let Ok(ids) = crate::runtime::Reconciler::resync_keys(&*runner).await {
+            ids.iter().for_each(|id| queue.add(id));
+        }
+        loop {
+            let ev = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ev = events.next() => ev,
+            };
+            match ev {
+                Some(Ok(ev)) => {
+                    let action = ev.action.as_deref().unwrap_or("");
+                    let interesting = matches!(
+                        action,
+                        "die" | "start" | "destroy" | "oom" | "kill" | "stop"
+                    ) || action.starts_with("health_status");
+                    if !interesting {
+                        continue;
+                    }
+                    if let Some(t) = ev
+                        .actor
+                        .as_ref()
+                        .and_then(|a| a.attributes.as_ref())
+                        .and_then(|a| a.get(docker::LABEL_TASK))
+                    {
+                        queue.add(t);
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "docker events stream failed; reconnecting");
+                    break;
+                }
+                None => break,
+            }
+        }
+        let _ = &store;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Run the agent until `shutdown`.
+pub async fn run(
+    store: DynStore,
+    docker: Docker,
+    cfg: AgentConfig,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    register(&store, &docker, &cfg).await?;
+    let lease = tokio::spawn(hold_lease(store.clone(), cfg.clone(), shutdown.clone()));
+    let runner = Arc::new(runner::TaskRunner {
+        store: store.clone(),
+        docker: docker.clone(),
+        instance: cfg.instance_id.clone(),
+        pause_image: cfg.pause_image.clone(),
+    });
+    let me = cfg.instance_id.clone();
+    let mine = move |kv: &crate::store::KeyValue| -> Vec<String> {
+        match serde_json::from_slice::<Task>(&kv.value) {
+            Ok(t) if t.status.container_instance.as_deref() == Some(me.as_str()) => {
+                vec![t.metadata.name]
+            }
+            _ => vec![],
+        }
+    };
+    let controller = Controller::new(
+        &format!("agent/{}", cfg.instance_id),
+        store.clone(),
+        runner.clone(),
+        ControllerOptions {
+            // Docker serialises much of its work; a few parallel calls is the sweet spot.
+            workers: 8,
+            resync: Duration::from_secs(20),
+            ..Default::default()
+        },
+    )
+    .trigger(Trigger::new(keys::prefix(Kind::Task), mine))
+    .register(&registry);
+    let stats = tokio::spawn(stats::run(
+        store.clone(),
+        docker.clone(),
+        cfg.instance_id.clone(),
+        cfg.stats_interval,
+        shutdown.clone(),
+    ));
+    let logs = tokio::spawn(logs::run(
+        store.clone(),
+        docker.clone(),
+        cfg.instance_id.clone(),
+        cfg.host_ip.clone(),
+        cfg.logs_addr,
+        logs::LogConfig::new(cfg.data_dir.join("logs")),
+        shutdown.clone(),
+    ));
+    let events = tokio::spawn(follow_docker_events(
+        docker.clone(),
+        store.clone(),
+        cfg.instance_id.clone(),
+        controller.queue(),
+        runner,
+        shutdown.clone(),
+    ));
+    controller.run(shutdown.clone()).await;
+    let _ = events.await;
+    let _ = stats.await;
+    let _ = logs.await;
+    let _ = lease.await;
+    Ok(())
+}

@@ -1,0 +1,710 @@
+//! The agent's task reconciler: makes Docker match each task assigned to this instance, and
+//! reports what it observes back into the task's status.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bollard::query_parameters::{CreateContainerOptions, InspectContainerOptions};
+use bollard::Docker;
+use tokio::time::Duration;
+
+use super::docker::{self as d, Observed};
+use crate::model::{
+    keys, now, stop_codes, ContainerDefinition, ContainerStatus, DependencyCondition,
+    DesiredStatus, HealthStatus, Kind, NetworkMode, Task, TaskDefinition, TaskState,
+};
+use crate::objects;
+use crate::runtime::{Action, Reconciler};
+use crate::store::DynStore;
+
+/// Labelled containers whose task record is gone are removed after this long.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(10);
+
+pub struct TaskRunner {
+    pub store: DynStore,
+    pub docker: Docker,
+    pub instance: String,
+    /// Image of awsvpc tasks' pause containers (needs `sleep`).
+    pub pause_image: String,
+}
+
+/// Why a task must stop, as ECS reports it.
+struct StopCause {
+    code: &'static str,
+    reason: String,
+}
+
+impl TaskRunner {
+    async fn inspect(&self, id: &str) -> anyhow::Result<Option<Observed>> {
+        match self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(i) => Ok(Some(d::observe(&i))),
+            Err(e) if d::is_status(&e, 404) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Containers of the task on this agent, by container name.
+    async fn observed(&self, task_id: &str) -> anyhow::Result<BTreeMap<String, Observed>> {
+        let mut out = BTreeMap::new();
+        for c in d::list_task(&self.docker, &self.instance, task_id).await? {
+            let Some(name) = c.labels.as_ref().and_then(|l| l.get(d::LABEL_CONTAINER)) else {
+                continue;
+            };
+            let Some(id) = c.id.as_deref() else { continue };
+            if let Some(o) = self.inspect(id).await? {
+                out.insert(name.clone(), o);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn remove_all(&self, task_id: &str) -> anyhow::Result<()> {
+        for c in d::list_task(&self.docker, &self.instance, task_id).await? {
+            if let Some(id) = c.id.as_deref() {
+                d::remove(&self.docker, id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_and_start(
+        &self,
+        task: &Task,
+        td: &TaskDefinition,
+        c: &ContainerDefinition,
+    ) -> anyhow::Result<Observed> {
+        let name = d::container_name(&task.metadata.name, &c.name);
+        let extra = super::hook::before_start(&*self.store, &self.instance, task, td).await?;
+        let mut body = d::create_body(task, td, c, &self.instance, &extra);
+        if td.spec.network_mode() == NetworkMode::Awsvpc {
+            // Join the task's own network namespace, held by its pause container.
+            let pause = d::container_name(&task.metadata.name, d::PAUSE);
+            if let Some(h) = body.host_config.as_mut() {
+                h.network_mode = Some(format!("container:{pause}"));
+                h.port_bindings = None;
+            }
+            body.hostname = None;
+            body.exposed_ports = None;
+        }
+        let id = match self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    platform: String::new(),
+                }),
+                body,
+            )
+            .await
+        {
+            Ok(r) => r.id,
+            // Created by an earlier attempt (e.g. before a crash): adopt it.
+            Err(e) if d::is_status(&e, 409) => name.clone(),
+            Err(e) => return Err(e.into()),
+        };
+        match self
+            .docker
+            .start_container(
+                &id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if d::is_status(&e, 304) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.inspect(&id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("container {name} vanished right after start"))
+    }
+
+    /// Stop every container (reverse start order, SIGTERM → stopTimeout → SIGKILL), record
+    /// exit codes, remove the containers and mark the task STOPPED.
+    async fn stop_task(
+        &self,
+        task: &Task,
+        td: Option<&TaskDefinition>,
+        cause: Option<StopCause>,
+    ) -> anyhow::Result<Action> {
+        let id = task.metadata.name.clone();
+        if task.status.last_status < TaskState::Deactivating || cause.is_some() {
+            let cause_ref = cause.as_ref();
+            objects::update_task(&*self.store, &id, |t| {
+                if t.is_stopped() {
+                    return false;
+                }
+                t.status.desired_status = DesiredStatus::Stopped;
+                if t.status.last_status < TaskState::Deactivating {
+                    t.status.last_status = TaskState::Deactivating;
+                    t.status.stopping_at = Some(now());
+                }
+                if let Some(c) = cause_ref {
+                    if t.status.stop_code.is_none() {
+                        t.status.stop_code = Some(c.code.to_string());
+                        t.status.stopped_reason = Some(c.reason.clone());
+                    }
+                }
+                true
+            })
+            .await?;
+        }
+        let order: Vec<ContainerDefinition> = td
+            .map(|td| start_order(&td.spec.container_definitions))
+            .unwrap_or_default();
+        let observed = self.observed(&id).await?;
+        // Reverse dependency order; containers not in the definition go last.
+        let mut names: Vec<String> = order.iter().rev().map(|c| c.name.clone()).collect();
+        for n in observed.keys() {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        let mut finals: BTreeMap<String, Observed> = BTreeMap::new();
+        for n in &names {
+            let Some(o) = observed.get(n) else { continue };
+            if o.running() || o.state == "created" {
+                let timeout = order
+                    .iter()
+                    .find(|c| &c.name == n)
+                    .map(|c| c.stop_timeout_secs())
+                    .unwrap_or(30);
+                d::stop(&self.docker, &o.id, timeout).await?;
+            }
+            if let Some(o2) = self.inspect(&o.id).await? {
+                finals.insert(n.clone(), o2);
+            }
+        }
+        objects::update_task(&*self.store, &id, |t| {
+            if t.is_stopped() {
+                return false;
+            }
+            for cs in t.status.containers.iter_mut() {
+                if let Some(o) = finals.get(&cs.name) {
+                    cs.exit_code = o.exit_code.or(cs.exit_code);
+                }
+                cs.last_status = "STOPPED".into();
+                cs.network_bindings.clear();
+            }
+            for (n, o) in &finals {
+                if !t.status.containers.iter().any(|c| &c.name == n) {
+                    t.status.containers.push(ContainerStatus {
+                        name: n.clone(),
+                        docker_id: Some(o.id.clone()),
+                        last_status: "STOPPED".into(),
+                        exit_code: o.exit_code,
+                        ..Default::default()
+                    });
+                }
+            }
+            t.status.desired_status = DesiredStatus::Stopped;
+            t.status.last_status = TaskState::Stopped;
+            t.status.stopped_at = Some(now());
+            if t.status.stop_code.is_none() {
+                t.status.stop_code = Some(stop_codes::USER_INITIATED.into());
+                t.status.stopped_reason = Some("Task stopped".into());
+            }
+            true
+        })
+        .await?;
+        // Removal after the STOPPED write: the replacement need not wait for it, and a
+        // crash in between is cleaned up by the next reconcile of the stopped task.
+        for o in finals.values() {
+            d::remove(&self.docker, &o.id).await?;
+        }
+        Ok(Action::Done)
+    }
+
+    async fn run_task(&self, task: &Task) -> anyhow::Result<Action> {
+        let id = task.metadata.name.clone();
+        let td: Option<TaskDefinition> =
+            match crate::model::parse_taskdef_ref(&task.spec.task_definition) {
+                Some((f, Some(r))) => objects::get(&*self.store, &keys::taskdef_key(f, r)).await?,
+                _ => None,
+            };
+        let Some(td) = td else {
+            return self
+                .stop_task(
+                    task,
+                    None,
+                    Some(StopCause {
+                        code: stop_codes::TASK_FAILED_TO_START,
+                        reason: format!("task definition {} not found", task.spec.task_definition),
+                    }),
+                )
+                .await;
+        };
+        let order = start_order(&td.spec.container_definitions);
+        let mut observed = self.observed(&id).await?;
+        let mut task_ip = None;
+        if td.spec.network_mode() == NetworkMode::Awsvpc {
+            match observed.get(d::PAUSE) {
+                // The namespace owner died: every member lost its network; restart the task.
+                Some(p) if p.exited() => {
+                    return self
+                        .stop_task(
+                            task,
+                            Some(&td),
+                            Some(StopCause {
+                                code: stop_codes::ESSENTIAL_CONTAINER_EXITED,
+                                reason: "Essential container in task exited: the task's network (pause) container exited".into(),
+                            }),
+                        )
+                        .await;
+                }
+                Some(p) => task_ip = p.ip.clone(),
+                None => match d::start_pause(&self.docker, task, &self.instance, &self.pause_image)
+                    .await
+                {
+                    Ok(p) => {
+                        task_ip = p.ip.clone();
+                        observed.insert(d::PAUSE.to_string(), p);
+                    }
+                    Err(e) => {
+                        return self
+                            .stop_task(
+                                task,
+                                Some(&td),
+                                Some(StopCause {
+                                    code: stop_codes::TASK_FAILED_TO_START,
+                                    reason: format!(
+                                        "cannot set up the task network (awsvpc): {e:#}"
+                                    ),
+                                }),
+                            )
+                            .await;
+                    }
+                },
+            }
+        }
+        let mut waiting = false;
+        let known: HashMap<&str, &ContainerStatus> = task
+            .status
+            .containers
+            .iter()
+            .map(|c| (c.name.as_str(), c))
+            .collect();
+        for c in &order {
+            if observed.contains_key(&c.name) {
+                continue;
+            }
+            // It ran before and its container is gone (removed by hand): it has exited.
+            if known
+                .get(c.name.as_str())
+                .is_some_and(|k| k.docker_id.is_some())
+            {
+                observed.insert(
+                    c.name.clone(),
+                    Observed {
+                        state: "exited".into(),
+                        error: Some("container was removed".into()),
+                        ..Default::default()
+                    },
+                );
+                continue;
+            }
+            match dependencies_met(c, &observed) {
+                Deps::Met => {}
+                Deps::Wait => {
+                    waiting = true;
+                    continue;
+                }
+                Deps::Never(why) => {
+                    return self
+                        .stop_task(
+                            task,
+                            Some(&td),
+                            Some(StopCause {
+                                code: stop_codes::TASK_FAILED_TO_START,
+                                reason: format!("container {}: {why}", c.name),
+                            }),
+                        )
+                        .await;
+                }
+            }
+            match self.create_and_start(task, &td, c).await {
+                Ok(o) => {
+                    observed.insert(c.name.clone(), o);
+                }
+                Err(e) => {
+                    let msg = format!("{e}");
+                    let reason = if msg.contains("No such image") {
+                        format!(
+                            "CannotPullContainerError: image {} not found locally: {msg}",
+                            c.image
+                        )
+                    } else {
+                        format!("CannotStartContainerError: {msg}")
+                    };
+                    return self
+                        .stop_task(
+                            task,
+                            Some(&td),
+                            Some(StopCause {
+                                code: stop_codes::TASK_FAILED_TO_START,
+                                reason,
+                            }),
+                        )
+                        .await;
+                }
+            }
+        }
+        // Restart policy: restart in place instead of failing the task, when allowed.
+        let mut restarts: HashMap<&str, u32> = task
+            .status
+            .containers
+            .iter()
+            .map(|c| (c.name.as_str(), c.restart_count))
+            .collect();
+        for c in &order {
+            let Some(o) = observed.get(&c.name) else {
+                continue;
+            };
+            if !o.exited() || o.id.is_empty() || !restart_allowed(c, o) {
+                continue;
+            }
+            match self
+                .docker
+                .start_container(
+                    &o.id,
+                    None::<bollard::query_parameters::StartContainerOptions>,
+                )
+                .await
+            {
+                Ok(()) => {
+                    *restarts.entry(c.name.as_str()).or_insert(0) += 1;
+                    tracing::info!(task = %id, container = %c.name, exit = ?o.exit_code, "restarted in place (restartPolicy)");
+                    if let Some(o2) = self.inspect(&o.id).await? {
+                        observed.insert(c.name.clone(), o2);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(task = %id, container = %c.name, error = %e, "restart in place failed")
+                }
+            }
+        }
+        // Essential semantics: one essential container exiting stops the task.
+        for c in &order {
+            if let Some(o) = observed.get(&c.name) {
+                if c.is_essential() && o.exited() {
+                    let code = o
+                        .exit_code
+                        .map(|e| format!("exit code {e}"))
+                        .unwrap_or_else(|| o.error.clone().unwrap_or_else(|| "exited".into()));
+                    return self
+                        .stop_task(
+                            task,
+                            Some(&td),
+                            Some(StopCause {
+                                code: stop_codes::ESSENTIAL_CONTAINER_EXITED,
+                                reason: format!(
+                                    "Essential container in task exited: {} ({code}{})",
+                                    c.name,
+                                    if o.oom_killed { ", OOM killed" } else { "" }
+                                ),
+                            }),
+                        )
+                        .await;
+                }
+            }
+        }
+        let all_essential_running = order
+            .iter()
+            .filter(|c| c.is_essential())
+            .all(|c| observed.get(&c.name).is_some_and(|o| o.running()));
+        let health = task_health(&order, &observed);
+        let containers: Vec<ContainerStatus> = order
+            .iter()
+            .map(|c| {
+                let o = observed.get(&c.name);
+                ContainerStatus {
+                    name: c.name.clone(),
+                    docker_id: o.map(|o| o.id.clone()).filter(|s| !s.is_empty()),
+                    last_status: match o {
+                        Some(o) if o.running() => "RUNNING".into(),
+                        Some(o) if o.exited() => "STOPPED".into(),
+                        _ => "PENDING".into(),
+                    },
+                    exit_code: o.and_then(|o| o.exit_code),
+                    reason: o.and_then(|o| o.error.clone()),
+                    health_status: if c.health_check.is_some() {
+                        o.map(|o| o.health).unwrap_or_default()
+                    } else {
+                        HealthStatus::Unknown
+                    },
+                    network_bindings: o.map(|o| o.bindings.clone()).unwrap_or_default(),
+                    restart_count: restarts.get(c.name.as_str()).copied().unwrap_or(0),
+                }
+            })
+            .collect();
+        let target = if all_essential_running && !waiting {
+            TaskState::Running
+        } else {
+            TaskState::Activating
+        };
+        objects::update_task(&*self.store, &id, |t| {
+            if t.is_stopped() || t.status.container_instance.as_deref() != Some(&self.instance) {
+                return false;
+            }
+            let mut changed = false;
+            if t.status.last_status < target {
+                t.status.last_status = target;
+                changed = true;
+                if target == TaskState::Running && t.status.started_at.is_none() {
+                    t.status.started_at = Some(now());
+                }
+            }
+            if t.status.health_status != health {
+                t.status.health_status = health;
+                changed = true;
+            }
+            if t.status.containers != containers {
+                t.status.containers = containers.clone();
+                changed = true;
+            }
+            if task_ip.is_some() && t.status.task_ip != task_ip {
+                t.status.task_ip = task_ip.clone();
+                changed = true;
+            }
+            changed
+        })
+        .await?;
+        if waiting || target != TaskState::Running {
+            return Ok(Action::RequeueAfter(Duration::from_millis(500)));
+        }
+        Ok(Action::Done)
+    }
+}
+
+/// ECS restart policy: enabled, exit code not ignored, and the container ran at least
+/// `restartAttemptPeriod` seconds since it last started.
+fn restart_allowed(c: &ContainerDefinition, o: &Observed) -> bool {
+    let Some(p) = c.restart_policy.as_ref().filter(|p| p.enabled) else {
+        return false;
+    };
+    if o.exit_code
+        .is_some_and(|code| p.ignored_exit_codes.contains(&code))
+    {
+        return false;
+    }
+    match (o.started_at, o.finished_at) {
+        (Some(s), Some(f)) => (f - s).num_milliseconds() >= p.period_secs() as i64 * 1000,
+        _ => false,
+    }
+}
+
+impl TaskRunner {
+    /// A task still registered behind a load balancer is deregistered and drained before its
+    /// containers get SIGTERM: while its target record exists (up to the deregistration delay
+    /// plus a margin, in case no controller is there to finish it), hold the task in
+    /// DEACTIVATING and look again shortly.
+    async fn draining(&self, task: &Task) -> anyhow::Result<Option<Duration>> {
+        let (kvs, _) = self.store.range(crate::model::lb::lb_keys::TARGETS).await?;
+        let suffix = format!("/{}", task.metadata.name);
+        let delay = kvs
+            .iter()
+            .filter(|kv| kv.key.ends_with(&suffix))
+            .filter_map(|kv| serde_json::from_slice::<crate::model::lb::Target>(&kv.value).ok())
+            .map(|t| t.deregistration_delay_seconds)
+            .max();
+        let Some(delay) = delay else {
+            return Ok(None);
+        };
+        let since = task.status.stopping_at.unwrap_or_else(now);
+        if now() - since > chrono::Duration::seconds(delay as i64 + 5) {
+            return Ok(None);
+        }
+        if task.status.last_status < TaskState::Deactivating {
+            objects::update_task(&*self.store, &task.metadata.name, |t| {
+                if t.is_stopped() || t.status.last_status >= TaskState::Deactivating {
+                    return false;
+                }
+                t.status.last_status = TaskState::Deactivating;
+                t.status.stopping_at = Some(now());
+                true
+            })
+            .await?;
+        }
+        Ok(Some(Duration::from_millis(200)))
+    }
+}
+
+enum Deps {
+    Met,
+    Wait,
+    Never(String),
+}
+
+fn dependencies_met(c: &ContainerDefinition, observed: &BTreeMap<String, Observed>) -> Deps {
+    for dep in &c.depends_on {
+        let Some(o) = observed.get(&dep.container_name) else {
+            return Deps::Wait;
+        };
+        match dep.condition {
+            DependencyCondition::Start => {}
+            DependencyCondition::Complete => {
+                if !o.exited() {
+                    return Deps::Wait;
+                }
+            }
+            DependencyCondition::Success => {
+                if !o.exited() {
+                    return Deps::Wait;
+                }
+                if o.exit_code != Some(0) {
+                    return Deps::Never(format!(
+                        "dependency {} exited with {:?}, SUCCESS required",
+                        dep.container_name, o.exit_code
+                    ));
+                }
+            }
+            DependencyCondition::Healthy => {
+                if o.health == HealthStatus::Unhealthy {
+                    return Deps::Never(format!("dependency {} is UNHEALTHY", dep.container_name));
+                }
+                if o.health != HealthStatus::Healthy {
+                    return Deps::Wait;
+                }
+            }
+        }
+    }
+    Deps::Met
+}
+
+/// ECS: HEALTHY only when every essential container with a check is healthy; UNHEALTHY when
+/// any is unhealthy; UNKNOWN otherwise (including when no container has a check).
+pub fn task_health(
+    order: &[ContainerDefinition],
+    observed: &BTreeMap<String, Observed>,
+) -> HealthStatus {
+    let checked: Vec<&ContainerDefinition> = order
+        .iter()
+        .filter(|c| c.is_essential() && c.health_check.is_some())
+        .collect();
+    if checked.is_empty() {
+        return HealthStatus::Unknown;
+    }
+    let states: Vec<HealthStatus> = checked
+        .iter()
+        .map(|c| observed.get(&c.name).map(|o| o.health).unwrap_or_default())
+        .collect();
+    if states.contains(&HealthStatus::Unhealthy) {
+        HealthStatus::Unhealthy
+    } else if states.iter().all(|s| *s == HealthStatus::Healthy) {
+        HealthStatus::Healthy
+    } else {
+        HealthStatus::Unknown
+    }
+}
+
+/// Containers in an order where every dependency comes before its dependents (stable;
+/// validation rejects unknown names, and cycles fall back to definition order).
+pub fn start_order(defs: &[ContainerDefinition]) -> Vec<ContainerDefinition> {
+    let mut out: Vec<ContainerDefinition> = Vec::new();
+    let mut left: Vec<&ContainerDefinition> = defs.iter().collect();
+    while !left.is_empty() {
+        let before = left.len();
+        left.retain(|c| {
+            let ready = c.depends_on.iter().all(|d| {
+                out.iter().any(|o| o.name == d.container_name)
+                    || !defs.iter().any(|x| x.name == d.container_name)
+            });
+            if ready {
+                out.push((*c).clone());
+            }
+            !ready
+        });
+        if left.len() == before {
+            out.extend(left.drain(..).cloned());
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl Reconciler for TaskRunner {
+    async fn reconcile(&self, id: &str) -> anyhow::Result<Action> {
+        let task: Option<Task> = objects::get(&*self.store, &keys::key(Kind::Task, id)).await?;
+        let Some(task) = task else {
+            // An orphan: its task record is gone. Removed once older than the grace period,
+            // so a record that is only briefly invisible never costs a running container.
+            let mut wait = Duration::ZERO;
+            for c in d::list_task(&self.docker, &self.instance, id).await? {
+                let age = c
+                    .created
+                    .map(|t| chrono::Utc::now().timestamp() - t)
+                    .unwrap_or(i64::MAX);
+                let grace = ORPHAN_GRACE.as_secs() as i64;
+                if age < grace {
+                    wait = wait.max(Duration::from_secs((grace - age) as u64 + 1));
+                    continue;
+                }
+                if let Some(cid) = c.id.as_deref() {
+                    tracing::info!(task = %id, container = %cid, "removing orphaned container");
+                    d::remove(&self.docker, cid).await?;
+                }
+            }
+            return Ok(if wait.is_zero() {
+                Action::Done
+            } else {
+                Action::RequeueAfter(wait)
+            });
+        };
+        if task.status.container_instance.as_deref() != Some(self.instance.as_str()) {
+            // Not (or no longer) ours: whatever we still run for it must go.
+            let leftovers = d::list_task(&self.docker, &self.instance, id).await?;
+            for c in leftovers {
+                if let Some(cid) = c.id.as_deref() {
+                    d::stop(&self.docker, cid, 10).await?;
+                    d::remove(&self.docker, cid).await?;
+                }
+            }
+            return Ok(Action::Done);
+        }
+        if task.is_stopped() {
+            self.remove_all(id).await?;
+            return Ok(Action::Done);
+        }
+        if task.status.desired_status == DesiredStatus::Stopped {
+            if let Some(wait) = self.draining(&task).await? {
+                return Ok(Action::RequeueAfter(wait));
+            }
+            let td: Option<TaskDefinition> =
+                match crate::model::parse_taskdef_ref(&task.spec.task_definition) {
+                    Some((f, Some(r))) => {
+                        objects::get(&*self.store, &keys::taskdef_key(f, r)).await?
+                    }
+                    _ => None,
+                };
+            return self.stop_task(&task, td.as_ref(), None).await;
+        }
+        self.run_task(&task).await
+    }
+
+    async fn resync_keys(&self) -> anyhow::Result<Vec<String>> {
+        let mut ids: Vec<String> = objects::list_tasks(&*self.store)
+            .await?
+            .into_iter()
+            .filter(|t| {
+                t.status.container_instance.as_deref() == Some(self.instance.as_str())
+                    && !t.is_stopped()
+            })
+            .map(|t| t.metadata.name)
+            .collect();
+        for c in d::list_owned(&self.docker, &self.instance).await? {
+            if let Some(t) = c.labels.as_ref().and_then(|l| l.get(d::LABEL_TASK)) {
+                ids.push(t.clone());
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+}
+
+pub type SharedRunner = Arc<TaskRunner>;

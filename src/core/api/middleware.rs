@@ -1,0 +1,573 @@
+//! The API's front door: every request except `/healthz` is authenticated, authorized against
+//! the caller's role, and audited (allowed or not).
+//!
+//! Authentication, in order:
+//! 1. `Authorization: Bearer <token>`: an identity's token (SHA-256 looked up in the store).
+//! 2. `Authorization: AWS4-HMAC-SHA256 …`: SigV4 with an identity's access key, or a task's
+//!    temporary key plus `x-amz-security-token`.
+//! 3. GET/HEAD only: the dashboard session cookie `berth_session`, or `?token=<token>` once,
+//!    which answers with that cookie (HttpOnly, SameSite=Strict, 12 h).
+//!
+//! Failures answer 401; a role that does not allow an action answers 403 naming the action
+//! and resource. Both as JSON `{"error", "code", "action", "resource"?, "requestId"}`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::OnceCell;
+
+use crate::audit::{self, AuditLog, AuditRecord};
+use crate::auth::actions::{self, Classified, Target};
+use crate::auth::crypto::{ct_eq, ServerKey};
+use crate::auth::identity;
+use crate::auth::policy::{self, Decision};
+use crate::auth::sigv4;
+use crate::store::DynStore;
+
+pub const SESSION_COOKIE: &str = "berth_session";
+const SESSION_SECS: i64 = 12 * 3600;
+pub const REQUEST_ID_HEADER: &str = "x-berth-request-id";
+
+/// Shared by the middleware and the auth endpoints.
+#[derive(Clone)]
+pub struct AuthState {
+    pub store: DynStore,
+    pub audit: AuditLog,
+    key: Arc<OnceCell<ServerKey>>,
+    /// Signatures of SigV4 writes seen within the skew window (a write is never replayed).
+    seen: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
+}
+
+impl AuthState {
+    pub fn new(store: DynStore) -> Self {
+        AuthState {
+            audit: AuditLog::new(store.clone()),
+            store,
+            key: Arc::new(OnceCell::new()),
+            seen: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub async fn key(&self) -> anyhow::Result<ServerKey> {
+        self.key
+            .get_or_try_init(|| ServerKey::load_or_create(&*self.store))
+            .await
+            .cloned()
+    }
+
+    /// True the first time a signature is seen within the replay window.
+    fn first_use(&self, signature: &str, now: DateTime<Utc>) -> bool {
+        let mut seen = self.seen.lock().unwrap();
+        if seen.len() > 10_000 {
+            let horizon = now - sigv4::MAX_SKEW * 2;
+            seen.retain(|_, t| *t > horizon);
+        }
+        seen.insert(signature.to_string(), now).is_none()
+    }
+}
+
+/// Who is calling (inserted into request extensions for handlers).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Caller {
+    /// Identity name, or `task/<id>` for task credentials.
+    pub identity: String,
+    pub role: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    pub auth_method: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+}
+
+/// Put authentication, authorization and auditing in front of `router`, and add the
+/// `/v1/auth/*` and `/v1/audit` endpoints.
+pub fn wrap(router: Router, store: DynStore) -> Router {
+    let st = AuthState::new(store);
+    router
+        .merge(super::auth_api::routes(st.clone()))
+        .layer(axum::middleware::from_fn_with_state(st, authenticate))
+}
+
+struct Denial {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    resource: Option<String>,
+    action: Option<String>,
+}
+
+impl Denial {
+    /// The store could not be read: 503, not a verdict on the credentials.
+    fn unavailable<E: std::fmt::Display>(e: E) -> Self {
+        Denial {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "Unavailable",
+            message: format!("authentication is unavailable: {e}"),
+            resource: None,
+            action: None,
+        }
+    }
+
+    fn unauthenticated(message: impl Into<String>) -> Self {
+        Denial {
+            status: StatusCode::UNAUTHORIZED,
+            code: "Unauthenticated",
+            message: message.into(),
+            resource: None,
+            action: None,
+        }
+    }
+}
+
+fn headers_vec(h: &HeaderMap) -> Vec<(String, String)> {
+    h.iter()
+        .filter_map(|(n, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (n.as_str().to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// A session cookie value: `name.expiry.tokenhash16.mac`.
+pub fn session_cookie(
+    key: &ServerKey,
+    identity: &str,
+    token_hash: &str,
+    now: DateTime<Utc>,
+) -> String {
+    let exp = now.timestamp() + SESSION_SECS;
+    let body = format!("{identity}.{exp}.{}", &token_hash[..16]);
+    format!("{body}.{}", key.mac(&body))
+}
+
+async fn from_cookie(st: &AuthState, value: &str, now: DateTime<Utc>) -> Result<Caller, Denial> {
+    let bad = || Denial::unauthenticated("invalid or expired session; sign in again with ?token=");
+    let mut it = value.rsplitn(4, '.');
+    let (Some(mac), Some(hash16), Some(exp), Some(name)) =
+        (it.next(), it.next(), it.next(), it.next())
+    else {
+        return Err(bad());
+    };
+    let key = st.key().await.map_err(Denial::unavailable)?;
+    let body = format!("{name}.{exp}.{hash16}");
+    if !ct_eq(key.mac(&body).as_bytes(), mac.as_bytes()) {
+        return Err(bad());
+    }
+    if exp.parse::<i64>().map_or(true, |e| e <= now.timestamp()) {
+        return Err(bad());
+    }
+    let id = identity::get_identity(&*st.store, name)
+        .await
+        .map_err(Denial::unavailable)?
+        .ok_or_else(bad)?;
+    if !id.tokens.iter().any(|t| t.hash.starts_with(hash16)) {
+        return Err(bad());
+    }
+    Ok(Caller {
+        identity: id.name,
+        role: id.role,
+        task: None,
+        auth_method: "session",
+        access_key_id: None,
+    })
+}
+
+async fn from_token(st: &AuthState, token: &str, method: &'static str) -> Result<Caller, Denial> {
+    match identity::identity_for_token(&*st.store, token.trim()).await {
+        Ok(Some(id)) => Ok(Caller {
+            identity: id.name,
+            role: id.role,
+            task: None,
+            auth_method: method,
+            access_key_id: None,
+        }),
+        Ok(None) => Err(Denial::unauthenticated("invalid token")),
+        Err(e) => Err(Denial::unavailable(e)),
+    }
+}
+
+/// Verify a SigV4-signed request and find its caller.
+#[allow(clippy::too_many_arguments)]
+async fn from_sigv4(
+    st: &AuthState,
+    authz: &str,
+    method: &Method,
+    path: &str,
+    query: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Caller, Denial> {
+    let un = |e: sigv4::SigError| Denial::unauthenticated(e.to_string());
+    let auth = sigv4::parse_authorization(authz).map_err(un)?;
+    let payload_hash = sigv4::payload_hash_of(headers, body);
+    let parts = sigv4::RequestParts {
+        method: method.as_str(),
+        path,
+        query,
+        headers,
+        payload_hash: &payload_hash,
+    };
+    let amz_date = sigv4::precheck(&auth, &parts, body, now).map_err(un)?;
+    let unavailable = Denial::unavailable::<anyhow::Error>;
+    let Some(ak) = identity::get_access_key(&*st.store, &auth.access_key_id)
+        .await
+        .map_err(unavailable)?
+    else {
+        return Err(Denial::unauthenticated(
+            "the access key id is not known (revoked, expired or never issued)",
+        ));
+    };
+    if ak.expiration.is_some_and(|e| e <= now) {
+        return Err(Denial::unauthenticated("the security token has expired"));
+    }
+    let key = st.key().await.map_err(unavailable)?;
+    if let Some(task) = &ak.task {
+        let tok = sigv4::header(headers, "x-amz-security-token").unwrap_or("");
+        if !ct_eq(
+            tok.trim().as_bytes(),
+            key.session_token_for(&ak.access_key_id).as_bytes(),
+        ) {
+            return Err(Denial::unauthenticated("the security token is invalid"));
+        }
+        let bound = identity::get_task_creds(&*st.store, task)
+            .await
+            .map_err(unavailable)?;
+        let live = bound.is_some_and(|(b, _)| {
+            b.access_key_id == ak.access_key_id || b.previous.contains(&ak.access_key_id)
+        });
+        if !live {
+            return Err(Denial::unauthenticated(
+                "the task's credentials have been revoked (the task stopped)",
+            ));
+        }
+    }
+    sigv4::verify(&auth, &parts, &amz_date, &key.secret_for(&ak.access_key_id)).map_err(un)?;
+    if !matches!(*method, Method::GET | Method::HEAD) && !st.first_use(&auth.signature, now) {
+        return Err(Denial::unauthenticated(
+            "this signed request was already used (replay refused)",
+        ));
+    }
+    let (identity, role) = match (&ak.identity, &ak.task) {
+        (Some(name), _) => {
+            let id = identity::get_identity(&*st.store, name)
+                .await
+                .map_err(unavailable)?
+                .ok_or_else(|| {
+                    Denial::unauthenticated("the identity of this access key was deleted")
+                })?;
+            (id.name, id.role)
+        }
+        (None, Some(task)) => (format!("task/{task}"), ak.role.clone()),
+        (None, None) => return Err(Denial::unauthenticated("access key has no owner")),
+    };
+    Ok(Caller {
+        identity,
+        role,
+        task: ak.task.clone(),
+        auth_method: "sigv4",
+        access_key_id: Some(ak.access_key_id.clone()),
+    })
+}
+
+/// Evaluate every target for the caller; the first refused one is reported.
+async fn authorize(st: &AuthState, caller: &Caller, targets: &[Target]) -> Result<(), Denial> {
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let role = identity::get_role(&*st.store, &caller.role)
+        .await
+        .map_err(|e| Denial {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "Unavailable",
+            message: format!("cannot read role {}: {e}", caller.role),
+            resource: None,
+            action: None,
+        })?;
+    for t in targets {
+        let ev = policy::evaluate(role.as_ref(), &t.action, &t.resource);
+        if ev.allowed() {
+            continue;
+        }
+        let why = match (&ev.decision, &role) {
+            (Decision::ExplicitDeny, _) => format!(
+                " because of an explicit deny ({})",
+                ev.statement.as_deref().unwrap_or("a statement")
+            ),
+            (_, None) => format!(" because role {} does not exist", caller.role),
+            _ => " because no statement of its role allows it".to_string(),
+        };
+        return Err(Denial {
+            status: StatusCode::FORBIDDEN,
+            code: "AccessDenied",
+            message: format!(
+                "{} (role {}) is not authorized to perform {} on resource {}{why}",
+                caller.identity, caller.role, t.action, t.resource
+            ),
+            resource: Some(t.resource.clone()),
+            action: Some(t.action.clone()),
+        });
+    }
+    Ok(())
+}
+
+fn denial_response(d: &Denial, action: &str, request_id: &str) -> Response {
+    let mut body = json!({
+        "error": d.message,
+        "code": d.code,
+        "action": d.action.as_deref().unwrap_or(action),
+        "requestId": request_id,
+    });
+    if let Some(r) = &d.resource {
+        body["resource"] = json!(r);
+    }
+    let mut resp = (d.status, Json(body)).into_response();
+    if d.status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"berth\""),
+        );
+    }
+    resp
+}
+
+fn is_read(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next) -> Response {
+    let now = crate::model::now();
+    let request_id = crate::model::new_id()[..16].to_string();
+    let (mut parts, body) = req.into_parts();
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().map(str::to_string);
+    let source_ip = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let user_agent: String = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(256)
+        .collect();
+
+    let mut rec = AuditRecord {
+        event_time: Some(now),
+        request_id: request_id.clone(),
+        identity: "anonymous".into(),
+        auth_method: "none".into(),
+        source_ip,
+        user_agent,
+        method: method.to_string(),
+        path: path.clone(),
+        ..Default::default()
+    };
+
+    let bytes: Bytes = match axum::body::to_bytes(body, super::MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            let d = Denial {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                code: "PayloadTooLarge",
+                message: format!(
+                    "request body too large (limit {} bytes)",
+                    super::MAX_BODY_BYTES
+                ),
+                resource: None,
+                action: None,
+            };
+            rec.action = "berth:Unknown".into();
+            rec.decision = "rejected".into();
+            rec.status = d.status.as_u16();
+            rec.error_message = Some(d.message.clone());
+            st.audit.append(rec).await;
+            return denial_response(&d, "berth:Unknown", &request_id);
+        }
+    };
+
+    let classified = actions::classify(&method, &path, &bytes);
+    let targets = match &classified {
+        Classified::Public => {
+            let req = Request::from_parts(parts, Body::from(bytes));
+            return next.run(req).await;
+        }
+        Classified::Protected(t) => t.clone(),
+    };
+    let action = actions::primary(&classified);
+    rec.action = action.clone();
+    rec.resources = targets
+        .iter()
+        .map(|t| json!({"action": t.action, "resource": t.resource}))
+        .collect();
+    rec.request_parameters = audit::request_parameters(query.as_deref(), &bytes);
+
+    // Authenticate.
+    let authz = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("\u{0}").to_string());
+    let mut set_cookie: Option<String> = None;
+    let caller: Result<Caller, Denial> = match authz.as_deref() {
+        Some(a) if a.len() > 7 && a[..7].eq_ignore_ascii_case("bearer ") => {
+            from_token(&st, &a[7..], "bearer").await
+        }
+        Some(a) if a.starts_with(sigv4::ALGORITHM) => {
+            if let Some(akid) = sigv4::parse_authorization(a).ok().map(|p| p.access_key_id) {
+                rec.access_key_id = Some(akid);
+            }
+            let headers = headers_vec(&parts.headers);
+            from_sigv4(
+                &st,
+                a,
+                &method,
+                &path,
+                query.as_deref().unwrap_or(""),
+                &headers,
+                &bytes,
+                now,
+            )
+            .await
+        }
+        Some(_) => Err(Denial::unauthenticated(
+            "unsupported Authorization header; use `Bearer <token>` or AWS Signature Version 4",
+        )),
+        None if is_read(&method) => {
+            if let Some(tok) = query_param(query.as_deref(), "token") {
+                let c = from_token(&st, tok, "bearer").await;
+                if c.is_ok() {
+                    if let Ok(key) = st.key().await {
+                        let hash = identity::token_hash(tok);
+                        let name = c.as_ref().map(|c| c.identity.clone()).unwrap_or_default();
+                        set_cookie = Some(session_cookie(&key, &name, &hash, now));
+                    }
+                }
+                c
+            } else if let Some(v) = cookie(&parts.headers, SESSION_COOKIE) {
+                from_cookie(&st, v, now).await
+            } else {
+                Err(Denial::unauthenticated(
+                    "authentication required: send `Authorization: Bearer <token>` (see `berth auth token`) or sign with AWS SigV4",
+                ))
+            }
+        }
+        None => Err(Denial::unauthenticated(
+            "authentication required: send `Authorization: Bearer <token>` (see `berth auth token`) or sign with AWS SigV4",
+        )),
+    };
+    let caller = match caller {
+        Ok(c) => c,
+        Err(d) => {
+            rec.decision = if d.status == StatusCode::UNAUTHORIZED {
+                "unauthenticated".into()
+            } else {
+                "error".into()
+            };
+            rec.status = d.status.as_u16();
+            rec.error_message = Some(d.message.clone());
+            st.audit.append(rec).await;
+            return denial_response(&d, &action, &request_id);
+        }
+    };
+    rec.identity = caller.identity.clone();
+    rec.role = Some(caller.role.clone());
+    rec.task = caller.task.clone();
+    rec.auth_method = caller.auth_method.to_string();
+    if caller.access_key_id.is_some() {
+        rec.access_key_id = caller.access_key_id.clone();
+    }
+
+    // Authorize.
+    if let Err(d) = authorize(&st, &caller, &targets).await {
+        rec.decision = if d.status == StatusCode::FORBIDDEN {
+            "denied".into()
+        } else {
+            "error".into()
+        };
+        rec.status = d.status.as_u16();
+        rec.error_message = Some(d.message.clone());
+        st.audit.append(rec).await;
+        return denial_response(&d, &action, &request_id);
+    }
+
+    parts.extensions.insert(caller);
+    let req = Request::from_parts(parts, Body::from(bytes));
+    let mut resp = next.run(req).await;
+    rec.decision = "allowed".into();
+    rec.status = resp.status().as_u16();
+
+    if !is_read(&method) {
+        // Writes: record the response elements (bounded, secrets redacted).
+        let (rp, rb) = resp.into_parts();
+        let body = axum::body::to_bytes(rb, super::MAX_BODY_BYTES)
+            .await
+            .unwrap_or_default();
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if !rp.status.is_success() {
+            rec.error_message = v["error"].as_str().map(|s| s.chars().take(1024).collect());
+        }
+        rec.response_elements = audit::bounded(&v);
+        resp = Response::from_parts(rp, Body::from(body));
+    } else if !resp.status().is_success() {
+        rec.error_message = Some(format!("HTTP {}", resp.status().as_u16()));
+    }
+    st.audit.append(rec).await;
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    if let Some(c) = set_cookie {
+        let secure = "";
+        let v = format!(
+            "{SESSION_COOKIE}={c}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECS}{secure}"
+        );
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    resp
+}
+
+/// For `can-i`: evaluate one action for a caller without auditing.
+pub async fn evaluate_for(
+    st: &AuthState,
+    caller: &Caller,
+    action: &str,
+    resource: &str,
+) -> anyhow::Result<policy::Evaluation> {
+    let role = identity::get_role(&*st.store, &caller.role).await?;
+    Ok(policy::evaluate(role.as_ref(), action, resource))
+}

@@ -1,0 +1,72 @@
+//! The HTTP API (axum on hyper). Every write goes through the store; handlers never talk to
+//! controllers or agents directly.
+
+mod auth_api;
+pub mod dashboard;
+mod error;
+pub mod middleware;
+mod objects_api;
+mod sources_api;
+mod tasks_api;
+
+use std::net::SocketAddr;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+pub use middleware::Caller;
+
+use crate::runtime::Registry;
+use crate::store::DynStore;
+
+/// Request bodies above this are refused with 413 before parsing.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: DynStore,
+    pub registry: Registry,
+}
+
+pub fn router(state: ApiState) -> Router {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/apply", post(objects_api::apply))
+        .route("/v1/delete", post(objects_api::delete_documents))
+        .route("/v1/controllers", get(objects_api::controllers))
+        .route(
+            "/v1/tasks",
+            post(tasks_api::run_task).get(objects_api::list_tasks),
+        )
+        .route("/v1/tasks/{id}/stop", post(tasks_api::stop_task))
+        .route("/v1/sources", get(sources_api::list))
+        .route("/v1/sources/{name}", get(sources_api::get_one))
+        .route("/v1/sources/{name}/apply", post(sources_api::apply))
+        .route("/v1/{kind}", get(objects_api::list))
+        .route(
+            "/v1/{kind}/{name}",
+            get(objects_api::get_one).delete(objects_api::delete_one),
+        )
+        .merge(dashboard::routes(&state))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state.clone());
+    // Authentication, authorization and the audit trail in front of everything (middleware.rs).
+    middleware::wrap(app, state.store)
+}
+
+/// Serve until `shutdown` (tests pass a listener bound to port 0).
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
