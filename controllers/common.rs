@@ -1,8 +1,8 @@
 //! Reads and rules shared by the service, deployment and recovery controllers.
 
 use berth_core::model::{
-    keys, parse_taskdef_ref, ContainerInstance, HealthStatus, Kind, SchedulingStrategy, Service,
-    Task, TaskDefinition, TaskState,
+    keys, ContainerInstance, HealthStatus, Kind, SchedulingStrategy, Service, Task, TaskDefinition,
+    TaskState,
 };
 use berth_core::objects;
 use berth_core::store::Store;
@@ -35,24 +35,6 @@ pub async fn tasks_of(store: &dyn Store, service: &str) -> anyhow::Result<Vec<Ta
         .into_iter()
         .filter(|t| t.spec.group == group)
         .collect())
-}
-
-/// `family` → latest ACTIVE revision; `family:N` → exactly that revision.
-pub async fn taskdef(store: &dyn Store, reference: &str) -> anyhow::Result<Option<TaskDefinition>> {
-    let Some((family, rev)) = parse_taskdef_ref(reference) else {
-        return Ok(None);
-    };
-    match rev {
-        Some(r) => Ok(objects::get(store, &keys::taskdef_key(family, r)).await?),
-        None => {
-            let all: Vec<TaskDefinition> =
-                objects::list(store, &keys::taskdef_family_prefix(family)).await?;
-            Ok(all
-                .into_iter()
-                .rev()
-                .find(|t| t.status.status != "INACTIVE"))
-        }
-    }
 }
 
 /// REPLICA: the spec's count; DAEMON: one per ACTIVE instance of the cluster.
@@ -102,7 +84,7 @@ pub async fn checks_by_taskdef(
     }
     for t in tasks {
         if !m.contains_key(&t.spec.task_definition) {
-            let h = taskdef(store, &t.spec.task_definition)
+            let h = objects::taskdef(store, &t.spec.task_definition)
                 .await?
                 .map(|d| has_checks(&d))
                 .unwrap_or(false);

@@ -76,7 +76,7 @@ impl DeploymentController {
             return Ok(Action::Done);
         }
         let mut next = svc.clone();
-        let Some(td) = common::taskdef(&*self.store, &svc.spec.task_definition).await? else {
+        let Some(td) = objects::taskdef(&*self.store, &svc.spec.task_definition).await? else {
             event_once(
                 &mut next,
                 format!(

@@ -15,7 +15,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::time::Duration;
 
-use super::common;
 use berth_core::auth::actions::task_role_name;
 use berth_core::auth::crypto::random_key_id;
 use berth_core::auth::identity::{
@@ -88,7 +87,7 @@ impl IamBinder {
         let Some(t) = task.filter(|t| !t.is_stopped()) else {
             return Ok(None);
         };
-        let td = common::taskdef(&*self.store, &t.spec.task_definition).await?;
+        let td = objects::taskdef(&*self.store, &t.spec.task_definition).await?;
         Ok(td
             .and_then(|td| td.spec.task_role)
             .filter(|r| !r.is_empty())

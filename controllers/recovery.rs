@@ -103,18 +103,14 @@ impl RecoveryController {
             .filter(|c| c.health_status == HealthStatus::Unhealthy)
             .map(|c| c.name.clone())
             .collect();
+        let reason = format!(
+            "{} (unhealthy: {})",
+            stop_codes::HEALTH_CHECK_REASON,
+            unhealthy.join(", ")
+        );
         objects::update_task(&*self.store, id, |t| {
-            if !t.is_active() || t.status.health_status != HealthStatus::Unhealthy {
-                return false;
-            }
-            t.status.desired_status = DesiredStatus::Stopped;
-            t.status.stop_code = Some(stop_codes::SERVICE_SCHEDULER_INITIATED.into());
-            t.status.stopped_reason = Some(format!(
-                "{} (unhealthy: {})",
-                stop_codes::HEALTH_CHECK_REASON,
-                unhealthy.join(", ")
-            ));
-            true
+            t.status.health_status == HealthStatus::Unhealthy
+                && t.request_stop(stop_codes::SERVICE_SCHEDULER_INITIATED, &reason)
         })
         .await?;
         Ok(Action::Done)

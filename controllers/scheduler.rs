@@ -13,9 +13,7 @@ use rand::SeedableRng;
 use tokio::time::Duration;
 
 use crate::instance_status as instances;
-use berth_core::model::{
-    keys, ContainerInstance, DesiredStatus, Kind, Task, TaskDefinition, TaskState,
-};
+use berth_core::model::{keys, ContainerInstance, DesiredStatus, Kind, Task, TaskState};
 use berth_core::objects::{self, ObjectError};
 use berth_core::placement::{self, Candidate, Request};
 use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
@@ -122,15 +120,10 @@ impl Scheduler {
                 .map(str::to_string)
                 .collect();
             let tasks = objects::list_tasks(&*self.store).await?;
-            let td = berth_core::model::parse_taskdef_ref(&task.spec.task_definition)
-                .and_then(|(f, r)| r.map(|r| keys::taskdef_key(f, r)));
-            let ports = match td {
-                Some(k) => objects::get::<_, _>(&*self.store, &k)
-                    .await?
-                    .map(|td: TaskDefinition| td.spec.fixed_host_ports())
-                    .unwrap_or_default(),
-                None => vec![],
-            };
+            let ports = objects::taskdef(&*self.store, &task.spec.task_definition)
+                .await?
+                .map(|td| td.spec.fixed_host_ports())
+                .unwrap_or_default();
             let req = Request {
                 cluster: task.spec.cluster.clone(),
                 cpu: task.spec.cpu,
@@ -230,15 +223,12 @@ pub async fn candidates(
             *c.groups.entry(t.spec.group.clone()).or_insert(0) += 1;
         }
         if !td_ports.contains_key(&t.spec.task_definition) {
-            let ports = match berth_core::model::parse_taskdef_ref(&t.spec.task_definition) {
-                Some((f, Some(r))) => objects::get::<_, _>(store, &keys::taskdef_key(f, r))
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|td: TaskDefinition| td.spec.fixed_host_ports())
-                    .unwrap_or_default(),
-                _ => vec![],
-            };
+            let ports = objects::taskdef(store, &t.spec.task_definition)
+                .await
+                .ok()
+                .flatten()
+                .map(|td| td.spec.fixed_host_ports())
+                .unwrap_or_default();
             td_ports.insert(t.spec.task_definition.clone(), ports);
         }
         c.ports_used

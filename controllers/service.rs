@@ -14,8 +14,8 @@ use tokio::time::Duration;
 use super::common::{self, counts_healthy, event_once};
 use super::rollout::{self, Counts};
 use berth_core::model::{
-    keys, new_id, now, stop_codes, DesiredStatus, Kind, SchedulingStrategy, Service, Task,
-    TaskDefinition, TaskSpec, TaskState, TaskStatus,
+    keys, now, stop_codes, DesiredStatus, Kind, SchedulingStrategy, Service, Task, TaskDefinition,
+    TaskState,
 };
 use berth_core::objects::{self, ObjectError};
 use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
@@ -54,15 +54,12 @@ impl ServiceController {
 impl ServiceController {
     async fn stop_tasks(&self, ids: &[String], reason: &str) -> anyhow::Result<()> {
         for id in ids {
-            objects::update_task(&*self.store, id, |t| {
-                if t.status.desired_status == DesiredStatus::Stopped || t.is_stopped() {
-                    return false;
-                }
-                t.status.desired_status = DesiredStatus::Stopped;
-                t.status.stop_code = Some(stop_codes::SERVICE_SCHEDULER_INITIATED.into());
-                t.status.stopped_reason = Some(reason.to_string());
-                true
-            })
+            objects::request_stop(
+                &*self.store,
+                id,
+                stop_codes::SERVICE_SCHEDULER_INITIATED,
+                reason,
+            )
             .await?;
         }
         Ok(())
@@ -131,7 +128,7 @@ impl ServiceController {
         else {
             return Ok(Action::Done);
         };
-        let Some(td) = common::taskdef(&*self.store, &primary.task_definition).await? else {
+        let Some(td) = objects::taskdef(&*self.store, &primary.task_definition).await? else {
             event_once(
                 &mut next,
                 format!(
@@ -310,32 +307,14 @@ impl ServiceController {
                 expression: None,
             });
         }
-        let mut t = Task::new(
-            Kind::Task,
-            new_id(),
-            TaskSpec {
-                task_definition: td.metadata.name.clone(),
-                cluster: svc.spec.cluster.clone(),
-                group: common::group_of(&svc.metadata.name),
-                started_by: deployment.to_string(),
-                deployment_id: deployment.to_string(),
-                placement_strategy: svc.spec.placement_strategy.clone(),
-                placement_constraints: constraints,
-                cpu: td.spec.reserved_cpu(),
-                memory: td.spec.reserved_memory(),
-            },
-        );
-        t.metadata.uid = t.metadata.name.clone();
-        t.metadata.created_at = Some(now());
+        let group = common::group_of(&svc.metadata.name);
+        let mut t = Task::provision(td, &svc.spec.cluster, &group, deployment);
+        t.spec.deployment_id = deployment.to_string();
+        t.spec.placement_strategy = svc.spec.placement_strategy.clone();
+        t.spec.placement_constraints = constraints;
         t.metadata
             .labels
             .insert("berth.service".into(), svc.metadata.name.clone());
-        t.status = TaskStatus {
-            last_status: TaskState::Provisioning,
-            desired_status: DesiredStatus::Running,
-            created_at: Some(now()),
-            ..Default::default()
-        };
         t
     }
 

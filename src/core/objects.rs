@@ -3,7 +3,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::model::{keys, Kind, Object, Task};
+use crate::model::{keys, parse_taskdef_ref, Kind, Object, Task, TaskDefinition};
 use crate::store::{Compare, Op, Store, StoreError, Txn};
 
 #[derive(Debug, thiserror::Error)]
@@ -121,4 +121,50 @@ pub async fn update_task(
         }
     }
     Err(ObjectError::Conflict(key))
+}
+
+/// Ask a task to stop ([`Task::request_stop`]), CAS-retried. `Ok(None)`: no such task.
+pub async fn request_stop(
+    store: &dyn Store,
+    id: &str,
+    code: &str,
+    reason: &str,
+) -> Result<Option<Task>> {
+    update_task(store, id, |t| t.request_stop(code, reason)).await
+}
+
+/// The one task-definition lookup: `family` → its latest ACTIVE revision (as ECS resolves a
+/// family), `family:N` → exactly that revision (ACTIVE or INACTIVE). `None`: no such
+/// definition or not a valid reference.
+pub async fn taskdef(store: &dyn Store, reference: &str) -> Result<Option<TaskDefinition>> {
+    let Some((family, rev)) = parse_taskdef_ref(reference) else {
+        return Ok(None);
+    };
+    if family.is_empty() || family.contains('/') {
+        return Ok(None);
+    }
+    match rev {
+        Some(r) => get(store, &keys::taskdef_key(family, r)).await,
+        None => {
+            let all: Vec<TaskDefinition> =
+                list(store, &keys::taskdef_family_prefix(family)).await?;
+            Ok(all
+                .into_iter()
+                .rev()
+                .find(|t| t.status.status != "INACTIVE"))
+        }
+    }
+}
+
+/// The newest revision of a family whatever its status (what the next registration follows).
+pub async fn latest_revision(store: &dyn Store, family: &str) -> Result<Option<TaskDefinition>> {
+    let (kvs, _) = store.range(&keys::taskdef_family_prefix(family)).await?;
+    kvs.last()
+        .map(|kv| {
+            TaskDefinition::from_kv(kv).map_err(|source| ObjectError::Decode {
+                key: kv.key.clone(),
+                source,
+            })
+        })
+        .transpose()
 }

@@ -222,11 +222,7 @@ impl TaskRunner {
 
     async fn run_task(&self, task: &Task) -> anyhow::Result<Action> {
         let id = task.metadata.name.clone();
-        let td: Option<TaskDefinition> =
-            match crate::model::parse_taskdef_ref(&task.spec.task_definition) {
-                Some((f, Some(r))) => objects::get(&*self.store, &keys::taskdef_key(f, r)).await?,
-                _ => None,
-            };
+        let td = objects::taskdef(&*self.store, &task.spec.task_definition).await?;
         let Some(td) = td else {
             return self
                 .stop_task(
@@ -674,13 +670,7 @@ impl Reconciler for TaskRunner {
             if let Some(wait) = self.draining(&task).await? {
                 return Ok(Action::RequeueAfter(wait));
             }
-            let td: Option<TaskDefinition> =
-                match crate::model::parse_taskdef_ref(&task.spec.task_definition) {
-                    Some((f, Some(r))) => {
-                        objects::get(&*self.store, &keys::taskdef_key(f, r)).await?
-                    }
-                    _ => None,
-                };
+            let td = objects::taskdef(&*self.store, &task.spec.task_definition).await?;
             return self.stop_task(&task, td.as_ref(), None).await;
         }
         self.run_task(&task).await

@@ -8,10 +8,7 @@ use serde_json::{json, Value};
 
 use super::error::{decode, ApiError};
 use super::ApiState;
-use crate::model::{
-    keys, new_id, now, parse_taskdef_ref, stop_codes, Cluster, DesiredStatus, Kind, Task,
-    TaskDefinition, TaskSpec, TaskState, TaskStatus,
-};
+use crate::model::{keys, parse_taskdef_ref, stop_codes, Cluster, Kind, Task};
 use crate::objects;
 use crate::store::{Compare, Op, Store, Txn};
 
@@ -45,22 +42,13 @@ pub async fn run_task(State(st): State<ApiState>, body: Bytes) -> Result<Json<Va
         )));
     }
     let store = &*st.store;
-    let Some((family, rev)) = parse_taskdef_ref(&req.task_definition) else {
+    if parse_taskdef_ref(&req.task_definition).is_none() {
         return Err(ApiError::bad_request(format!(
             "invalid task definition {:?}; expected FAMILY or FAMILY:REVISION",
             req.task_definition
         )));
-    };
-    let td: Option<TaskDefinition> = match rev {
-        Some(r) => objects::get(store, &keys::taskdef_key(family, r)).await?,
-        None => {
-            let all: Vec<TaskDefinition> =
-                objects::list(store, &keys::taskdef_family_prefix(family)).await?;
-            all.into_iter()
-                .rev()
-                .find(|t| t.status.status != "INACTIVE")
-        }
-    };
+    }
+    let td = objects::taskdef(store, &req.task_definition).await?;
     let Some(td) = td else {
         return Err(ApiError::not_found(format!(
             "task definition {} not found",
@@ -86,29 +74,8 @@ pub async fn run_task(State(st): State<ApiState>, body: Bytes) -> Result<Json<Va
     let mut txn = Txn::new();
     let mut tasks = Vec::new();
     for _ in 0..req.count {
-        let mut t = Task::new(
-            Kind::Task,
-            new_id(),
-            TaskSpec {
-                task_definition: td.metadata.name.clone(),
-                cluster: req.cluster.clone(),
-                group: group.clone(),
-                started_by: req.started_by.clone().unwrap_or_else(|| "run-task".into()),
-                deployment_id: String::new(),
-                placement_strategy: vec![],
-                placement_constraints: td.spec.placement_constraints.clone(),
-                cpu: td.spec.reserved_cpu(),
-                memory: td.spec.reserved_memory(),
-            },
-        );
-        t.metadata.uid = t.metadata.name.clone();
-        t.metadata.created_at = Some(now());
-        t.status = TaskStatus {
-            last_status: TaskState::Provisioning,
-            desired_status: DesiredStatus::Running,
-            created_at: Some(now()),
-            ..Default::default()
-        };
+        let started_by = req.started_by.as_deref().unwrap_or("run-task");
+        let t = Task::provision(&td, &req.cluster, &group, started_by);
         let k = keys::key(Kind::Task, &t.metadata.name);
         txn = txn
             .when(Compare::absent(&k))
@@ -138,16 +105,7 @@ pub struct StopTaskRequest {
 }
 
 pub async fn stop(store: &dyn Store, id: &str, reason: &str) -> Result<Task, ApiError> {
-    let t = objects::update_task(store, id, |t| {
-        if t.is_stopped() || t.status.desired_status == DesiredStatus::Stopped {
-            return false;
-        }
-        t.status.desired_status = DesiredStatus::Stopped;
-        t.status.stop_code = Some(stop_codes::USER_INITIATED.into());
-        t.status.stopped_reason = Some(reason.to_string());
-        true
-    })
-    .await?;
+    let t = objects::request_stop(store, id, stop_codes::USER_INITIATED, reason).await?;
     t.ok_or_else(|| ApiError::not_found(format!("task {id:?} not found")))
 }
 

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Object, PlacementConstraint, PlacementStrategy};
+use super::{Object, PlacementConstraint, PlacementStrategy, TaskDefinition};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -209,5 +209,52 @@ impl Task {
     }
     pub fn service_name(&self) -> Option<&str> {
         self.spec.group.strip_prefix("service:")
+    }
+
+    /// A new task of `td` (resolved `family:rev`), PROVISIONING and wanted RUNNING: the one
+    /// constructor behind run-task and the service controller. Placement comes from `spec`'s
+    /// caller; CPU and memory reservations from the task definition.
+    pub fn provision(td: &TaskDefinition, cluster: &str, group: &str, started_by: &str) -> Task {
+        let id = super::new_id();
+        let mut t = Task::new(
+            super::Kind::Task,
+            id.clone(),
+            TaskSpec {
+                task_definition: td.metadata.name.clone(),
+                cluster: cluster.to_string(),
+                group: group.to_string(),
+                started_by: started_by.to_string(),
+                deployment_id: String::new(),
+                placement_strategy: vec![],
+                placement_constraints: td.spec.placement_constraints.clone(),
+                cpu: td.spec.reserved_cpu(),
+                memory: td.spec.reserved_memory(),
+            },
+        );
+        let now = super::now();
+        t.metadata.uid = id;
+        t.metadata.created_at = Some(now);
+        t.status = TaskStatus {
+            last_status: TaskState::Provisioning,
+            desired_status: DesiredStatus::Running,
+            created_at: Some(now),
+            ..Default::default()
+        };
+        t
+    }
+
+    /// Ask the task to stop (the agent stops its containers): desired STOPPED with the stop
+    /// code and reason, unless it is already stopped or asked to stop (the first reason
+    /// stands). Returns whether anything changed — the one "request a stop" of every writer.
+    pub fn request_stop(&mut self, code: &str, reason: &str) -> bool {
+        if self.is_stopped() || self.status.desired_status == DesiredStatus::Stopped {
+            return false;
+        }
+        self.status.desired_status = DesiredStatus::Stopped;
+        if self.status.stop_code.is_none() {
+            self.status.stop_code = Some(code.to_string());
+            self.status.stopped_reason = Some(reason.to_string());
+        }
+        true
     }
 }
