@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the demo/test image locally, with no registry: a rootfs holding Debian's static
-# busybox with every applet linked, imported into Docker (DESIGN.md §8).
+# busybox with every applet linked, imported into Docker (ARCHITECTURE.md, "Test images").
 #   scripts/build-image.sh [TAG]      (default local/busybox:1)
 set -euo pipefail
 tag="${1:-local/busybox:1}"

@@ -1,4 +1,4 @@
-//! Manifest parsing, validation, loading and applying (DESIGN.md §3, §7).
+//! Manifest parsing, validation, loading and applying.
 //!
 //! Every bad input must give an error naming the file, the document and the field (and the
 //! line where the parser knows it); nothing from a failed apply may reach the store.

@@ -921,7 +921,7 @@ async fn embedded_kill9_keeps_acknowledged_writes() {
     }
 }
 
-/// Prints rough embedded txn/s numbers (not an assertion; see DESIGN.md §8).
+/// Prints rough embedded txn/s numbers (not an assertion; see ARCHITECTURE.md, "Benchmarks").
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn embedded_throughput() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,4 +1,4 @@
-//! The `berth` command line (DESIGN.md §7).
+//! The `berth` command line.
 
 pub mod auth;
 pub mod client;

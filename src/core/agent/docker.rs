@@ -178,7 +178,7 @@ pub fn create_body(
         );
         exposed.insert(key.clone(), HashMap::new());
         if mode == NetworkMode::Bridge {
-            // Publishing needs the port in exposed_ports too (DESIGN.md §9).
+            // Publishing needs the port in exposed_ports too (ARCHITECTURE.md, "Pitfalls").
             let host_port = match p.host_port {
                 Some(h) if h != 0 => h.to_string(),
                 _ => String::new(),

@@ -6,6 +6,7 @@ pub mod docker;
 pub mod hook;
 pub mod logs;
 pub mod runner;
+pub mod simulated;
 pub mod stats;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,4 +1,4 @@
-//! Manifests (DESIGN.md §3): parse YAML/JSON files into typed objects, check them, and load a
+//! Manifests: parse YAML/JSON files into typed objects, check them, and load a
 //! folder of them.
 //!
 //! - [`parse_str`] turns one file's text into [`Document`]s (many `---` documents per YAML

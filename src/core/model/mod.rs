@@ -1,4 +1,4 @@
-//! The object model (DESIGN.md §3): Kubernetes-style envelopes with ECS field names inside.
+//! The object model: Kubernetes-style envelopes with ECS field names inside.
 
 pub mod instance;
 pub mod keys;

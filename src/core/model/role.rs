@@ -1,4 +1,4 @@
-//! Role: an IAM-style policy (DESIGN.md §3). Identities and tasks (`taskRole`) are bound to a
+//! Role: an IAM-style policy. Identities and tasks (`taskRole`) are bound to a
 //! role; the API allows a request only when some statement allows its action on its resource
 //! and no statement denies it (explicit Deny wins, default deny).
 //!

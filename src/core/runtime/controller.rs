@@ -1,5 +1,5 @@
 //! The controller runner: triggers → de-duplicating queue → workers calling `reconcile(key)`,
-//! with per-key back-off, periodic resync and graceful shutdown (DESIGN.md §5).
+//! with per-key back-off, periodic resync and graceful shutdown (ARCHITECTURE.md, "Reconcile runtime").
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,4 +1,4 @@
-//! The store: the only shared state between berth's components (DESIGN.md §4).
+//! The store: the only shared state between berth's components (ARCHITECTURE.md, "Store").
 //!
 //! One trait, two backends: [`embedded::EmbeddedStore`] (durable write-ahead log on local disk)
 //! and [`etcd::EtcdStore`]. Both give a global monotonic revision, compare-and-swap
