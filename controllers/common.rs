@@ -1,11 +1,12 @@
 //! Reads and rules shared by the service, deployment and recovery controllers.
 
 use berth_core::model::{
-    keys, ContainerInstance, HealthStatus, Kind, SchedulingStrategy, Service, Task, TaskDefinition,
-    TaskState,
+    keys, parse_taskdef_ref, ContainerInstance, HealthStatus, Kind, SchedulingStrategy, Service,
+    Task, TaskDefinition, TaskState,
 };
 use berth_core::objects;
-use berth_core::store::Store;
+use berth_core::runtime::Cache;
+use berth_core::store::{DynStore, KeyValue, Store};
 
 /// Trigger mapper: a service key → the service's name.
 pub fn service_key(kv: &berth_core::store::KeyValue) -> Vec<String> {
@@ -98,5 +99,28 @@ pub async fn checks_by_taskdef(
 pub fn event_once(svc: &mut Service, msg: String) {
     if svc.status.events.first().map(|e| e.message.as_str()) != Some(msg.as_str()) {
         svc.status.push_event(msg);
+    }
+}
+
+/// Maps a changed task definition to the services that follow its family (from a local
+/// cache of services), so a new revision triggers exactly those.
+pub fn family_trigger(
+    store: DynStore,
+) -> impl Fn(&KeyValue) -> Vec<String> + Send + Sync + 'static {
+    let services = Cache::start(store, &keys::prefix(Kind::Service), |_| {});
+    move |kv: &KeyValue| -> Vec<String> {
+        let Ok(td) = serde_json::from_slice::<TaskDefinition>(&kv.value) else {
+            return vec![];
+        };
+        services
+            .list()
+            .iter()
+            .filter_map(|kv| serde_json::from_slice::<Service>(&kv.value).ok())
+            .filter(|s| {
+                parse_taskdef_ref(&s.spec.task_definition).map(|(f, _)| f)
+                    == Some(td.status.family.as_str())
+            })
+            .map(|s| s.metadata.name)
+            .collect()
     }
 }

@@ -32,7 +32,7 @@ impl DeploymentController {
         let r = Arc::new(DeploymentController {
             store: store.clone(),
         });
-        let by_family = super::family_trigger(store.clone());
+        let by_family = common::family_trigger(store.clone());
         Controller::new(
             "deployment",
             store,

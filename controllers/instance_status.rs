@@ -7,27 +7,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::time::Duration;
 
-use berth_core::model::{keys, ContainerInstance, Kind, Resources, Task, TaskState};
+use berth_core::model::{keys, ContainerInstance, Kind, Task, TaskState};
 use berth_core::objects::{self, ObjectError};
 use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
 use berth_core::store::DynStore;
 
-use berth_core::placement::Candidate;
+use crate::capacity::remaining;
 
 pub struct InstanceStatus {
     store: DynStore,
-}
-
-pub fn remaining(c: &Candidate) -> Resources {
-    Resources {
-        cpu: c.cpu_free(),
-        memory: c.memory_free(),
-        ports: c
-            .ports_used
-            .iter()
-            .map(|(p, proto)| format!("{}/{p}", proto.as_str()))
-            .collect(),
-    }
 }
 
 impl InstanceStatus {
@@ -92,13 +80,9 @@ impl Reconciler for InstanceStatus {
                 .filter(|t| t.status.container_instance.as_deref() == Some(id))
                 .collect();
             let set: BTreeSet<String> = [id.to_string()].into();
-            let cands = crate::scheduler::candidates(
-                std::slice::from_ref(&inst),
-                &set,
-                &mine,
-                &*self.store,
-            )
-            .await;
+            let cands =
+                crate::capacity::candidates(std::slice::from_ref(&inst), &set, &mine, &*self.store)
+                    .await;
             let mut next = inst.clone();
             next.status.agent_connected = connected;
             next.status.disconnected_at = match (connected, inst.status.disconnected_at) {

@@ -5,17 +5,17 @@
 //! placement bumps that record, so a racing scheduler that decided on stale usage fails the
 //! compare and retries on fresh state: an instance is never over-committed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use rand::SeedableRng;
 use tokio::time::Duration;
 
-use crate::instance_status as instances;
+use crate::capacity::{self, candidates};
 use berth_core::model::{keys, ContainerInstance, DesiredStatus, Kind, Task, TaskState};
 use berth_core::objects::{self, ObjectError};
-use berth_core::placement::{self, Candidate, Request};
+use berth_core::placement::{self, Request};
 use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
 use berth_core::store::{Compare, DynStore, Op, Txn};
 
@@ -161,7 +161,7 @@ impl Scheduler {
             let mut c = cands[chosen].clone();
             c.take(&req);
             inst2.status.placement_generation += 1;
-            inst2.status.remaining_resources = instances::remaining(&c);
+            inst2.status.remaining_resources = capacity::remaining(&c);
             inst2.status.pending_tasks_count += 1;
             let mut t2 = task.clone();
             t2.status.container_instance = Some(inst.metadata.name.clone());
@@ -182,59 +182,6 @@ impl Scheduler {
         }
         Err(ObjectError::Conflict(format!("placement of task {id}")).into())
     }
-}
-
-/// Build placement candidates from a consistent-enough snapshot.
-pub async fn candidates(
-    instances: &[ContainerInstance],
-    connected: &BTreeSet<String>,
-    tasks: &[Task],
-    store: &dyn berth_core::store::Store,
-) -> Vec<Candidate> {
-    let mut by_id: BTreeMap<&str, Candidate> = BTreeMap::new();
-    for i in instances {
-        by_id.insert(
-            &i.metadata.name,
-            Candidate {
-                id: i.metadata.name.clone(),
-                cluster: i.spec.cluster.clone(),
-                usable: i.status.status == "ACTIVE" && connected.contains(&i.metadata.name),
-                cpu_total: i.status.registered_resources.cpu,
-                memory_total: i.status.registered_resources.memory,
-                attributes: i.spec.attributes.clone(),
-                ..Default::default()
-            },
-        );
-    }
-    let mut td_ports: BTreeMap<String, Vec<(u16, berth_core::model::Protocol)>> = BTreeMap::new();
-    for t in tasks.iter().filter(|t| t.holds_resources()) {
-        let Some(c) = t
-            .status
-            .container_instance
-            .as_deref()
-            .and_then(|i| by_id.get_mut(i))
-        else {
-            continue;
-        };
-        c.cpu_used += t.spec.cpu;
-        c.memory_used += t.spec.memory;
-        c.tasks += 1;
-        if t.is_active() {
-            *c.groups.entry(t.spec.group.clone()).or_insert(0) += 1;
-        }
-        if !td_ports.contains_key(&t.spec.task_definition) {
-            let ports = objects::taskdef(store, &t.spec.task_definition)
-                .await
-                .ok()
-                .flatten()
-                .map(|td| td.spec.fixed_host_ports())
-                .unwrap_or_default();
-            td_ports.insert(t.spec.task_definition.clone(), ports);
-        }
-        c.ports_used
-            .extend(td_ports[&t.spec.task_definition].iter().copied());
-    }
-    by_id.into_values().collect()
 }
 
 #[async_trait]

@@ -9,9 +9,11 @@ use http_body_util::Empty;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+use super::table::SharedTable;
 use super::targets::{Health, TargetRuntime};
-use super::SharedTable;
+use crate::model::lb::{lb_keys, TargetHealth};
 use crate::model::lb::{status_matches, TargetHealthCheck};
+use crate::model::now;
 use crate::store::DynStore;
 
 type CheckClient = hyper_util::client::legacy::Client<
@@ -96,7 +98,7 @@ async fn check(
     };
     if let Some(state) = t.observe(ok, hc) {
         tracing::info!(target = %t.addr, task = %t.task_id, group = %t.target_group, state = state.as_str(), %reason, "target health changed");
-        super::report(store, t, state.as_str(), &reason).await;
+        report(store, t, state.as_str(), &reason).await;
     }
 }
 
@@ -105,6 +107,30 @@ async fn report_drained(store: &DynStore, t: &Arc<TargetRuntime>) {
         && t.in_flight.load(Ordering::Acquire) == 0
         && !t.drained_reported.swap(true, Ordering::AcqRel)
     {
-        super::report(store, t, "drained", "no request in flight").await;
+        report(store, t, "drained", "no request in flight").await;
+    }
+}
+
+/// Write a target's health as this load balancer sees it (on transitions only).
+pub async fn report(store: &DynStore, t: &TargetRuntime, state: &str, reason: &str) {
+    let h = TargetHealth {
+        state: state.into(),
+        service: t.service.clone(),
+        reason: reason.into(),
+        updated_at: now(),
+    };
+    let key = lb_keys::health(&t.target_group, &t.task_id);
+    // Only while the target is still registered: a late report must not resurrect a record.
+    let txn = crate::store::Txn::new()
+        .when(crate::store::Compare::mod_revision(
+            lb_keys::target(&t.target_group, &t.task_id),
+            0,
+        ))
+        .or_else(crate::store::Op::put(
+            key,
+            serde_json::to_vec(&h).unwrap_or_default(),
+        ));
+    if let Err(e) = store.txn(txn).await {
+        tracing::warn!(error = %e, "could not record target health");
     }
 }

@@ -19,8 +19,8 @@ use tokio::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::routing::{route, Route};
+use super::table::SharedTable;
 use super::targets::{pick, InFlight};
-use super::SharedTable;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
@@ -270,4 +270,4 @@ async fn handle(
 }
 
 /// The shared table type, re-exported for `berth lb` and tests.
-pub type Table = Arc<super::Table>;
+pub type Table = Arc<super::table::Table>;
