@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use super::client::Client;
-use berth_core::auth::sigv4::{self, Credentials};
+use berth_core::util::percent;
 
 #[derive(Subcommand, Debug)]
 pub enum AuthCommand {
@@ -72,19 +72,6 @@ pub struct AuditArgs {
     pub output: Option<String>,
 }
 
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
 fn print_json(v: &Value, output: Option<&str>) -> anyhow::Result<bool> {
     match output {
         Some("json") => println!("{}", serde_json::to_string_pretty(v)?),
@@ -146,7 +133,7 @@ pub async fn run(c: &Client, cmd: &AuthCommand) -> anyhow::Result<ExitCode> {
             }
         }
         AuthCommand::Identity(IdentityCommand::Delete { name }) => {
-            c.delete(&format!("/v1/auth/identities/{}", enc(name)))
+            c.delete(&format!("/v1/auth/identities/{}", percent::encode(name, false)))
                 .await?;
             println!("identity/{name} deleted");
         }
@@ -185,7 +172,7 @@ pub async fn audit(c: &Client, a: &AuditArgs) -> anyhow::Result<ExitCode> {
         ("decision", &a.decision),
     ] {
         if let Some(v) = v {
-            q.push(format!("{k}={}", enc(v)));
+            q.push(format!("{k}={}", percent::encode(v, false)));
         }
     }
     if let Some(l) = a.limit {
@@ -219,78 +206,6 @@ pub async fn audit(c: &Client, a: &AuditArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The region to sign for: `AWS_REGION`, `AWS_DEFAULT_REGION`, else us-east-1 (berth accepts
-/// any).
-pub fn region() -> String {
-    ["AWS_REGION", "AWS_DEFAULT_REGION"]
-        .iter()
-        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| sigv4::DEFAULT_REGION.to_string())
-}
-
-/// Sign a built request in place (SigV4 over its method, URL, host, content type and body).
-pub fn sign_request(req: &mut reqwest::Request, creds: &Credentials, unsigned_payload: bool) {
-    let url = req.url().clone();
-    let host = match (url.host_str(), url.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_string(),
-        _ => String::new(),
-    };
-    let mut headers = vec![("host".to_string(), host.clone())];
-    for (n, v) in req.headers() {
-        if n.as_str() == "content-type" {
-            if let Ok(v) = v.to_str() {
-                headers.push((n.as_str().to_string(), v.to_string()));
-            }
-        }
-    }
-    let body: Option<Vec<u8>> = match req.body() {
-        _ if unsigned_payload => None,
-        None => Some(Vec::new()),
-        Some(b) => b.as_bytes().map(<[u8]>::to_vec),
-    };
-    sigv4::sign(
-        creds,
-        &region(),
-        req.method().as_str(),
-        url.path(),
-        url.query().unwrap_or(""),
-        &mut headers,
-        body.as_deref(),
-        berth_core::model::now(),
-    );
-    let h = req.headers_mut();
-    for (n, v) in headers {
-        if n == "content-type" {
-            continue;
-        }
-        if let (Ok(n), Ok(v)) = (
-            reqwest::header::HeaderName::from_bytes(n.as_bytes()),
-            reqwest::header::HeaderValue::from_str(&v),
-        ) {
-            h.insert(n, v);
-        }
-    }
-}
-
-/// Sign a request builder. `unsigned_payload`: sign `UNSIGNED-PAYLOAD` (the body is not known
-/// yet); otherwise the body as built (none counts as empty).
-pub fn sign_builder(
-    rb: reqwest::RequestBuilder,
-    creds: &Credentials,
-    unsigned_payload: bool,
-) -> reqwest::RequestBuilder {
-    let (client, req) = rb.build_split();
-    match req {
-        Ok(mut req) => {
-            sign_request(&mut req, creds, unsigned_payload);
-            reqwest::RequestBuilder::from_parts(client, req)
-        }
-        // An unbuildable request (a malformed URL) fails again when sent.
-        Err(_) => client.get("http://invalid.invalid/"),
-    }
 }
 
 /// Control-plane start: the server key, the `admin` role and identity. With `local_config`

@@ -6,6 +6,8 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use berth_core::auth::sigv4::{self, Credentials};
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CliConfig {
     pub endpoint: String,
@@ -114,14 +116,14 @@ impl Client {
         }
         if let Some(c) = &self.sigv4 {
             // Bodies added later are re-signed by `send`; until then UNSIGNED-PAYLOAD.
-            r = super::auth::sign_builder(r, c, !bodyless);
+            r = sign_builder(r, c, !bodyless);
         }
         r
     }
 
     async fn send(&self, r: reqwest::RequestBuilder) -> Result<Value, ClientError> {
         let r = match &self.sigv4 {
-            Some(c) => super::auth::sign_builder(r, c, false),
+            Some(c) => sign_builder(r, c, false),
             None => r,
         };
         let resp = r.send().await.map_err(|source| ClientError::Transport {
@@ -169,5 +171,79 @@ impl Client {
 
     pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
         self.send(self.req(reqwest::Method::DELETE, path)).await
+    }
+}
+
+// ----- SigV4 request signing (AWS_ACCESS_KEY_ID / _SECRET_ACCESS_KEY / _SESSION_TOKEN) -----
+
+/// The region to sign for: `AWS_REGION`, `AWS_DEFAULT_REGION`, else us-east-1 (berth accepts
+/// any).
+pub fn region() -> String {
+    ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| sigv4::DEFAULT_REGION.to_string())
+}
+
+/// Sign a built request in place (SigV4 over its method, URL, host, content type and body).
+pub fn sign_request(req: &mut reqwest::Request, creds: &Credentials, unsigned_payload: bool) {
+    let url = req.url().clone();
+    let host = match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => String::new(),
+    };
+    let mut headers = vec![("host".to_string(), host.clone())];
+    for (n, v) in req.headers() {
+        if n.as_str() == "content-type" {
+            if let Ok(v) = v.to_str() {
+                headers.push((n.as_str().to_string(), v.to_string()));
+            }
+        }
+    }
+    let body: Option<Vec<u8>> = match req.body() {
+        _ if unsigned_payload => None,
+        None => Some(Vec::new()),
+        Some(b) => b.as_bytes().map(<[u8]>::to_vec),
+    };
+    sigv4::sign(
+        creds,
+        &region(),
+        req.method().as_str(),
+        url.path(),
+        url.query().unwrap_or(""),
+        &mut headers,
+        body.as_deref(),
+        berth_core::model::now(),
+    );
+    let h = req.headers_mut();
+    for (n, v) in headers {
+        if n == "content-type" {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            reqwest::header::HeaderName::from_bytes(n.as_bytes()),
+            reqwest::header::HeaderValue::from_str(&v),
+        ) {
+            h.insert(n, v);
+        }
+    }
+}
+
+/// Sign a request builder. `unsigned_payload`: sign `UNSIGNED-PAYLOAD` (the body is not known
+/// yet); otherwise the body as built (none counts as empty).
+pub fn sign_builder(
+    rb: reqwest::RequestBuilder,
+    creds: &Credentials,
+    unsigned_payload: bool,
+) -> reqwest::RequestBuilder {
+    let (client, req) = rb.build_split();
+    match req {
+        Ok(mut req) => {
+            sign_request(&mut req, creds, unsigned_payload);
+            reqwest::RequestBuilder::from_parts(client, req)
+        }
+        // An unbuildable request (a malformed URL) fails again when sent.
+        Err(_) => client.get("http://invalid.invalid/"),
     }
 }
