@@ -8,13 +8,6 @@ use berth_core::objects;
 use berth_core::runtime::Cache;
 use berth_core::store::{DynStore, KeyValue, Store};
 
-/// Trigger mapper: a service key → the service's name.
-pub fn service_key(kv: &berth_core::store::KeyValue) -> Vec<String> {
-    keys::name_of(&kv.key, Kind::Service)
-        .map(|n| vec![n.to_string()])
-        .unwrap_or_default()
-}
-
 /// Trigger mapper: a task → the service it belongs to, if any.
 pub fn task_service(kv: &berth_core::store::KeyValue) -> Vec<String> {
     serde_json::from_slice::<Task>(&kv.value)

@@ -43,10 +43,7 @@ impl DeploymentController {
                 ..Default::default()
             },
         )
-        .trigger(Trigger::new(
-            keys::prefix(Kind::Service),
-            common::service_key,
-        ))
+        .primary(Kind::Service)
         .trigger(Trigger::new(keys::prefix(Kind::Task), common::task_service))
         .trigger(Trigger::new(keys::prefix(Kind::TaskDefinition), by_family))
     }
@@ -280,14 +277,5 @@ impl DeploymentController {
 impl Reconciler for DeploymentController {
     async fn reconcile(&self, name: &str) -> anyhow::Result<Action> {
         self.reconcile_service(name).await
-    }
-
-    async fn resync_keys(&self) -> anyhow::Result<Vec<String>> {
-        let (kvs, _) = self.store.range(&keys::prefix(Kind::Service)).await?;
-        Ok(kvs
-            .iter()
-            .filter_map(|kv| keys::name_of(&kv.key, Kind::Service))
-            .map(str::to_string)
-            .collect())
     }
 }

@@ -49,10 +49,7 @@ impl InstanceStatus {
             },
         )
         .trigger(Trigger::new(keys::prefix(Kind::Task), by_task))
-        .trigger(Trigger::new(
-            keys::prefix(Kind::ContainerInstance),
-            by_name(keys::prefix(Kind::ContainerInstance)),
-        ))
+        .primary(Kind::ContainerInstance)
         .trigger(Trigger::new(
             keys::INSTANCE_LEASE_PREFIX,
             by_name(keys::INSTANCE_LEASE_PREFIX.to_string()),
@@ -109,17 +106,5 @@ impl Reconciler for InstanceStatus {
             }
         }
         Ok(Action::Requeue)
-    }
-
-    async fn resync_keys(&self) -> anyhow::Result<Vec<String>> {
-        let (kvs, _) = self
-            .store
-            .range(&keys::prefix(Kind::ContainerInstance))
-            .await?;
-        Ok(kvs
-            .iter()
-            .filter_map(|kv| keys::name_of(&kv.key, Kind::ContainerInstance))
-            .map(str::to_string)
-            .collect())
     }
 }

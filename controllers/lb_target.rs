@@ -53,10 +53,7 @@ impl LbTargetController {
                 ..Default::default()
             },
         )
-        .trigger(Trigger::new(
-            keys::prefix(Kind::Service),
-            common::service_key,
-        ))
+        .primary(Kind::Service)
         .trigger(Trigger::new(keys::prefix(Kind::Task), common::task_service))
         .trigger(Trigger::new(lb_keys::TARGET_HEALTH, by_health))
         .trigger(Trigger::new(lb_keys::TARGETS, by_target))
@@ -293,12 +290,7 @@ impl Reconciler for LbTargetController {
     }
 
     async fn resync_keys(&self) -> anyhow::Result<Vec<String>> {
-        let (kvs, _) = self.store.range(&keys::prefix(Kind::Service)).await?;
-        let mut names: BTreeSet<String> = kvs
-            .iter()
-            .filter_map(|kv| keys::name_of(&kv.key, Kind::Service))
-            .map(str::to_string)
-            .collect();
+        let mut names = BTreeSet::new();
         let (targets, _) = self.store.range(lb_keys::TARGETS).await?;
         for kv in targets {
             if let Ok(t) = serde_json::from_slice::<Target>(&kv.value) {

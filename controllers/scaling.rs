@@ -16,7 +16,7 @@ use berth_core::metrics::{aggregate, InstanceSample, TaskInfo, STATS_PREFIX};
 use berth_core::model::scaling::PredefinedMetric;
 use berth_core::model::{keys, now, Kind, ScalingPolicy, Service};
 use berth_core::objects::{self, ObjectError};
-use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
+use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler};
 use berth_core::store::DynStore;
 
 /// Scale in only when the metric is below this share of the target.
@@ -145,14 +145,7 @@ impl ScalingController {
                 ..Default::default()
             },
         )
-        .trigger(Trigger::new(
-            keys::prefix(Kind::ScalingPolicy),
-            |kv: &berth_core::store::KeyValue| {
-                keys::name_of(&kv.key, Kind::ScalingPolicy)
-                    .map(|n| vec![n.to_string()])
-                    .unwrap_or_default()
-            },
-        ))
+        .primary(Kind::ScalingPolicy)
     }
 
     /// The service's average utilization now, from fresh samples of its running tasks.
@@ -268,14 +261,6 @@ impl Reconciler for ScalingController {
             }
         }
         Ok(Action::RequeueAfter(every))
-    }
-
-    async fn resync_keys(&self) -> anyhow::Result<Vec<String>> {
-        let (kvs, _) = self.store.range(&keys::prefix(Kind::ScalingPolicy)).await?;
-        Ok(kvs
-            .iter()
-            .filter_map(|kv| keys::name_of(&kv.key, Kind::ScalingPolicy).map(str::to_string))
-            .collect())
     }
 }
 

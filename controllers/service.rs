@@ -43,10 +43,7 @@ impl ServiceController {
                 ..Default::default()
             },
         )
-        .trigger(Trigger::new(
-            keys::prefix(Kind::Service),
-            common::service_key,
-        ))
+        .primary(Kind::Service)
         .trigger(Trigger::new(keys::prefix(Kind::Task), common::task_service))
     }
 }
@@ -357,12 +354,7 @@ impl Reconciler for ServiceController {
     }
 
     async fn resync_keys(&self) -> anyhow::Result<Vec<String>> {
-        let (kvs, _) = self.store.range(&keys::prefix(Kind::Service)).await?;
-        let mut names: Vec<String> = kvs
-            .iter()
-            .filter_map(|kv| keys::name_of(&kv.key, Kind::Service))
-            .map(str::to_string)
-            .collect();
+        let mut names = Vec::new();
         // Tasks whose service is gone are reconciled through their group's name.
         for t in objects::list_tasks(&*self.store).await? {
             if let Some(s) = t.service_name() {

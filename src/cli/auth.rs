@@ -133,8 +133,11 @@ pub async fn run(c: &Client, cmd: &AuthCommand) -> anyhow::Result<ExitCode> {
             }
         }
         AuthCommand::Identity(IdentityCommand::Delete { name }) => {
-            c.delete(&format!("/v1/auth/identities/{}", percent::encode(name, false)))
-                .await?;
+            c.delete(&format!(
+                "/v1/auth/identities/{}",
+                percent::encode(name, false)
+            ))
+            .await?;
             println!("identity/{name} deleted");
         }
         AuthCommand::CanI { action, resource } => {

@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use super::backoff::{Backoff, BackoffPolicy};
 use super::queue::Queue;
 use super::watcher::{watcher, WatcherEvent};
-use crate::store::{DynStore, KeyValue};
+use crate::model::{keys, Kind};
+use crate::store::{DynStore, KeyValue, Store};
 
 /// What to do with a key after a successful reconcile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +31,11 @@ pub trait Reconciler: Send + Sync + 'static {
     /// Bring the world for `key` toward its desired state. Must be idempotent and re-read
     /// everything it needs: the key is all the trigger says.
     async fn reconcile(&self, key: &str) -> anyhow::Result<Action>;
-    /// Every key that should be reconciled on a periodic resync.
-    async fn resync_keys(&self) -> anyhow::Result<Vec<String>>;
+    /// Keys to reconcile on a periodic resync beyond the names of the controller's primary
+    /// kind ([`Controller::primary`]), which the runtime lists itself.
+    async fn resync_keys(&self) -> anyhow::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Maps a changed store key (with its value, or its last value for deletes) to the keys of
@@ -152,11 +156,32 @@ impl Registry {
     }
 }
 
+/// The keys of one resync: every object name of the primary kind, then the reconciler's own.
+async fn resync(
+    store: &dyn Store,
+    primary: Option<Kind>,
+    r: &dyn Reconciler,
+) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    if let Some(kind) = primary {
+        let (kvs, _) = store.range(&keys::prefix(kind)).await?;
+        out.extend(
+            kvs.iter()
+                .filter_map(|kv| keys::name_of(&kv.key, kind))
+                .map(str::to_string),
+        );
+    }
+    out.extend(r.resync_keys().await?);
+    Ok(out)
+}
+
 pub struct Controller {
     name: String,
     store: DynStore,
     reconciler: Arc<dyn Reconciler>,
     triggers: Vec<Trigger>,
+    /// The kind whose object names are this controller's keys (resynced by the runtime).
+    primary: Option<Kind>,
     opts: ControllerOptions,
     queue: Arc<Queue>,
     stats: Arc<ControllerStats>,
@@ -185,10 +210,23 @@ impl Controller {
             store,
             reconciler,
             triggers: Vec::new(),
+            primary: None,
             opts,
             queue,
             stats,
         }
+    }
+
+    /// Declare the kind whose objects this controller reconciles, one key per object name:
+    /// a change to one enqueues its name, and the periodic resync enqueues every one of them
+    /// (plus [`Reconciler::resync_keys`]).
+    pub fn primary(mut self, kind: Kind) -> Self {
+        self.primary = Some(kind);
+        self.trigger(Trigger::new(keys::prefix(kind), move |kv: &KeyValue| {
+            keys::name_of(&kv.key, kind)
+                .map(|n| vec![n.to_string()])
+                .unwrap_or_default()
+        }))
     }
 
     pub fn trigger(mut self, t: Trigger) -> Self {
@@ -213,6 +251,7 @@ impl Controller {
             store,
             reconciler,
             triggers,
+            primary,
             opts,
             queue,
             stats,
@@ -246,6 +285,7 @@ impl Controller {
             let stop = bg.clone();
             let period = opts.resync;
             let name = name.clone();
+            let store = store.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval_at(Instant::now() + period, period);
                 loop {
@@ -253,7 +293,7 @@ impl Controller {
                         _ = stop.cancelled() => return,
                         _ = tick.tick() => {}
                     }
-                    match r.resync_keys().await {
+                    match resync(&*store, primary, &*r).await {
                         Ok(keys) => keys.iter().for_each(|k| q.add(k)),
                         Err(e) => {
                             tracing::warn!(controller = %name, error = %e, "resync list failed")
