@@ -236,7 +236,7 @@ async fn dashboard(n: u32) -> anyhow::Result<()> {
         store: store.clone(),
         registry: berth_core::runtime::Registry::default(),
     };
-    let app = berth_core::api::dashboard::routes(&state).with_state(state);
+    let app = berth_core::api::live_routes(&state).with_state(state);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     let stop = CancellationToken::new();

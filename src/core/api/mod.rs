@@ -4,8 +4,11 @@
 mod auth_api;
 pub mod dashboard;
 mod error;
+mod hub;
+mod metrics_api;
 pub mod middleware;
 mod objects_api;
+mod observe;
 mod sources_api;
 mod tasks_api;
 
@@ -51,12 +54,25 @@ pub fn router(state: ApiState) -> Router {
             "/v1/{kind}/{name}",
             get(objects_api::get_one).delete(objects_api::delete_one),
         )
-        .merge(dashboard::routes(&state))
+        .merge(live_routes(&state))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state.clone());
     // Authentication, authorization and the audit trail in front of everything (middleware.rs).
     middleware::wrap(app, state.store)
+}
+
+/// The routes served from the live view (one [`hub::Hub`] per router): the dashboard, the
+/// observe endpoints and `/metrics`. Plain routes: whatever wraps them authenticates.
+pub fn live_routes(state: &ApiState) -> Router<ApiState> {
+    Router::new()
+        .merge(dashboard::routes())
+        .merge(observe::routes())
+        .merge(metrics_api::routes())
+        .layer(axum::Extension(hub::Hub::start(
+            state.store.clone(),
+            state.registry.clone(),
+        )))
 }
 
 /// Serve until `shutdown` (tests pass a listener bound to port 0).

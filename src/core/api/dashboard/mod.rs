@@ -1,47 +1,23 @@
-//! Watching berth live: the dashboard at `/ui` (HTML/JS/CSS embedded in the binary, no build
-//! step, works offline), its snapshot and Server-Sent-Events feed, `/metrics` (OpenMetrics
-//! text), and the observe endpoints behind the CLI: task logs (proxied to the agent that runs
-//! the task), `berth events`, `berth get --watch` and `berth top`.
-//!
-//! [`routes`] returns plain API routes; whatever wraps the API router (authentication) wraps
-//! these too.
+//! The dashboard at `/ui`: HTML/JS/CSS embedded in the binary (no build step, works offline),
+//! its snapshot and its Server-Sent-Events feed, both from the live view ([`crate::api::hub`]).
 
-pub mod hub;
-mod rows;
-
-use std::collections::{BTreeMap, HashSet};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{Path, Query, RawQuery, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Extension, Json, Router};
-use bytes::Bytes;
+use axum::{Extension, Router};
 use futures::{Stream, StreamExt};
-use serde::Deserialize;
-use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
-use hub::Cat;
-pub use hub::Hub;
+use crate::api::hub::Hub;
+use crate::api::ApiState;
 
-use crate::api::{ApiError, ApiState};
-use crate::model::{keys, ContainerInstance, Kind, Task};
-use crate::objects;
-use crate::runtime::WatcherEvent;
-
-const INDEX_HTML: &str = include_str!("index.html");
-const APP_JS: &str = include_str!("app.js");
-const APP_CSS: &str = include_str!("app.css");
-
-/// The observe routes, to merge into the API router.
-pub fn routes(state: &ApiState) -> Router<ApiState> {
-    let hub = Hub::start(state.store.clone(), state.registry.clone());
+/// The dashboard's routes (the hub comes as an extension layered by the API router).
+pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/ui", get(index))
         .route("/ui/", get(index))
@@ -49,13 +25,11 @@ pub fn routes(state: &ApiState) -> Router<ApiState> {
         .route("/ui/app.css", get(app_css))
         .route("/ui/api/snapshot", get(snapshot))
         .route("/ui/api/events", get(sse))
-        .route("/metrics", get(prometheus))
-        .route("/v1/events", get(events))
-        .route("/v1/watch/{kind}", get(watch_kind))
-        .route("/v1/top/{what}", get(top))
-        .route("/v1/tasks/{id}/logs", get(task_logs))
-        .layer(Extension(hub))
 }
+
+const INDEX_HTML: &str = include_str!("index.html");
+const APP_JS: &str = include_str!("app.js");
+const APP_CSS: &str = include_str!("app.css");
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
     (
@@ -109,333 +83,4 @@ async fn sse(
         }
     });
     Sse::new(first.chain(live)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-}
-
-fn u32_of(v: &Value) -> u32 {
-    v.as_u64().unwrap_or(0) as u32
-}
-
-async fn prometheus(Extension(hub): Extension<Arc<Hub>>) -> Response {
-    hub.wait_synced().await;
-    let services = hub
-        .rows(Cat::Service)
-        .iter()
-        .map(|s| crate::metrics::ServiceCounts {
-            name: s["name"].as_str().unwrap_or("").to_string(),
-            cluster: s["cl"].as_str().unwrap_or("").to_string(),
-            desired: u32_of(&s["desired"]),
-            running: u32_of(&s["running"]),
-            pending: u32_of(&s["pending"]),
-        })
-        .collect();
-    let instances = hub
-        .rows(Cat::Instance)
-        .iter()
-        .map(|i| crate::metrics::InstanceInfo {
-            id: i["id"].as_str().unwrap_or("").to_string(),
-            cluster: i["cl"].as_str().unwrap_or("").to_string(),
-            connected: i["up"].as_bool().unwrap_or(false),
-            cpu_registered: u32_of(&i["cpu"][0]),
-            cpu_remaining: u32_of(&i["cpu"][1]),
-            memory_registered: u32_of(&i["mem"][0]),
-            memory_remaining: u32_of(&i["mem"][1]),
-            running_tasks: u32_of(&i["run"]),
-        })
-        .collect();
-    let mut tasks_by_state: BTreeMap<String, u64> = BTreeMap::new();
-    for t in hub.rows(Cat::Task) {
-        *tasks_by_state
-            .entry(t["ls"].as_str().unwrap_or("PROVISIONING").to_string())
-            .or_default() += 1;
-    }
-    let text = crate::metrics::render(crate::metrics::Snapshot {
-        controllers: hub.registry().snapshot(),
-        durations: hub.registry().durations(),
-        aggregate: hub.fresh_aggregate(),
-        services,
-        instances,
-        tasks_by_state,
-    });
-    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct EventsQuery {
-    follow: Option<String>,
-    service: Option<String>,
-}
-
-fn truthy(v: &Option<String>) -> bool {
-    matches!(v.as_deref(), Some("1" | "true" | "yes" | ""))
-}
-
-fn ndjson(rx: tokio::sync::mpsc::Receiver<Value>) -> Response {
-    let body = tokio_stream::wrappers::ReceiverStream::new(rx).map(|v| {
-        let mut line = v.to_string();
-        line.push('\n');
-        Ok::<_, Infallible>(Bytes::from(line))
-    });
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(body))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
-}
-
-/// `GET /v1/events[?follow=1][&service=S]`: recent service and task events (oldest first);
-/// following streams them as NDJSON as they happen.
-async fn events(Extension(hub): Extension<Arc<Hub>>, Query(q): Query<EventsQuery>) -> Response {
-    hub.wait_synced().await;
-    let keep = move |e: &Value| {
-        q.service
-            .as_deref()
-            .is_none_or(|s| e["service"].as_str() == Some(s))
-    };
-    let mut live = hub.subscribe_events();
-    let recent: Vec<Value> = hub.recent_events().into_iter().filter(&keep).collect();
-    if !truthy(&q.follow) {
-        return Json(recent).into_response();
-    }
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
-    tokio::spawn(async move {
-        for e in recent {
-            if tx.send(e).await.is_err() {
-                return;
-            }
-        }
-        loop {
-            tokio::select! {
-                _ = tx.closed() => return,
-                r = live.recv() => match r {
-                    Ok(e) if keep(&e) => {
-                        if tx.send(e).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => return,
-                },
-            }
-        }
-    });
-    ndjson(rx)
-}
-
-fn to_json(kv: &crate::store::KeyValue) -> Option<Value> {
-    let mut v: Value = serde_json::from_slice(&kv.value).ok()?;
-    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.insert("revision".into(), json!(kv.mod_revision));
-    }
-    Some(v)
-}
-
-/// `GET /v1/watch/{kind}`: NDJSON `{"type": "ADDED|MODIFIED|DELETED", "object": …}`, the
-/// current objects first (as ADDED), then every change.
-async fn watch_kind(State(st): State<ApiState>, Path(kind): Path<String>) -> Response {
-    let Some(kind) = Kind::parse(&kind) else {
-        return ApiError::not_found(format!("unknown kind {kind:?}")).into_response();
-    };
-    let mut stream = crate::runtime::watcher(st.store.clone(), keys::prefix(kind));
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
-    tokio::spawn(async move {
-        let mut known: HashSet<String> = HashSet::new();
-        loop {
-            let ev = tokio::select! {
-                _ = tx.closed() => return,
-                ev = stream.next() => match ev { Some(ev) => ev, None => return },
-            };
-            let mut out = Vec::new();
-            match ev {
-                WatcherEvent::Restarted(kvs) => {
-                    let now: HashSet<String> = kvs.iter().map(|kv| kv.key.clone()).collect();
-                    for k in known.difference(&now) {
-                        out.push(json!({"type": "DELETED", "key": k}));
-                    }
-                    for kv in &kvs {
-                        let ty = if known.contains(&kv.key) {
-                            "MODIFIED"
-                        } else {
-                            "ADDED"
-                        };
-                        if let Some(o) = to_json(kv) {
-                            out.push(json!({"type": ty, "object": o}));
-                        }
-                    }
-                    known = now;
-                }
-                WatcherEvent::Applied(kv) => {
-                    let ty = if known.insert(kv.key.clone()) {
-                        "ADDED"
-                    } else {
-                        "MODIFIED"
-                    };
-                    if let Some(o) = to_json(&kv) {
-                        out.push(json!({"type": ty, "object": o}));
-                    }
-                }
-                WatcherEvent::Deleted(kv) => {
-                    known.remove(&kv.key);
-                    let o = to_json(&kv).unwrap_or(Value::Null);
-                    out.push(json!({"type": "DELETED", "key": kv.key, "object": o}));
-                }
-            }
-            for v in out {
-                if tx.send(v).await.is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    ndjson(rx)
-}
-
-/// `GET /v1/top/services|tasks|clusters|taskdefinitions|instances`: utilization now.
-async fn top(Extension(hub): Extension<Arc<Hub>>, Path(what): Path<String>) -> Response {
-    hub.wait_synced().await;
-    let agg = hub.fresh_aggregate();
-    let group = |g: &crate::metrics::Group| {
-        json!({
-            "tasks": g.tasks,
-            "cpuUtilization": g.cpu_utilization(),
-            "memoryUtilization": g.memory_utilization(),
-            "cpuCores": g.cpu_cores,
-            "memoryBytes": g.mem_bytes,
-        })
-    };
-    let out: Vec<Value> = match what.as_str() {
-        "services" | "service" | "svc" => hub
-            .rows(Cat::Service)
-            .into_iter()
-            .map(|s| {
-                let name = s["name"].as_str().unwrap_or("").to_string();
-                let mut v = agg
-                    .by_service
-                    .get(&name)
-                    .map(group)
-                    .unwrap_or_else(|| group(&crate::metrics::Group::default()));
-                v["name"] = json!(name);
-                v["cluster"] = s["cl"].clone();
-                v["desired"] = s["desired"].clone();
-                v["running"] = s["running"].clone();
-                v
-            })
-            .collect(),
-        "tasks" | "task" => hub
-            .rows(Cat::Task)
-            .into_iter()
-            .filter(|t| t["ls"] != "STOPPED")
-            .map(|t| {
-                let id = t["id"].as_str().unwrap_or("").to_string();
-                let u = agg.by_task.get(&id).cloned().unwrap_or_default();
-                json!({
-                    "name": id, "service": t["svc"], "taskDefinition": t["td"],
-                    "instance": t["inst"], "lastStatus": t["ls"],
-                    "cpuPercent": u.cpu_percent, "memoryBytes": u.mem_bytes,
-                    "memoryLimit": u.mem_limit, "sampled": agg.by_task.contains_key(&id),
-                })
-            })
-            .collect(),
-        "clusters" | "cluster" => agg
-            .by_cluster
-            .iter()
-            .map(|(k, g)| {
-                let mut v = group(g);
-                v["name"] = json!(k);
-                v
-            })
-            .collect(),
-        "taskdefinitions" | "td" | "families" => agg
-            .by_family
-            .iter()
-            .map(|(k, g)| {
-                let mut v = group(g);
-                v["name"] = json!(k);
-                v
-            })
-            .collect(),
-        "instances" | "containerinstances" => agg
-            .by_instance
-            .iter()
-            .map(|(k, g)| {
-                let mut v = group(g);
-                v["name"] = json!(k);
-                v
-            })
-            .collect(),
-        other => {
-            return ApiError::not_found(format!(
-                "cannot top {other:?}; use services, tasks, clusters, taskdefinitions or instances"
-            ))
-            .into_response()
-        }
-    };
-    Json(out).into_response()
-}
-
-/// `GET /v1/tasks/{id}/logs?container=&follow=&since=&tail=&timestamps=`: proxied to the
-/// log endpoint of the agent that runs (or ran) the task.
-async fn task_logs(
-    State(st): State<ApiState>,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-) -> Response {
-    match proxy_logs(&st, &id, q.as_deref().unwrap_or("")).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn proxy_logs(st: &ApiState, id: &str, query: &str) -> Result<Response, ApiError> {
-    let store = &*st.store;
-    let task: Option<Task> = objects::get(store, &keys::key(Kind::Task, id)).await?;
-    let Some(task) = task else {
-        return Err(ApiError::not_found(format!("task {id:?} not found")));
-    };
-    let Some(instance) = task.status.container_instance.clone() else {
-        return Err(ApiError::not_found(format!(
-            "task {id} has not been placed on an instance yet; no logs"
-        )));
-    };
-    let ci: Option<ContainerInstance> =
-        objects::get(store, &keys::key(Kind::ContainerInstance, &instance)).await?;
-    let endpoint = ci
-        .as_ref()
-        .and_then(|c| {
-            c.metadata
-                .annotations
-                .get(crate::model::LOGS_ENDPOINT_ANNOTATION)
-        })
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "instance {instance} does not advertise a log endpoint (is its agent running?)"
-                ),
-            )
-        })?;
-    let url = if query.is_empty() {
-        format!("{endpoint}/logs/{id}")
-    } else {
-        format!("{endpoint}/logs/{id}?{query}")
-    };
-    let resp = reqwest::Client::new().get(&url).send().await.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            format!("cannot reach the agent of instance {instance} at {endpoint}: {e}"),
-        )
-    })?;
-    let status = resp.status();
-    if !status.is_success() {
-        let text = resp.text().await.unwrap_or_default();
-        return Err(ApiError::new(
-            StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
-            text.trim().to_string(),
-        ));
-    }
-    Ok(Response::builder()
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(resp.bytes_stream()))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
 }

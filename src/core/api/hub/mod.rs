@@ -12,7 +12,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 
-use super::rows;
+mod rows;
 use crate::metrics::{self, aggregate, Aggregate, InstanceSample, TaskInfo, STATS_PREFIX};
 use crate::runtime::{watcher, Registry, WatcherEvent};
 use crate::store::{DynStore, KeyValue};
@@ -103,7 +103,6 @@ pub struct Hub {
     tx: broadcast::Sender<Message>,
     events_tx: broadcast::Sender<Value>,
     registry: Registry,
-    pub store: DynStore,
     synced: watch::Sender<bool>,
 }
 
@@ -122,7 +121,6 @@ impl Hub {
             tx,
             events_tx,
             registry,
-            store: store.clone(),
             synced,
         });
         let weak = Arc::downgrade(&hub);
@@ -150,11 +148,6 @@ impl Hub {
 
     pub fn snapshot(&self) -> String {
         snapshot_json(&self.state.lock().unwrap())
-    }
-
-    /// The latest aggregation (for /metrics and `berth top`).
-    pub fn aggregate(&self) -> Aggregate {
-        self.state.lock().unwrap().aggregate.clone()
     }
 
     /// Recompute the aggregation now (a scrape should not lag the samples).
