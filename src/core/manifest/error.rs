@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::document::Source;
+
 /// A problem with a manifest, located as precisely as the parser allows.
 ///
 /// Displayed as
@@ -37,7 +39,7 @@ impl ManifestError {
     }
 
     /// An error about one document of a file.
-    pub fn at(source: &super::Source, field: Option<&str>, message: impl Into<String>) -> Self {
+    pub fn at(source: &Source, field: Option<&str>, message: impl Into<String>) -> Self {
         ManifestError {
             document: Some(source.document),
             field: field.map(str::to_string),

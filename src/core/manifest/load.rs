@@ -5,8 +5,10 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use super::document::Document;
+use super::error::ManifestError;
 use super::parse::{locate_errors, parse_file, FileInfo, MAX_FILE_BYTES};
-use super::{validate, Document, ManifestError};
+use super::validate::validate;
 
 /// Manifest files one load may read.
 pub const MAX_FILES: usize = 10_000;

@@ -1,6 +1,6 @@
 //! Store key layout. Everything berth writes lives under `/berth/`.
 
-use super::Kind;
+use super::kind::Kind;
 
 pub const ROOT: &str = "/berth/";
 

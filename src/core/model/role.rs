@@ -17,7 +17,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::Object;
+use super::object::Object;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -94,57 +94,6 @@ impl RoleSpec {
     }
 }
 
-/// Problems with a role's statements, as (field path, message).
-pub fn check_role(spec: &RoleSpec) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    if spec.statements.is_empty() {
-        out.push((
-            "spec.statements".to_string(),
-            "a role needs at least one statement".to_string(),
-        ));
-    }
-    for (i, s) in spec.statements.iter().enumerate() {
-        let p = format!("spec.statements[{i}]");
-        if s.actions.is_empty() {
-            out.push((
-                format!("{p}.actions"),
-                "must name at least one action".into(),
-            ));
-        }
-        for (j, a) in s.actions.iter().enumerate() {
-            let ok = a == "*"
-                || a.len() > 6
-                    && a[..6].eq_ignore_ascii_case("berth:")
-                    && a[6..]
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '*' || c == '?');
-            if !ok {
-                out.push((
-                    format!("{p}.actions[{j}]"),
-                    format!(
-                        "invalid action {a:?}; write it like berth:DescribeService, berth:Describe* or *"
-                    ),
-                ));
-            }
-        }
-        if s.resources.is_empty() {
-            out.push((
-                format!("{p}.resources"),
-                "must name at least one resource (use \"*\" for all)".into(),
-            ));
-        }
-        for (j, r) in s.resources.iter().enumerate() {
-            if r.is_empty() || r.chars().any(|c| c.is_control() || c.is_whitespace()) {
-                out.push((
-                    format!("{p}.resources[{j}]"),
-                    format!("invalid resource {r:?}; write it like service/web, task/* or *"),
-                ));
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,21 +106,10 @@ mod tests {
         .unwrap();
         assert_eq!(s.statements[0].actions, vec!["berth:Describe*"]);
         assert_eq!(s.statements[0].resources, vec!["service/*"]);
-        assert!(check_role(&s).is_empty());
         let d: RoleSpec =
             serde_json::from_str(r#"{"statements":[{"effect":"Deny","actions":["berth:*"]}]}"#)
                 .unwrap();
         assert_eq!(d.statements[0].resources, vec!["*"]);
         assert_eq!(d.statements[0].effect, Effect::Deny);
-    }
-
-    #[test]
-    fn rejects_bad_actions() {
-        let s: RoleSpec = serde_json::from_str(
-            r#"{"statements":[{"effect":"Allow","actions":["ecs:ListServices","berth:"]}]}"#,
-        )
-        .unwrap();
-        let problems = check_role(&s);
-        assert_eq!(problems.len(), 2, "{problems:?}");
     }
 }

@@ -21,7 +21,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::Object;
+use super::object::Object;
+use super::service::default_cluster;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -30,7 +31,7 @@ pub struct ScalingPolicySpec {
     #[serde(alias = "serviceName")]
     pub service: String,
     /// The service's cluster (informational; services are named uniquely).
-    #[serde(default = "super::default_cluster")]
+    #[serde(default = "default_cluster")]
     pub cluster: String,
     pub min_capacity: u32,
     pub max_capacity: u32,
@@ -163,7 +164,7 @@ impl Default for ScalingPolicySpec {
     fn default() -> Self {
         ScalingPolicySpec {
             service: String::new(),
-            cluster: super::default_cluster(),
+            cluster: default_cluster(),
             min_capacity: 1,
             max_capacity: 1,
             target_tracking: TargetTracking {
@@ -176,37 +177,6 @@ impl Default for ScalingPolicySpec {
             evaluation_interval: default_evaluation(),
         }
     }
-}
-
-/// Problems with a policy spec: (field, message).
-pub fn check_policy(spec: &ScalingPolicySpec) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    if spec.service.trim().is_empty() {
-        out.push(("spec.service".into(), "must name a service".into()));
-    }
-    if spec.max_capacity < spec.min_capacity {
-        out.push((
-            "spec.maxCapacity".into(),
-            format!(
-                "must be at least minCapacity ({}), got {}",
-                spec.min_capacity, spec.max_capacity
-            ),
-        ));
-    }
-    let t = spec.target_tracking.target_value;
-    if !(t > 0.0 && t <= 1000.0) {
-        out.push((
-            "spec.targetTracking.targetValue".into(),
-            format!("must be a percentage above 0 (and at most 1000), got {t}"),
-        ));
-    }
-    if spec.evaluation_interval < 0.1 {
-        out.push((
-            "spec.evaluationInterval".into(),
-            "must be at least 100ms".into(),
-        ));
-    }
-    out
 }
 
 #[cfg(test)]
@@ -226,24 +196,10 @@ mod tests {
         assert_eq!(s.target_tracking.scale_out_cooldown, 2.0);
         assert_eq!(s.target_tracking.scale_in_cooldown, 5.0);
         assert_eq!(s.evaluation_interval, 0.5);
-        assert!(check_policy(&s).is_empty());
         let back = serde_json::to_value(&s).unwrap();
         assert_eq!(
             back["targetTracking"]["predefinedMetricType"],
             "ECSServiceAverageMemoryUtilization"
         );
-    }
-
-    #[test]
-    fn rejects_bad_bounds() {
-        let mut s = ScalingPolicySpec {
-            service: "web".into(),
-            min_capacity: 3,
-            max_capacity: 2,
-            ..Default::default()
-        };
-        s.target_tracking.target_value = 0.0;
-        let p = check_policy(&s);
-        assert_eq!(p.len(), 2, "{p:?}");
     }
 }

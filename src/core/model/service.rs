@@ -3,7 +3,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Object, PlacementConstraint};
+use super::object::{new_id, now, Object};
+use super::taskdef::PlacementConstraint;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -169,8 +170,8 @@ impl ServiceStatus {
         self.events.insert(
             0,
             ServiceEvent {
-                id: super::new_id(),
-                created_at: super::now(),
+                id: new_id(),
+                created_at: now(),
                 message,
             },
         );

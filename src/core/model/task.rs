@@ -3,7 +3,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Object, PlacementConstraint, PlacementStrategy, TaskDefinition};
+use super::kind::Kind;
+use super::object::{new_id, now, Object};
+use super::service::PlacementStrategy;
+use super::taskdef::{PlacementConstraint, TaskDefinition};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -215,9 +218,9 @@ impl Task {
     /// constructor behind run-task and the service controller. Placement comes from `spec`'s
     /// caller; CPU and memory reservations from the task definition.
     pub fn provision(td: &TaskDefinition, cluster: &str, group: &str, started_by: &str) -> Task {
-        let id = super::new_id();
+        let id = new_id();
         let mut t = Task::new(
-            super::Kind::Task,
+            Kind::Task,
             id.clone(),
             TaskSpec {
                 task_definition: td.metadata.name.clone(),
@@ -231,7 +234,7 @@ impl Task {
                 memory: td.spec.reserved_memory(),
             },
         );
-        let now = super::now();
+        let now = now();
         t.metadata.uid = id;
         t.metadata.created_at = Some(now);
         t.status = TaskStatus {

@@ -1,120 +1,17 @@
-//! Semantic checks: what serde's types cannot say. ECS's own rules where ECS has them.
+//! TaskDefinition checks: containers, ports, volumes, health checks, dependencies and the
+//! task's CPU and memory, following ECS's own rules where ECS has them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
-use super::error::closest;
-use super::{Document, ManifestError, Resource};
+use super::names::validate_name;
+use super::placement::check_constraint;
+use super::problems::{push, Problems};
+use crate::manifest::error::closest;
 use crate::model::{
-    self, DependencyCondition, NetworkMode, PlacementConstraint, PlacementConstraintType,
-    PlacementStrategyType, SchedulingStrategy, ServiceSpec, TaskDefinitionSpec,
+    DependencyCondition, NetworkMode, PlacementConstraintType, Protocol, TaskDefinitionSpec,
 };
 
-/// Longest name ECS accepts for families, services, clusters and containers.
-const MAX_NAME: usize = 255;
-
-/// Check a name: 1..=255 of `[A-Za-z0-9_-]` (ECS's rule for families, services, clusters and
-/// containers; also safe as a store key segment).
-pub fn validate_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if name.chars().count() > MAX_NAME {
-        return Err(format!("must be at most {MAX_NAME} characters"));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-    {
-        return Err(format!(
-            "`{name}` is not a valid name: only letters, digits, `-` and `_` are allowed (found {bad:?})"
-        ));
-    }
-    Ok(())
-}
-
-/// Problems found in one object: (field path, message).
-type Problems = Vec<(String, String)>;
-
-fn push(out: &mut Problems, field: impl Into<String>, msg: impl Into<String>) {
-    out.push((field.into(), msg.into()));
-}
-
-/// Check every document and the set as a whole (duplicate objects, services against the task
-/// definitions of the same set). Returns every problem found, in document order.
-pub fn validate(docs: &[Document]) -> Vec<ManifestError> {
-    let mut errors = Vec::new();
-    let mut seen: HashMap<(model::Kind, &str), &super::Source> = HashMap::new();
-    let taskdefs: HashMap<&str, &TaskDefinitionSpec> = docs
-        .iter()
-        .filter_map(|d| match &d.resource {
-            Resource::TaskDefinition(td) => Some((td.metadata.name.as_str(), &td.spec)),
-            _ => None,
-        })
-        .collect();
-
-    for d in docs {
-        let mut problems = Problems::new();
-        if let Err(m) = validate_name(d.name()) {
-            push(&mut problems, "metadata.name", m);
-        }
-        check_metadata(d.resource.metadata(), &mut problems);
-        match &d.resource {
-            Resource::Cluster(_) => {}
-            Resource::ScalingPolicy(p) => problems.extend(model::scaling::check_policy(&p.spec)),
-            Resource::Role(r) => problems.extend(model::role::check_role(&r.spec)),
-            Resource::LoadBalancer(lb) => problems.extend(model::lb::check_load_balancer(&lb.spec)),
-            Resource::TargetGroup(tg) => problems.extend(model::lb::check_target_group(&tg.spec)),
-            Resource::TaskDefinition(td) => check_taskdef(&td.spec, &mut problems),
-            Resource::Service(svc) => {
-                check_service(&svc.spec, &mut problems);
-                if let Some((family, None)) = model::parse_taskdef_ref(&svc.spec.task_definition) {
-                    if let Some(td) = taskdefs.get(family) {
-                        problems.extend(check_service_against_taskdef(&svc.spec, td, family));
-                    }
-                }
-            }
-        }
-        if let Some(first) = seen.get(&(d.kind(), d.name())) {
-            push(
-                &mut problems,
-                "metadata.name",
-                format!(
-                    "duplicate {} `{}`: also defined in {} document {}",
-                    d.kind(),
-                    d.name(),
-                    first.file,
-                    first.document
-                ),
-            );
-        } else {
-            seen.insert((d.kind(), d.name()), &d.source);
-        }
-        errors.extend(
-            problems
-                .into_iter()
-                .map(|(field, msg)| ManifestError::at(&d.source, Some(&field), msg)),
-        );
-    }
-    errors
-}
-
-fn check_metadata(m: &model::Metadata, out: &mut Problems) {
-    for (what, map) in [("labels", &m.labels), ("annotations", &m.annotations)] {
-        for k in map.keys() {
-            if k.trim().is_empty() {
-                push(out, format!("metadata.{what}"), "keys must not be empty");
-            } else if k.len() > 253 || k.chars().any(char::is_whitespace) {
-                push(
-                    out,
-                    format!("metadata.{what}"),
-                    format!("key `{k}` must be at most 253 characters with no whitespace"),
-                );
-            }
-        }
-    }
-}
-
-fn check_taskdef(spec: &TaskDefinitionSpec, out: &mut Problems) {
+pub(super) fn check_taskdef(spec: &TaskDefinitionSpec, out: &mut Problems) {
     let mode = spec.network_mode();
     let shared_ns = matches!(mode, NetworkMode::Host | NetworkMode::Awsvpc);
     let containers = &spec.container_definitions;
@@ -188,8 +85,8 @@ fn check_taskdef(spec: &TaskDefinitionSpec, out: &mut Problems) {
         .rev()
         .map(|(i, c)| (c.name.as_str(), i))
         .collect();
-    let mut container_ports: HashMap<(u16, model::Protocol), String> = HashMap::new();
-    let mut host_ports: HashMap<(u16, model::Protocol), String> = HashMap::new();
+    let mut container_ports: HashMap<(u16, Protocol), String> = HashMap::new();
+    let mut host_ports: HashMap<(u16, Protocol), String> = HashMap::new();
     for (i, c) in containers.iter().enumerate() {
         let p = format!("spec.containerDefinitions[{i}]");
         if let Err(m) = validate_name(&c.name) {
@@ -271,7 +168,7 @@ fn check_taskdef(spec: &TaskDefinitionSpec, out: &mut Problems) {
         }
 
         // Ports.
-        let mut own: HashMap<(u16, model::Protocol), usize> = HashMap::new();
+        let mut own: HashMap<(u16, Protocol), usize> = HashMap::new();
         for (j, pm) in c.port_mappings.iter().enumerate() {
             let pp = format!("{p}.portMappings[{j}]");
             let proto = pm.protocol.unwrap_or_default();
@@ -616,246 +513,9 @@ fn dependency_cycle(spec: &TaskDefinitionSpec) -> Option<Vec<String>> {
     None
 }
 
-fn check_constraint(pc: &PlacementConstraint, pp: &str, out: &mut Problems) {
-    match pc.kind {
-        PlacementConstraintType::MemberOf => {
-            if pc.expression.as_deref().is_none_or(|e| e.trim().is_empty()) {
-                push(
-                    out,
-                    format!("{pp}.expression"),
-                    "memberOf needs an expression (ECS cluster query language, e.g. `attribute:stack == prod`)",
-                );
-            }
-        }
-        PlacementConstraintType::DistinctInstance => {
-            if pc.expression.is_some() {
-                push(
-                    out,
-                    format!("{pp}.expression"),
-                    "distinctInstance takes no expression",
-                );
-            }
-        }
-    }
-}
-
-fn check_service(spec: &ServiceSpec, out: &mut Problems) {
-    if let Err(m) = validate_name(&spec.cluster) {
-        push(out, "spec.cluster", m);
-    }
-    match model::parse_taskdef_ref(&spec.task_definition) {
-        None => push(
-            out,
-            "spec.taskDefinition",
-            format!(
-                "must be `family` or `family:REVISION`, got `{}`",
-                spec.task_definition
-            ),
-        ),
-        Some((family, rev)) => {
-            if let Err(m) = validate_name(family) {
-                push(out, "spec.taskDefinition", m);
-            }
-            if rev == Some(0) {
-                push(out, "spec.taskDefinition", "revisions start at 1");
-            }
-        }
-    }
-    let daemon = spec.scheduling_strategy == Some(SchedulingStrategy::Daemon);
-    let dc = &spec.deployment_configuration;
-    let pd = "spec.deploymentConfiguration";
-    if dc.maximum_percent < 100 {
-        push(
-            out,
-            format!("{pd}.maximumPercent"),
-            format!("must be at least 100, got {}", dc.maximum_percent),
-        );
-    }
-    if dc.minimum_healthy_percent > 100 {
-        push(
-            out,
-            format!("{pd}.minimumHealthyPercent"),
-            format!("must be at most 100, got {}", dc.minimum_healthy_percent),
-        );
-    }
-    if !daemon
-        && spec.desired_count > 0
-        && dc.maximum_percent >= 100
-        && dc.minimum_healthy_percent <= 100
-    {
-        let d = spec.desired_count as u64;
-        let max = d * dc.maximum_percent as u64 / 100; // rounded down
-        let min = (d * dc.minimum_healthy_percent as u64).div_ceil(100); // rounded up
-        if max <= min {
-            push(
-                out,
-                format!("{pd}.maximumPercent"),
-                format!(
-                    "with desiredCount {}, minimumHealthyPercent {} and maximumPercent {} a deployment can neither start a new task nor stop an old one; raise maximumPercent or lower minimumHealthyPercent",
-                    spec.desired_count, dc.minimum_healthy_percent, dc.maximum_percent
-                ),
-            );
-        }
-    }
-    if let Some(cb) = &dc.deployment_circuit_breaker {
-        if cb.threshold == Some(0) {
-            push(
-                out,
-                format!("{pd}.deploymentCircuitBreaker.threshold"),
-                "must be at least 1",
-            );
-        }
-    }
-    if daemon && !spec.placement_strategy.is_empty() {
-        push(
-            out,
-            "spec.placementStrategy",
-            "DAEMON services run one task per instance and take no placement strategy (as in ECS)",
-        );
-    }
-    if spec.placement_strategy.len() > 5 {
-        push(
-            out,
-            "spec.placementStrategy",
-            "at most 5 strategies are allowed",
-        );
-    }
-    for (k, s) in spec.placement_strategy.iter().enumerate() {
-        let pf = format!("spec.placementStrategy[{k}].field");
-        match (s.kind, s.field.as_deref()) {
-            (PlacementStrategyType::Binpack, Some("cpu" | "memory")) => {}
-            (PlacementStrategyType::Binpack, f) => push(
-                out,
-                pf,
-                match f {
-                    Some(f) => format!("binpack packs by `cpu` or `memory`, got `{f}`"),
-                    None => "binpack needs a field: `cpu` or `memory`".to_string(),
-                },
-            ),
-            (PlacementStrategyType::Spread, Some(f)) => {
-                let ok = f == "instanceId"
-                    || f == "host"
-                    || f.strip_prefix("attribute:").is_some_and(|a| !a.is_empty());
-                if !ok {
-                    push(
-                        out,
-                        pf,
-                        format!("spread needs `instanceId`, `host` or `attribute:NAME`, got `{f}`"),
-                    );
-                }
-            }
-            (PlacementStrategyType::Spread, None) => push(
-                out,
-                pf,
-                "spread needs a field: `instanceId`, `host` or `attribute:NAME`",
-            ),
-            (PlacementStrategyType::Random, Some(_)) => push(out, pf, "random takes no field"),
-            (PlacementStrategyType::Random, None) => {}
-        }
-    }
-    if spec.placement_constraints.len() > 10 {
-        push(
-            out,
-            "spec.placementConstraints",
-            "at most 10 constraints are allowed",
-        );
-    }
-    for (k, pc) in spec.placement_constraints.iter().enumerate() {
-        check_constraint(pc, &format!("spec.placementConstraints[{k}]"), out);
-    }
-    for (k, lb) in spec.load_balancers.iter().enumerate() {
-        let pl = format!("spec.loadBalancers[{k}]");
-        if let Err(m) = validate_name(&lb.target_group) {
-            push(out, format!("{pl}.targetGroup"), m);
-        }
-        if lb.container_name.is_empty() {
-            push(out, format!("{pl}.containerName"), "must not be empty");
-        }
-        if lb.container_port == 0 {
-            push(
-                out,
-                format!("{pl}.containerPort"),
-                "must be between 1 and 65535",
-            );
-        }
-    }
-}
-
-/// A service's load balancers name containers and ports of its task definition.
-pub(crate) fn check_service_against_taskdef(
-    spec: &ServiceSpec,
-    td: &TaskDefinitionSpec,
-    td_name: &str,
-) -> Problems {
-    let mut out = Problems::new();
-    let names: HashSet<&str> = td
-        .container_definitions
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect();
-    for (k, lb) in spec.load_balancers.iter().enumerate() {
-        let pl = format!("spec.loadBalancers[{k}]");
-        let Some(c) = td
-            .container_definitions
-            .iter()
-            .find(|c| c.name == lb.container_name)
-        else {
-            let hint = match closest(&lb.container_name, names.iter().copied()) {
-                Some(s) => format!("; did you mean `{s}`?"),
-                None => String::new(),
-            };
-            push(
-                &mut out,
-                format!("{pl}.containerName"),
-                format!(
-                    "task definition {td_name} has no container named `{}`{hint}",
-                    lb.container_name
-                ),
-            );
-            continue;
-        };
-        if !c
-            .port_mappings
-            .iter()
-            .any(|p| p.container_port == lb.container_port)
-        {
-            push(
-                &mut out,
-                format!("{pl}.containerPort"),
-                format!(
-                    "container `{}` of task definition {td_name} does not map port {}",
-                    c.name, lb.container_port
-                ),
-            );
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::manifest::parse_str;
-
-    fn problems_of(yaml: &str) -> Vec<String> {
-        let docs = parse_str(yaml, "t.yaml").unwrap_or_else(|e| panic!("{e:?}"));
-        validate(&docs)
-            .into_iter()
-            .map(|e| format!("{}: {}", e.field.unwrap_or_default(), e.message))
-            .collect()
-    }
-
-    const TD: &str = "apiVersion: berth.dev/v1\nkind: TaskDefinition\nmetadata: {name: t}\nspec:\n  containerDefinitions:\n    - {name: a, image: i, memory: 32}\n";
-
-    #[test]
-    fn names() {
-        assert!(validate_name("web-1_x").is_ok());
-        assert!(validate_name("").is_err());
-        assert!(validate_name("a/b").is_err());
-        assert!(validate_name("web:1").is_err());
-        assert!(validate_name(&"a".repeat(255)).is_ok());
-        assert!(validate_name(&"a".repeat(256)).is_err());
-    }
+    use super::super::testing::{problems_of, TD};
 
     #[test]
     fn a_minimal_task_definition_is_fine() {
@@ -904,43 +564,6 @@ mod tests {
             let p = problems_of(&text);
             assert_eq!(p.is_empty(), ok, "{cmd}: {p:?}");
         }
-    }
-
-    #[test]
-    fn deployment_rounding() {
-        let svc = |count: u32, min: u32, max: u32| {
-            format!("apiVersion: berth.dev/v1\nkind: Service\nmetadata: {{name: s}}\nspec:\n  taskDefinition: t\n  desiredCount: {count}\n  deploymentConfiguration: {{minimumHealthyPercent: {min}, maximumPercent: {max}}}\n")
-        };
-        assert!(problems_of(&svc(3, 100, 200)).is_empty());
-        assert!(problems_of(&svc(1, 0, 100)).is_empty());
-        assert!(problems_of(&svc(0, 100, 100)).is_empty());
-        assert!(
-            !problems_of(&svc(1, 100, 150)).is_empty(),
-            "no room for one task"
-        );
-        assert!(!problems_of(&svc(4, 100, 100)).is_empty());
-        assert!(!problems_of(&svc(4, 50, 90)).is_empty());
-        assert!(!problems_of(&svc(4, 120, 200)).is_empty());
-    }
-
-    #[test]
-    fn load_balancer_must_match_the_task_definition() {
-        let text = format!(
-            "{}  \n---\napiVersion: berth.dev/v1\nkind: Service\nmetadata: {{name: s}}\nspec:\n  taskDefinition: t\n  loadBalancers: [{{targetGroup: g, containerName: b, containerPort: 80}}]\n",
-            TD.replace("memory: 32}", "memory: 32, portMappings: [{containerPort: 81}]}")
-        );
-        let p = problems_of(&text);
-        assert!(
-            p.iter()
-                .any(|p| p.starts_with("spec.loadBalancers[0].containerName")),
-            "{p:?}"
-        );
-        let p = problems_of(&text.replace("containerName: b", "containerName: a"));
-        assert!(
-            p.iter()
-                .any(|p| p.starts_with("spec.loadBalancers[0].containerPort")),
-            "{p:?}"
-        );
     }
 
     #[test]
