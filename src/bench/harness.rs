@@ -75,7 +75,8 @@ spec:
 
 /// Parse `text` as the manifest file `file`.
 pub fn parse_yaml(text: &str, file: &str) -> anyhow::Result<Vec<berth_core::manifest::Document>> {
-    berth_core::manifest::parse_str(text, file).map_err(|e| anyhow::anyhow!("bench manifest: {e:?}"))
+    berth_core::manifest::parse_str(text, file)
+        .map_err(|e| anyhow::anyhow!("bench manifest: {e:?}"))
 }
 
 /// Apply parsed documents to `store`.

@@ -96,7 +96,9 @@ async fn row(target: &Target, ops: u32, writers: u32) -> anyhow::Result<Option<R
         }
         Target::EtcdLocal => {
             if etcd_binary().is_none() {
-                println!("etcd: not measured (no `etcd` binary; Debian: etcd-server, or give a URL)");
+                println!(
+                    "etcd: not measured (no `etcd` binary; Debian: etcd-server, or give a URL)"
+                );
                 return Ok(None);
             }
             let server = tokio::task::spawn_blocking(EtcdServer::try_start).await??;
@@ -123,7 +125,10 @@ async fn row(target: &Target, ops: u32, writers: u32) -> anyhow::Result<Option<R
 }
 
 pub async fn run(stores: &[String], ops: u32, writers: u32) -> anyhow::Result<()> {
-    anyhow::ensure!(ops > 0 && writers > 0, "--ops and --writers must be positive");
+    anyhow::ensure!(
+        ops > 0 && writers > 0,
+        "--ops and --writers must be positive"
+    );
     let targets = targets(stores)?;
     println!(
         "store: {ops} puts of {VALUE_BYTES}-byte values one after another, then {ops} over {writers} concurrent writers"
