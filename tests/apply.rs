@@ -47,6 +47,16 @@ async fn snapshot(store: &dyn Store) -> (Vec<(String, Vec<u8>, i64)>, i64) {
     )
 }
 
+/// The service `web` as stored.
+async fn stored_web(store: &dyn Store) -> model::Service {
+    let kv = store
+        .get(&keys::key(Kind::Service, "web"))
+        .await
+        .unwrap()
+        .expect("service web is stored");
+    model::Object::from_kv(&kv).unwrap()
+}
+
 fn outcomes(results: &[berth::apply::ObjectResult]) -> Vec<String> {
     results.iter().map(|r| r.to_string()).collect()
 }
@@ -65,14 +75,7 @@ async fn apply_create_then_unchanged_then_new_revision() {
             "service/web created"
         ]
     );
-    let svc: model::Service = model::Object::from_kv(
-        &store
-            .get(&keys::key(Kind::Service, "web"))
-            .await
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
+    let svc = stored_web(&store).await;
     assert_eq!(svc.status.status, "ACTIVE");
     assert_eq!(svc.status.desired_count, 2);
     assert!(!svc.metadata.uid.is_empty());
@@ -145,14 +148,7 @@ async fn apply_create_then_unchanged_then_new_revision() {
         outcomes(&r),
         ["taskdefinition/web:2 unchanged", "service/web configured"]
     );
-    let svc2: model::Service = model::Object::from_kv(
-        &store
-            .get(&keys::key(Kind::Service, "web"))
-            .await
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
+    let svc2 = stored_web(&store).await;
     assert_eq!(svc2.metadata.uid, svc.metadata.uid);
     assert_eq!(svc2.metadata.created_at, svc.metadata.created_at);
     assert_eq!(svc2.spec.desired_count, 5);
@@ -257,17 +253,17 @@ async fn pinned_revisions_resolve() {
     assert_eq!(r.last().unwrap().outcome, Outcome::Created);
 }
 
+async fn dry_run(store: &EmbeddedStore, text: &str) -> Vec<berth::apply::ObjectResult> {
+    apply(store, &docs(text), &ApplyOptions { dry_run: true })
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn dry_run_writes_nothing() {
     let (_dir, store) = open_store();
     let before = snapshot(&store).await;
-    let r = apply(
-        &store,
-        &docs(&app("img:1", 1)),
-        &ApplyOptions { dry_run: true },
-    )
-    .await
-    .unwrap();
+    let r = dry_run(&store, &app("img:1", 1)).await;
     assert_eq!(
         outcomes(&r),
         [
@@ -281,13 +277,7 @@ async fn dry_run_writes_nothing() {
         .await
         .unwrap();
     let before = snapshot(&store).await;
-    let r = apply(
-        &store,
-        &docs(&app("img:2", 1)),
-        &ApplyOptions { dry_run: true },
-    )
-    .await
-    .unwrap();
+    let r = dry_run(&store, &app("img:2", 1)).await;
     assert_eq!(outcomes(&r)[0], "taskdefinition/web:2 created");
     assert_eq!(snapshot(&store).await, before);
 }
@@ -373,14 +363,7 @@ async fn concurrent_applies_retry_and_stay_consistent() {
         .unwrap();
     assert_eq!(revs.len(), 3);
     // The service holds one of the two specs, whole.
-    let svc: model::Service = model::Object::from_kv(
-        &store
-            .get(&keys::key(Kind::Service, "web"))
-            .await
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
+    let svc = stored_web(&*store).await;
     assert!(svc.spec.desired_count == 4 || svc.spec.desired_count == 7);
     assert_eq!(svc.status.desired_count, svc.spec.desired_count);
     // The latest revision is the one whose apply committed last: applying either again shows
@@ -417,14 +400,7 @@ async fn delete_documents_marks_and_refuses() {
         outcomes(&r),
         ["taskdefinition/web pruned", "service/web pruned"]
     );
-    let svc: model::Service = model::Object::from_kv(
-        &store
-            .get(&keys::key(Kind::Service, "web"))
-            .await
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
+    let svc = stored_web(&store).await;
     assert!(svc.metadata.deletion_timestamp.is_some());
     for rev in [1, 2] {
         let td = resolve_taskdef(&store, &format!("web:{rev}"))

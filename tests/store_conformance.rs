@@ -652,7 +652,7 @@ async fn lease_keep_alive_and_revoke(b: &mut Backend) {
     s.txn(Txn::new().and_then(Op::put_with_lease("/ka/a", v("a"), lease)))
         .await
         .unwrap();
-    // Keep it alive for twice its TTL.
+    // Keep it alive for twice its TTL (time passes on purpose: the keys must not expire).
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         s.lease_keep_alive(lease).await.unwrap();
