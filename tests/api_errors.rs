@@ -8,24 +8,16 @@ use std::time::Duration;
 use common::berth::*;
 use serde_json::Value;
 
-fn token(b: &Berth) -> Option<String> {
-    let text = std::fs::read_to_string(b.config_home.path().join("berth/config.json")).ok()?;
-    let v: Value = serde_json::from_str(&text).ok()?;
-    v["token"].as_str().map(str::to_string)
-}
-
 async fn send(b: &Berth, method: &str, path: &str, body: Vec<u8>) -> (u16, Value) {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let mut req = client
+    let req = client
         .request(method.parse().unwrap(), format!("{}{path}", b.endpoint()))
         .header("content-type", "application/json")
+        .bearer_auth(b.token())
         .body(body);
-    if let Some(t) = token(b) {
-        req = req.bearer_auth(t);
-    }
     let resp = req.send().await.expect("the server answers");
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();

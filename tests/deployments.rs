@@ -11,49 +11,33 @@ use std::time::Duration;
 
 use common::berth::*;
 use common::etcd::EtcdServer;
+use common::manifests::*;
 use serde_json::Value;
 
 const CONVERGE: Duration = Duration::from_secs(90);
 
+/// httpd replicas with a health check, a rolling-update window and the circuit breaker.
 fn healthy_web(name: &str, replicas: u32, version: &str, min: u32, max: u32) -> String {
-    format!(
-        r#"apiVersion: berth.dev/v1
-kind: TaskDefinition
-metadata: {{name: {name}}}
-spec:
-  containerDefinitions:
-    - name: httpd
-      image: {IMAGE}
-      command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
-      cpu: 32
-      memory: 16
-      portMappings: [{{containerPort: 8080}}]
-      environment: [{{name: VERSION, value: "{version}"}}]
-      healthCheck: {{command: ["CMD-SHELL", "nc -w 1 127.0.0.1 8080 </dev/null"], interval: 1, timeout: 1, retries: 2}}
-      stopTimeout: 2
----
-apiVersion: berth.dev/v1
-kind: Service
-metadata: {{name: {name}}}
-spec:
-  taskDefinition: {name}
-  desiredCount: {replicas}
-  deploymentConfiguration:
-    minimumHealthyPercent: {min}
-    maximumPercent: {max}
-    deploymentCircuitBreaker: {{enable: true, rollback: true}}
-"#
-    )
+    let td = task_definition(
+        name,
+        [container("httpd", HTTPD)
+            .cpu(32)
+            .memory(16)
+            .port(8080)
+            .env(&[("VERSION", version)])
+            .with(r#"healthCheck: {command: ["CMD-SHELL", "nc -w 1 127.0.0.1 8080 </dev/null"], interval: 1, timeout: 1, retries: 2}"#)
+            .stop_timeout(2)],
+    );
+    let deployment = format!(
+        "deploymentConfiguration:\n    minimumHealthyPercent: {min}\n    maximumPercent: {max}\n    deploymentCircuitBreaker: {{enable: true, rollback: true}}"
+    );
+    documents(&[
+        td.to_string(),
+        service(name, name, replicas.into(), &[&deployment]),
+    ])
 }
 
-/// GET a path on the API and parse the JSON body.
-fn api_json(port: u16, path: &str) -> Option<Value> {
-    let resp = http_get_path(port, path)?;
-    let body = resp.split("\r\n\r\n").nth(1)?;
-    serde_json::from_str(body).ok()
-}
-
-fn service(b: &Berth, name: &str) -> Value {
+fn get_service(b: &Berth, name: &str) -> Value {
     b.get_json(&["services", name])
 }
 
@@ -64,18 +48,9 @@ fn primary(svc: &Value) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn events(svc: &Value) -> Vec<String> {
-    svc["status"]["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["message"].as_str().map(str::to_string))
-        .collect()
-}
-
 fn wait_completed(b: &Berth, name: &str, td: &str) {
     wait_for(&format!("{name} COMPLETED on {td}"), CONVERGE, || {
-        let p = primary(&service(b, name));
+        let p = primary(&get_service(b, name));
         (p["taskDefinition"] == td && p["rolloutState"] == "COMPLETED").then_some(())
     });
 }
@@ -85,7 +60,7 @@ fn rolling_update_holds_floor_and_ceiling() {
     let b = Berth::up(None);
     let name = unique("roll");
     let dir = manifest_dir(&[("web.yaml", healthy_web(&name, 4, "1", 50, 150))]);
-    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    b.apply(dir.path());
     wait_completed(&b, &name, &format!("{name}:1"));
 
     // Sample the store every 100 ms for the whole rollout.
@@ -110,13 +85,16 @@ fn rolling_update_holds_floor_and_ceiling() {
                         .count();
                     samples.lock().unwrap().push((healthy, live));
                 }
+                // The sampling period, not a wait.
                 std::thread::sleep(Duration::from_millis(100));
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for("samples from before the rollout", CONVERGE, || {
+        (samples.lock().unwrap().len() >= 3).then_some(())
+    });
     write(dir.path(), "web.yaml", &healthy_web(&name, 4, "2", 50, 150));
-    let out = b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    let out = b.apply(dir.path());
     assert!(out.contains(&format!("{name}:2 created")), "{out}");
     // The CLI follows the rollout to completion.
     let rs = b.cli(&["rollout", "status", &name, "--timeout", "90s"]);
@@ -140,11 +118,11 @@ fn rolling_update_holds_floor_and_ceiling() {
     );
     assert!(min_healthy >= 2, "healthy dropped below 2: {samples:?}");
     assert!(max_live <= 6, "more than 6 tasks: {samples:?}");
-    let svc = service(&b, &name);
+    let svc = get_service(&b, &name);
     assert!(
-        events(&svc)[0].ends_with("has reached a steady state."),
+        service_events(&svc)[0].ends_with("has reached a steady state."),
         "{:?}",
-        events(&svc)
+        service_events(&svc)
     );
     let running = b.running_tasks(&name);
     assert_eq!(running.len(), 4);
@@ -158,7 +136,7 @@ fn circuit_breaker_rolls_back() {
     let b = Berth::up(None);
     let name = unique("cb");
     let dir = manifest_dir(&[("web.yaml", healthy_web(&name, 2, "1", 100, 200))]);
-    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    b.apply(dir.path());
     wait_completed(&b, &name, &format!("{name}:1"));
 
     // Revision 2 exits 1 at once.
@@ -167,7 +145,7 @@ fn circuit_breaker_rolls_back() {
         r#"command: ["sh", "-c", "exit 1"]"#,
     );
     write(dir.path(), "web.yaml", &broken);
-    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    b.apply(dir.path());
     let rs = b.cli(&["rollout", "status", &name, "--timeout", "90s"]);
     assert_eq!(
         rs.status.code(),
@@ -178,14 +156,11 @@ fn circuit_breaker_rolls_back() {
 
     // Rolled back to revision 1 at full count.
     wait_completed(&b, &name, &format!("{name}:1"));
-    let running = wait_for("2 running on revision 1", CONVERGE, || {
-        let r = b.running_tasks(&name);
-        (r.len() == 2 && b.active_tasks(&name).len() == 2).then_some(r)
-    });
+    let running = b.wait_running(&name, 2, CONVERGE);
     assert!(running
         .iter()
         .all(|t| t["spec"]["taskDefinition"] == format!("{name}:1").as_str()));
-    let svc = service(&b, &name);
+    let svc = get_service(&b, &name);
     let failed = svc["status"]["deployments"]
         .as_array()
         .unwrap()
@@ -195,13 +170,14 @@ fn circuit_breaker_rolls_back() {
         .expect("the failed deployment stays visible");
     assert_eq!(failed["rolloutState"], "FAILED");
     assert!(failed["failedTasks"].as_u64().unwrap() >= 3);
-    let ev = events(&svc).join("\n");
+    let ev = service_events(&svc).join("\n");
     assert!(ev.contains("deployment failed"), "{ev}");
     assert!(ev.contains("rolling back to deployment"), "{ev}");
-    // The failed revision is not retried while it is still the one named.
+    // The failed revision is not retried while it is still the one named: time passes on
+    // purpose (nothing to wait for), then the primary is still revision 1.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
-        primary(&service(&b, &name))["taskDefinition"],
+        primary(&get_service(&b, &name))["taskDefinition"],
         format!("{name}:1").as_str()
     );
 }
@@ -217,22 +193,11 @@ fn unhealthy_task_is_replaced() {
         )
         .replace(r#"nc -w 1 127.0.0.1 8080 </dev/null"#, "test -f /tmp/ok");
     let dir = manifest_dir(&[("web.yaml", text)]);
-    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    b.apply(dir.path());
     wait_completed(&b, &name, &format!("{name}:1"));
-    let victim = b.running_tasks(&name)[0]["metadata"]["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let container = b
-        .containers()
-        .into_iter()
-        .find(|c| c.2 == victim)
-        .unwrap()
-        .0;
-    let out = Command::new("docker")
-        .args(["exec", &container, "rm", "/tmp/ok"])
-        .output()
-        .unwrap();
+    let victim = name_of(&b.running_tasks(&name)[0]);
+    let container = b.container_of(&victim, None);
+    let out = docker_exec_output(&container, &["rm", "/tmp/ok"]);
     assert!(out.status.success());
     wait_for("a healthy replacement", CONVERGE, || {
         let r = b.running_tasks(&name);
@@ -241,10 +206,7 @@ fn unhealthy_task_is_replaced() {
             && r[0]["status"]["healthStatus"] == "HEALTHY")
             .then_some(())
     });
-    let t = wait_for("the unhealthy task stopped", CONVERGE, || {
-        let t = b.get_json(&["tasks", &victim]);
-        (t["status"]["lastStatus"] == "STOPPED").then_some(t)
-    });
+    let t = b.wait_task(&victim, "STOPPED", CONVERGE);
     assert!(
         t["status"]["stoppedReason"]
             .as_str()
@@ -258,32 +220,21 @@ fn unhealthy_task_is_replaced() {
 fn restart_policy_restarts_in_place() {
     let b = Berth::up(None);
     let fam = unique("rp");
-    let dir = manifest_dir(&[(
-        "rp.yaml",
-        format!(
-            r#"apiVersion: berth.dev/v1
-kind: TaskDefinition
-metadata: {{name: {fam}}}
-spec:
-  containerDefinitions:
-    - name: flaky
-      image: {IMAGE}
-      command: ["sh", "-c", "sleep 2; exit 3"]
-      cpu: 10
-      memory: 16
-      restartPolicy: {{enabled: true, restartAttemptPeriod: 1}}
-"#
-        ),
-    )]);
-    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    let td = task_definition(
+        &fam,
+        [container("flaky", &["sh", "-c", "sleep 2; exit 3"])
+            .cpu(10)
+            .memory(16)
+            .with("restartPolicy: {enabled: true, restartAttemptPeriod: 1}")],
+    );
+    let dir = manifest_dir(&[("rp.yaml", td.to_string())]);
+    b.apply(dir.path());
     let id = b.cli_ok(&["run-task", &fam]).trim().to_string();
-    let t = wait_for("two restarts in place", CONVERGE, || {
-        let t = b.get_json(&["tasks", &id]);
-        (t["status"]["containers"][0]["restartCount"]
+    let t = b.wait_json("two restarts in place", CONVERGE, &["tasks", &id], |t| {
+        t["status"]["containers"][0]["restartCount"]
             .as_u64()
             .unwrap_or(0)
-            >= 2)
-            .then_some(t)
+            >= 2
     });
     assert_eq!(t["status"]["lastStatus"], "RUNNING", "{t}");
     b.cli_ok(&["stop-task", &id]);
@@ -337,13 +288,12 @@ fn lost_instance_tasks_are_replaced_elsewhere() {
     let other = unique("agent-b");
     let mut agent = Agent::start(&etcd.url(), &other);
     wait_for("second instance connected", Duration::from_secs(20), || {
-        let i = b.cli(&["get", "instances", &other, "-o", "json"]);
-        let v: Value = serde_json::from_slice(&i.stdout).ok()?;
+        let v = b.try_get_json(&["instances", &other])?;
         (v["status"]["agentConnected"] == true).then_some(())
     });
     let name = unique("spread");
     let dir = manifest_dir(&[("web.yaml", web_manifest(&name, 4, "1"))]);
-    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    b.apply(dir.path());
     let tasks = wait_for("4 running over both instances", CONVERGE, || {
         let r = b.running_tasks(&name);
         (r.len() == 4).then_some(r)
@@ -351,7 +301,7 @@ fn lost_instance_tasks_are_replaced_elsewhere() {
     let on_b: Vec<String> = tasks
         .iter()
         .filter(|t| t["status"]["containerInstance"] == other.as_str())
-        .map(|t| t["metadata"]["name"].as_str().unwrap().to_string())
+        .map(name_of)
         .collect();
     assert!(
         !on_b.is_empty(),

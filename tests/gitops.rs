@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::berth::*;
+use common::manifests::*;
 use serde_json::Value;
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -122,19 +123,12 @@ fn wait_source(b: &Berth, what: &str, f: impl Fn(&Value) -> bool) -> Value {
     })
 }
 
-fn service(b: &Berth, name: &str) -> Option<Value> {
-    let o = b.cli(&["get", "services", name, "-o", "json"]);
-    o.status
-        .success()
-        .then(|| serde_json::from_slice(&o.stdout).unwrap())
+fn get_service(b: &Berth, name: &str) -> Option<Value> {
+    b.try_get_json(&["services", name])
 }
 
 fn wait_running(b: &Berth, svc: &str, n: usize) {
-    wait_for(&format!("{n} running tasks of {svc}"), CONVERGE, || {
-        let active = b.active_tasks(svc);
-        let running = b.running_tasks(svc);
-        (running.len() == n && active.len() == n).then_some(())
-    });
+    b.wait_running(svc, n, CONVERGE);
 }
 
 fn containers_of(svc: &str) -> Vec<(String, String, String)> {
@@ -142,19 +136,11 @@ fn containers_of(svc: &str) -> Vec<(String, String, String)> {
 }
 
 fn td_only(name: &str, value: &str) -> String {
-    format!(
-        r#"apiVersion: berth.dev/v1
-kind: TaskDefinition
-metadata: {{name: {name}}}
-spec:
-  containerDefinitions:
-    - name: main
-      image: {IMAGE}
-      command: ["true"]
-      memory: 16
-      environment: [{{name: V, value: "{value}"}}]
-"#
+    task_definition(
+        name,
+        [container("main", &["true"]).memory(16).env(&[("V", value)])],
     )
+    .to_string()
 }
 
 #[test]
@@ -174,7 +160,7 @@ fn commits_scale_revert_and_a_broken_commit_keeps_the_last_good_state() {
     assert_eq!(s["spec"]["kind"], "git");
     assert_eq!(s["status"]["dirty"], false);
     // Ownership annotations on the object.
-    let obj = service(&b, &svc).unwrap();
+    let obj = get_service(&b, &svc).unwrap();
     let a = &obj["metadata"]["annotations"];
     assert_eq!(a["berth.dev/source"], "manifests");
     assert_eq!(a["berth.dev/source-file"], "web.yaml");
@@ -228,9 +214,10 @@ fn commits_scale_revert_and_a_broken_commit_keeps_the_last_good_state() {
         text.contains(&format!("commit {} is still applied", &c3[..12])),
         "{text}"
     );
-    // The previous state keeps running: still 2, desiredCount untouched.
+    // The previous state keeps running: still 2, desiredCount untouched (time passes on
+    // purpose: nothing may change).
     for _ in 0..10 {
-        assert_eq!(service(&b, &svc).unwrap()["spec"]["desiredCount"], 2);
+        assert_eq!(get_service(&b, &svc).unwrap()["spec"]["desiredCount"], 2);
         std::thread::sleep(Duration::from_millis(200));
     }
     wait_running(&b, &svc, 2);
@@ -264,7 +251,7 @@ fn deleting_a_services_file_with_prune_stops_its_tasks_and_leaves_no_container()
     wait_for(
         "the pruned service gone, with its containers",
         CONVERGE,
-        || (service(&b, &gone).is_none() && containers_of(&gone).is_empty()).then_some(()),
+        || (get_service(&b, &gone).is_none() && containers_of(&gone).is_empty()).then_some(()),
     );
     // Its task definition is INACTIVE but still readable; the other service is untouched.
     let td = b.get_json(&["taskdefinitions", &gone]);
@@ -295,7 +282,7 @@ fn a_change_through_the_api_is_out_of_sync_and_self_heal_restores_it() {
 
     // Someone applies a changed copy from elsewhere.
     let other = manifest_dir(&[("web.yaml", web_manifest(&svc, 2, "1"))]);
-    b.cli_ok(&["apply", "-f", other.path().to_str().unwrap()]);
+    b.apply(other.path());
     let s = wait_source(&b, "OutOfSync", |s| s["status"]["sync"] == "OutOfSync");
     let drifted: Vec<&Value> = s["status"]["objects"]
         .as_array()
@@ -310,7 +297,7 @@ fn a_change_through_the_api_is_out_of_sync_and_self_heal_restores_it() {
     assert!(text.contains("OutOfSync") && text.contains(&svc), "{text}");
     // Without self-heal the change stays.
     wait_running(&b, &svc, 2);
-    assert_eq!(service(&b, &svc).unwrap()["spec"]["desiredCount"], 2);
+    assert_eq!(get_service(&b, &svc).unwrap()["spec"]["desiredCount"], 2);
     // berth diff shows it and says "different".
     let d = b.cli(&["diff", "-f", &repo.arg()]);
     assert_eq!(d.status.code(), Some(1));
@@ -329,9 +316,9 @@ fn a_change_through_the_api_is_out_of_sync_and_self_heal_restores_it() {
         s["status"]["sync"] == "Synced" && s["spec"]["selfHeal"] == true
     });
     // …a change through the API is put back by itself.
-    b.cli_ok(&["apply", "-f", other.path().to_str().unwrap()]);
+    b.apply(other.path());
     wait_for("desiredCount restored to 1", SYNC, || {
-        (service(&b, &svc)?["spec"]["desiredCount"] == 1).then_some(())
+        (get_service(&b, &svc)?["spec"]["desiredCount"] == 1).then_some(())
     });
     let s = wait_source(&b, "self-healed", |s| {
         s["status"]["sync"] == "Synced"
@@ -379,7 +366,7 @@ fn diff_exit_codes_dry_run_and_client_side_prune() {
     );
     let out = b.cli_ok(&["apply", "-f", path, "--dry-run"]);
     assert!(out.contains("(dry run)"), "{out}");
-    assert!(service(&b, &svc).is_none());
+    assert!(get_service(&b, &svc).is_none());
     assert!(!b.cli(&["get", "taskdefinitions", &job]).status.success());
     assert_eq!(b.cli(&["diff", "-f", path]).status.code(), Some(1));
 
@@ -416,13 +403,12 @@ fn diff_exit_codes_dry_run_and_client_side_prune() {
     assert_eq!(d.status.code(), Some(2), "{d:?}");
     std::fs::remove_file(dir.path().join("bad.yaml")).unwrap();
     // Unreachable server: an error too.
-    let d = Command::new(berth_bin())
-        .args(["diff", "-f", path])
+    let d = b
+        .cli_command(&["diff", "-f", path])
         .env(
             "BERTH_ENDPOINT",
             format!("http://127.0.0.1:{}", free_port()),
         )
-        .env("XDG_CONFIG_HOME", b.config_home.path())
         .output()
         .unwrap();
     assert_eq!(d.status.code(), Some(2), "{d:?}");
@@ -440,7 +426,7 @@ fn diff_exit_codes_dry_run_and_client_side_prune() {
         "{out}"
     );
     wait_for("the pruned service gone", CONVERGE, || {
-        (service(&b, &svc).is_none() && containers_of(&svc).is_empty()).then_some(())
+        (get_service(&b, &svc).is_none() && containers_of(&svc).is_empty()).then_some(())
     });
     // The source shows up in sync status.
     let v: Value = serde_json::from_str(&b.cli_ok(&["sync", "status", "-o", "json"])).unwrap();
@@ -455,7 +441,7 @@ fn diff_exit_codes_dry_run_and_client_side_prune() {
     assert_eq!(s["status"]["sync"], "Synced");
     // Without --prune, a plain apply from elsewhere does not take ownership or prune.
     let other = manifest_dir(&[("x.yaml", td_only(&job, "1"))]);
-    let out = b.cli_ok(&["apply", "-f", other.path().to_str().unwrap()]);
+    let out = b.apply(other.path());
     assert!(out.contains("unchanged"), "{out}");
     let td = b.get_json(&["taskdefinitions", &job]);
     assert_eq!(td["metadata"]["annotations"]["berth.dev/source"], name);
@@ -578,7 +564,7 @@ fn a_broken_folder_changes_nothing_and_is_reported() {
         });
         assert_eq!(s["status"]["sync"], "OutOfSync", "{what}: {s:#}");
         assert_eq!(td_rev(&b), format!("{a}:1"), "{what}: nothing applied");
-        assert!(service(&b, "orphan").is_none());
+        assert!(get_service(&b, "orphan").is_none());
         // Restore the good file while the folder is still broken, then repair it.
         if !empty {
             write(root, "a.yaml", &td_only(&a, "1"));

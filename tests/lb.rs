@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::berth::*;
+use common::manifests::*;
 use serde_json::Value;
 
 const CONVERGE: Duration = Duration::from_secs(90);
@@ -17,31 +17,32 @@ const CONVERGE: Duration = Duration::from_secs(90);
 /// A service whose httpd serves `/www/<path>/index.html` = `body`, `/id.html` = its hostname,
 /// and `/health.html`.
 fn site(name: &str, replicas: u32, path: &str, body: &str, tg: &str, version: &str) -> String {
-    format!(
-        r#"apiVersion: berth.dev/v1
-kind: TaskDefinition
-metadata: {{name: {name}}}
-spec:
-  containerDefinitions:
-    - name: web
-      image: {IMAGE}
-      command: ["sh", "-c", "mkdir -p /www/{path} && echo {body} > /www/{path}/index.html && hostname > /www/id.html && echo ok > /www/health.html && exec httpd -f -p 8080 -h /www"]
-      cpu: 16
-      memory: 16
-      portMappings: [{{containerPort: 8080}}]
-      environment: [{{name: VERSION, value: "{version}"}}]
-      stopTimeout: 1
----
-apiVersion: berth.dev/v1
-kind: Service
-metadata: {{name: {name}}}
-spec:
-  taskDefinition: {name}
-  desiredCount: {replicas}
-  deploymentConfiguration: {{minimumHealthyPercent: 100, maximumPercent: 200}}
-  loadBalancers: [{{targetGroup: {tg}, containerName: web, containerPort: 8080}}]
-"#
-    )
+    let script = format!(
+        "mkdir -p /www/{path} && echo {body} > /www/{path}/index.html && hostname > /www/id.html && echo ok > /www/health.html && exec httpd -f -p 8080 -h /www"
+    );
+    let td = task_definition(
+        name,
+        [container("web", &["sh", "-c", &script])
+            .cpu(16)
+            .memory(16)
+            .port(8080)
+            .env(&[("VERSION", version)])
+            .stop_timeout(1)],
+    );
+    let lb =
+        format!("loadBalancers: [{{targetGroup: {tg}, containerName: web, containerPort: 8080}}]");
+    documents(&[
+        td.to_string(),
+        service(
+            name,
+            name,
+            replicas.into(),
+            &[
+                "deploymentConfiguration: {minimumHealthyPercent: 100, maximumPercent: 200}",
+                &lb,
+            ],
+        ),
+    ])
 }
 
 fn target_group(name: &str) -> String {
@@ -71,10 +72,7 @@ fn load_balancer(name: &str, port: u16, rules: &[(&str, &str, u32)]) -> String {
 
 /// GET through the load balancer: (status, body).
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let resp = http_get_path(port, path)?;
-    let status = resp.split_whitespace().nth(1)?.parse().ok()?;
-    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    Some((status, body))
+    http_status_body(port, path)
 }
 
 fn wait_serving(port: u16, path: &str, want: &str) {
@@ -107,7 +105,7 @@ fn path_rules_route_to_their_service() {
             ),
         ),
     ]);
-    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    b.apply(dir.path());
     wait_serving(port, "/a/", "service-a");
     wait_serving(port, "/b/", "service-b");
     for _ in 0..30 {
@@ -122,12 +120,7 @@ fn path_rules_route_to_their_service() {
     assert_eq!(s, 404);
     assert!(body.contains("nothing here"));
     let svc = b.get_json(&["services", &a]);
-    let events: Vec<String> = svc["status"]["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["message"].as_str().unwrap_or("").to_string())
-        .collect();
+    let events = service_events(&svc);
     assert!(
         events.iter().any(
             |e| e.contains(&format!("registered 2 targets in target-group {tga}"))
@@ -162,6 +155,7 @@ fn hammer(port: u16, stop: Arc<AtomicBool>) -> Hammer {
                     w.lock().unwrap().push(format!("{other:?}"));
                 }
             }
+            // The pace of the client, not a wait.
             std::thread::sleep(Duration::from_millis(5));
         }
     });
@@ -182,7 +176,7 @@ fn zero_failed_requests_while_rolling_and_stopping() {
             load_balancer(&unique("front"), port, &[("/r/*", &tg, 1)]),
         ),
     ]);
-    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    b.apply(dir.path());
     wait_for("3 healthy targets, rollout complete", CONVERGE, || {
         let s = b.get_json(&["services", &name]);
         (s["status"]["deployments"][0]["rolloutState"] == "COMPLETED").then_some(())
@@ -193,7 +187,7 @@ fn zero_failed_requests_while_rolling_and_stopping() {
     let (ok, bad, why, h) = hammer(port, stop.clone());
     // Roll to a new revision...
     write(dir.path(), "svc.yaml", &site(&name, 3, "r", "v2", &tg, "2"));
-    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    b.apply(dir.path());
     let rs = b.cli(&["rollout", "status", &name, "--timeout", "120s"]);
     assert!(
         rs.status.success(),
@@ -202,15 +196,14 @@ fn zero_failed_requests_while_rolling_and_stopping() {
     );
     wait_serving(port, "/r/", "v2");
     // ...and stop a task by hand.
-    let victim = b.running_tasks(&name)[0]["metadata"]["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let victim = name_of(&b.running_tasks(&name)[0]);
     b.cli_ok(&["stop-task", &victim]);
     wait_for("the stopped task gone and replaced", CONVERGE, || {
         let t = b.get_json(&["tasks", &victim]);
         (t["status"]["lastStatus"] == "STOPPED" && b.running_tasks(&name).len() == 3).then_some(())
     });
+    // Keep the client going a little longer on purpose: the stopped target's deregistration
+    // must not fail a request either (nothing to wait for).
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::SeqCst);
     h.join().unwrap();
@@ -234,7 +227,7 @@ fn failing_health_check_takes_a_target_out_and_back() {
             load_balancer(&unique("front"), port, &[("/*", &tg, 1)]),
         ),
     ]);
-    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    b.apply(dir.path());
     let ids = || -> std::collections::BTreeSet<String> {
         (0..20)
             .filter_map(|_| get(port, "/id.html"))
@@ -245,26 +238,13 @@ fn failing_health_check_takes_a_target_out_and_back() {
     let both = wait_for("both targets serving", CONVERGE, || {
         Some(ids()).filter(|s| s.len() == 2)
     });
-    let task = b.running_tasks(&name)[0]["metadata"]["name"]
-        .as_str()
-        .unwrap()
+    let task = name_of(&b.running_tasks(&name)[0]);
+    let container = b.container_of(&task, None);
+    let host = stdout(&docker_exec_output(&container, &["hostname"]))
+        .trim()
         .to_string();
-    let container = b.containers().into_iter().find(|c| c.2 == task).unwrap().0;
-    let host = String::from_utf8(
-        Command::new("docker")
-            .args(["exec", &container, "hostname"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_string();
     assert!(both.contains(&host));
-    Command::new("docker")
-        .args(["exec", &container, "rm", "/www/health.html"])
-        .output()
-        .unwrap();
+    docker_exec_output(&container, &["rm", "/www/health.html"]);
     // Two failed checks 1 s apart: out within a few seconds.
     wait_for(
         "the sick target out of rotation",
@@ -280,10 +260,7 @@ fn failing_health_check_takes_a_target_out_and_back() {
             "an unhealthy target still gets traffic"
         );
     }
-    Command::new("docker")
-        .args(["exec", &container, "sh", "-c", "echo ok > /www/health.html"])
-        .output()
-        .unwrap();
+    docker_sh(&container, "echo ok > /www/health.html");
     wait_for(
         "the target back in rotation",
         Duration::from_secs(10),
@@ -291,28 +268,15 @@ fn failing_health_check_takes_a_target_out_and_back() {
     );
 }
 
-fn one_task(b: &Berth, fam: &str, body: &str) -> Value {
-    let dir = manifest_dir(&[(&format!("{fam}.yaml"), body.to_string())]);
-    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+fn one_task(b: &Berth, td: TaskDefinition, fam: &str) -> Value {
+    let dir = manifest_dir(&[(&format!("{fam}.yaml"), td.to_string())]);
+    b.apply(dir.path());
     let id = b.cli_ok(&["run-task", fam]).trim().to_string();
-    wait_for(&format!("{fam} RUNNING"), CONVERGE, || {
-        let t = b.get_json(&["tasks", &id]);
-        (t["status"]["lastStatus"] == "RUNNING").then_some(t)
-    })
+    b.wait_task(&id, "RUNNING", CONVERGE)
 }
 
 fn exec(b: &Berth, task: &Value, container: &str, cmd: &str) -> std::process::Output {
-    let id = task["metadata"]["name"].as_str().unwrap();
-    let name = b
-        .containers()
-        .into_iter()
-        .find(|c| c.2 == id && c.0.ends_with(&format!("-{container}")))
-        .unwrap()
-        .0;
-    Command::new("docker")
-        .args(["exec", &name, "sh", "-c", cmd])
-        .output()
-        .unwrap()
+    docker_sh(&b.container_of(&name_of(task), Some(container)), cmd)
 }
 
 #[test]
@@ -321,18 +285,18 @@ fn awsvpc_host_and_none_modes() {
     let fam = unique("vpc");
     let t1 = one_task(
         &b,
+        task_definition(
+            &fam,
+            [
+                container("web", HTTPD).cpu(10).memory(16).port(8080),
+                container("side", &["sleep", "3600"])
+                    .cpu(10)
+                    .memory(16)
+                    .with("essential: false"),
+            ],
+        )
+        .spec("networkMode: awsvpc"),
         &fam,
-        &format!(
-            r#"apiVersion: berth.dev/v1
-kind: TaskDefinition
-metadata: {{name: {fam}}}
-spec:
-  networkMode: awsvpc
-  containerDefinitions:
-    - {{name: web, image: {IMAGE}, command: ["httpd", "-f", "-p", "8080", "-h", "/www"], cpu: 10, memory: 16, portMappings: [{{containerPort: 8080}}]}}
-    - {{name: side, image: {IMAGE}, command: ["sleep", "3600"], cpu: 10, memory: 16, essential: false}}
-"#
-        ),
     );
     let ip = t1["status"]["taskIp"]
         .as_str()
@@ -347,19 +311,15 @@ spec:
     // The host (and so a load balancer) reaches the task's own IP.
     assert!(http_get_ip(&ip, 8080).is_some_and(|r| r.contains("hello from berth")));
     // Another task cannot reach the first task's port.
+    let probe = format!("{fam}-2");
     let t2 = one_task(
         &b,
-        &format!("{fam}-2"),
-        &format!(
-            r#"apiVersion: berth.dev/v1
-kind: TaskDefinition
-metadata: {{name: {fam}-2}}
-spec:
-  networkMode: awsvpc
-  containerDefinitions:
-    - {{name: probe, image: {IMAGE}, command: ["sleep", "3600"], cpu: 10, memory: 16}}
-"#
-        ),
+        task_definition(
+            &probe,
+            [container("probe", &["sleep", "3600"]).cpu(10).memory(16)],
+        )
+        .spec("networkMode: awsvpc"),
+        &probe,
     );
     assert_ne!(t2["status"]["taskIp"], t1["status"]["taskIp"]);
     let o = exec(&b, &t2, "probe", &format!("nc -w 2 {ip} 8080 </dev/null"));
@@ -370,37 +330,35 @@ spec:
 
     // host: the container port is the host port.
     let hp = free_port();
+    let host = format!("{fam}-host");
+    let hp_text = hp.to_string();
     let th = one_task(
         &b,
-        &format!("{fam}-host"),
-        &format!(
-            r#"apiVersion: berth.dev/v1
-kind: TaskDefinition
-metadata: {{name: {fam}-host}}
-spec:
-  networkMode: host
-  containerDefinitions:
-    - {{name: web, image: {IMAGE}, command: ["httpd", "-f", "-p", "{hp}", "-h", "/www"], cpu: 10, memory: 16, portMappings: [{{containerPort: {hp}}}]}}
-"#
-        ),
+        task_definition(
+            &host,
+            [
+                container("web", &["httpd", "-f", "-p", &hp_text, "-h", "/www"])
+                    .cpu(10)
+                    .memory(16)
+                    .port(hp),
+            ],
+        )
+        .spec("networkMode: host"),
+        &host,
     );
     let body = wait_for("host-mode httpd", Duration::from_secs(10), || http_get(hp));
     assert!(body.contains("hello from berth"));
     let _ = th;
     // none: no network but loopback.
+    let none = format!("{fam}-none");
     let tn = one_task(
         &b,
-        &format!("{fam}-none"),
-        &format!(
-            r#"apiVersion: berth.dev/v1
-kind: TaskDefinition
-metadata: {{name: {fam}-none}}
-spec:
-  networkMode: none
-  containerDefinitions:
-    - {{name: box, image: {IMAGE}, command: ["sleep", "3600"], cpu: 10, memory: 16}}
-"#
-        ),
+        task_definition(
+            &none,
+            [container("box", &["sleep", "3600"]).cpu(10).memory(16)],
+        )
+        .spec("networkMode: none"),
+        &none,
     );
     let o = exec(&b, &tn, "box", "ip -o link | grep -v ' lo:' | wc -l");
     assert_eq!(
@@ -408,20 +366,6 @@ spec:
         "0",
         "none mode has only loopback"
     );
-}
-
-fn http_get_ip(ip: &str, port: u16) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(
-        &format!("{ip}:{port}").parse().ok()?,
-        Duration::from_secs(2),
-    )
-    .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
 }
 
 #[test]
@@ -438,7 +382,7 @@ fn bad_load_balancer_input_is_refused_and_slow_clients_do_not_starve() {
             load_balancer(&unique("front"), port, &[("/*", &tg, 1)]),
         ),
     ]);
-    b.cli_ok(&["apply", "-f", good.path().to_str().unwrap()]);
+    b.apply(good.path());
     wait_serving(port, "/r/", "ok");
     let before = b.get_json(&["loadbalancers"]);
 
@@ -480,7 +424,7 @@ fn bad_load_balancer_input_is_refused_and_slow_clients_do_not_starve() {
     ];
     for (file, text, why) in cases {
         let d = manifest_dir(&[(file, text)]);
-        let out = b.cli(&["apply", "-f", d.path().to_str().unwrap()]);
+        let out = b.try_apply(d.path());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{file} must be refused");
         assert!(err.contains(file) && err.contains(why), "{file}: {err}");

@@ -1,146 +1,26 @@
-//! Manifest parsing, validation, loading and applying.
+//! Manifest parsing, validation and loading (applying is tests/apply.rs).
 //!
 //! Every bad input must give an error naming the file, the document and the field (and the
-//! line where the parser knows it); nothing from a failed apply may reach the store.
+//! line where the parser knows it).
 
-use std::fs;
+mod common;
+
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use berth::apply::{
-    apply, delete_documents, latest_taskdef, resolve_taskdef, ApplyError, ApplyOptions, Outcome,
-};
 use berth::manifest::{
     load_path, parse_str, validate, Document, ManifestError, Resource, MAX_FILE_BYTES,
 };
-use berth::model::{self, keys, Kind};
-use berth::store::embedded::EmbeddedStore;
-use berth::store::{self, Store, StoreError, Txn, TxnResult, WatchStream};
+use berth::model::Kind;
+use common::manifests::*;
 
 // ----- fixtures --------------------------------------------------------------------------------
-
-const GOOD_YAML: &str = r#"# a comment
-apiVersion: berth.dev/v1
-kind: Cluster
-metadata: {name: prod}
----
----
-apiVersion: berth.dev/v1
-kind: TaskDefinition
-metadata: {name: web, labels: {team: a}}
-spec:
-  networkMode: bridge
-  taskRole: web-reader
-  cpu: 256
-  memory: 128
-  containerDefinitions:
-    - name: httpd
-      image: local/busybox:1
-      command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
-      cpu: 128
-      memory: 64
-      essential: true
-      portMappings: [{containerPort: 8080, hostPort: 0}]
-      environment: [{name: MODE, value: prod}, {name: PORT, value: 8080}]
-      healthCheck: {command: ["CMD-SHELL", "nc -z 127.0.0.1 8080"], interval: 5, timeout: 2, retries: 3}
----
-apiVersion: berth.dev/v1
-kind: Service
-metadata: {name: web}
-spec:
-  cluster: prod
-  taskDefinition: web
-  desiredCount: 3
-  deploymentConfiguration:
-    minimumHealthyPercent: 100
-    maximumPercent: 200
-    deploymentCircuitBreaker: {enable: true, rollback: true}
-  placementStrategy: [{type: spread, field: instanceId}]
-  loadBalancers: [{targetGroup: web, containerName: httpd, containerPort: 8080}]
----
-apiVersion: berth.dev/v1
-kind: TargetGroup
-metadata: {name: web}
-spec: {healthCheck: {path: /}}
-"#;
-
-/// What `aws ecs describe-task-definition --query taskDefinition` prints, more or less.
-const ECS_JSON: &str = r#"{
-  "taskDefinitionArn": "arn:aws:ecs:eu-west-1:123456789012:task-definition/api:7",
-  "family": "api",
-  "taskRoleArn": "arn:aws:iam::123456789012:role/api-reader",
-  "executionRoleArn": "arn:aws:iam::123456789012:role/ecsTaskExecutionRole",
-  "networkMode": "bridge",
-  "revision": 7,
-  "status": "ACTIVE",
-  "cpu": "256",
-  "memory": "512",
-  "volumes": [],
-  "placementConstraints": [],
-  "requiresAttributes": [{"name": "com.amazonaws.ecs.capability.task-iam-role"}],
-  "compatibilities": ["EC2"],
-  "requiresCompatibilities": ["EC2"],
-  "registeredAt": "2024-01-01T00:00:00.000Z",
-  "registeredBy": "arn:aws:iam::123456789012:user/me",
-  "containerDefinitions": [
-    {
-      "name": "api",
-      "image": "local/busybox:1",
-      "cpu": 128,
-      "memory": 256,
-      "essential": true,
-      "portMappings": [{"containerPort": 80, "hostPort": 0, "protocol": "tcp"}],
-      "environment": [],
-      "mountPoints": [],
-      "volumesFrom": [],
-      "systemControls": [],
-      "logConfiguration": {"logDriver": "awslogs", "options": {"awslogs-group": "/ecs/api"}}
-    }
-  ]
-}"#;
 
 fn parse_err(text: &str, file: &str) -> Vec<ManifestError> {
     match parse_str(text, file) {
         Ok(docs) => panic!("expected errors, parsed {} documents", docs.len()),
         Err(e) => e,
     }
-}
-
-fn show(errors: &[ManifestError]) -> String {
-    errors
-        .iter()
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// The single error (or the first whose field matches) — with file, document and field.
-fn find<'a>(errors: &'a [ManifestError], field: &str) -> &'a ManifestError {
-    errors
-        .iter()
-        .find(|e| e.field.as_deref() == Some(field))
-        .unwrap_or_else(|| panic!("no error for field {field}:\n{}", show(errors)))
-}
-
-fn write(dir: &Path, rel: &str, text: &str) {
-    let p = dir.join(rel);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, text).unwrap();
-}
-
-fn td_yaml(name: &str, image: &str) -> String {
-    format!(
-        "apiVersion: berth.dev/v1\nkind: TaskDefinition\nmetadata: {{name: {name}}}\nspec:\n  containerDefinitions:\n    - name: app\n      image: \"{image}\"\n      memory: 64\n"
-    )
-}
-
-fn svc_yaml(name: &str, td: &str, count: i64) -> String {
-    format!(
-        "apiVersion: berth.dev/v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  taskDefinition: {td}\n  desiredCount: {count}\n"
-    )
 }
 
 // ----- good manifests ------------------------------------------------------------------------
@@ -285,7 +165,7 @@ fn broken_yaml() {
     assert!(s.starts_with("m/web.yaml: document 1: "), "{s}");
 
     // An error in the second document names document 2; the first still parses fine.
-    let text = format!("{}---\nkind: [\n", td_yaml("a", "img"));
+    let text = format!("{}---\nkind: [\n", image_td("a", "img"));
     let errors = parse_err(&text, "two.yaml");
     assert_eq!(errors.len(), 1, "{}", show(&errors));
     assert_eq!(errors[0].document, Some(2));
@@ -331,19 +211,19 @@ fn written_by_berth_kinds_cannot_be_applied() {
 
 #[test]
 fn wrong_api_version() {
-    let text = td_yaml("web", "img").replace("berth.dev/v1", "v1");
+    let text = image_td("web", "img").replace("berth.dev/v1", "v1");
     let errors = parse_err(&text, "web.yaml");
     let e = find(&errors, "apiVersion");
     assert!(e.message.contains("berth.dev/v1"), "{e}");
     assert_eq!(e.line, Some(1));
-    let text = td_yaml("web", "img").replace("apiVersion: berth.dev/v1\n", "");
+    let text = image_td("web", "img").replace("apiVersion: berth.dev/v1\n", "");
     let errors = parse_err(&text, "web.yaml");
     assert!(find(&errors, "apiVersion").message.contains("missing"));
 }
 
 #[test]
 fn unknown_field_with_suggestion() {
-    let text = td_yaml("web", "img").replace("image:", "imag:");
+    let text = image_td("web", "img").replace("image:", "imag:");
     let errors = parse_err(&text, "manifests/web.yaml");
     let e = find(&errors, "spec.containerDefinitions[0].imag");
     assert!(e.message.contains("unknown field `imag`"), "{e}");
@@ -355,7 +235,7 @@ fn unknown_field_with_suggestion() {
 
 #[test]
 fn unknown_enum_value_with_suggestion() {
-    let text = td_yaml("web", "img").replace("spec:\n", "spec:\n  networkMode: brigde\n");
+    let text = image_td("web", "img").replace("spec:\n", "spec:\n  networkMode: brigde\n");
     let errors = parse_err(&text, "web.yaml");
     let e = find(&errors, "spec.networkMode");
     assert!(e.message.contains("did you mean `bridge`"), "{e}");
@@ -363,7 +243,7 @@ fn unknown_enum_value_with_suggestion() {
 
 #[test]
 fn negative_desired_count() {
-    let errors = parse_err(&svc_yaml("web", "web", -1), "svc.yaml");
+    let errors = parse_err(&service("web", "web", -1, &[]), "svc.yaml");
     let e = find(&errors, "spec.desiredCount");
     assert!(e.message.contains("must not be negative"), "{e}");
     assert_eq!(e.line, Some(6), "{e}");
@@ -373,14 +253,14 @@ fn negative_desired_count() {
 #[test]
 fn container_without_image() {
     // Missing field.
-    let text = td_yaml("web", "img").replace("      image: \"img\"\n", "");
+    let text = image_td("web", "img").replace("      image: \"img\"\n", "");
     let errors = parse_err(&text, "web.yaml");
     let e = find(&errors, "spec.containerDefinitions[0].image");
     assert!(e.message.contains("missing"), "{e}");
     assert!(e.line.is_some(), "{e}");
     // Empty string: a semantic error; load_path locates it in the text.
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "web.yaml", &td_yaml("web", ""));
+    write(dir.path(), "web.yaml", &image_td("web", ""));
     let errors = load_path(dir.path()).unwrap_err();
     let e = find(&errors, "spec.containerDefinitions[0].image");
     assert!(e.message.contains("must not be empty"), "{e}");
@@ -388,14 +268,14 @@ fn container_without_image() {
     assert_eq!(e.document, Some(1));
     assert_eq!(e.line, Some(7), "{e}");
     // And validate alone names it too (without a line: it has no text).
-    let docs = parse_str(&td_yaml("web", " "), "web.yaml").unwrap();
+    let docs = parse_str(&image_td("web", " "), "web.yaml").unwrap();
     let errors = validate(&docs);
     find(&errors, "spec.containerDefinitions[0].image");
 }
 
 #[test]
 fn port_mapped_twice() {
-    let text = td_yaml("web", "img").replace(
+    let text = image_td("web", "img").replace(
         "      memory: 64\n",
         "      memory: 64\n      portMappings: [{containerPort: 80}, {containerPort: 80, hostPort: 8080}]\n",
     );
@@ -438,7 +318,7 @@ spec:
 
 #[test]
 fn host_mode_host_port_must_equal_container_port() {
-    let text = td_yaml("web", "img")
+    let text = image_td("web", "img")
         .replace("spec:\n", "spec:\n  networkMode: host\n")
         .replace(
             "      memory: 64\n",
@@ -453,7 +333,7 @@ fn host_mode_host_port_must_equal_container_port() {
 
 #[test]
 fn depends_on_missing_container() {
-    let text = td_yaml("web", "img").replace(
+    let text = image_td("web", "img").replace(
         "      memory: 64\n",
         "      memory: 64\n      dependsOn: [{containerName: sidecr, condition: START}]\n    - {name: sidecar, image: i, memory: 8}\n",
     );
@@ -562,11 +442,11 @@ fn non_manifest_yaml() {
 
 #[test]
 fn duplicate_key_and_tags_are_refused() {
-    let text =
-        td_yaml("web", "img").replace("      memory: 64\n", "      memory: 64\n      memory: 65\n");
+    let text = image_td("web", "img")
+        .replace("      memory: 64\n", "      memory: 64\n      memory: 65\n");
     let errors = parse_err(&text, "d.yaml");
     assert!(show(&errors).contains("duplicate"), "{}", show(&errors));
-    let text = td_yaml("web", "img").replace("\"img\"", "!Ref img");
+    let text = image_td("web", "img").replace("\"img\"", "!Ref img");
     let errors = parse_err(&text, "t.yaml");
     assert!(show(&errors).contains("tags"), "{}", show(&errors));
 }
@@ -575,8 +455,8 @@ fn duplicate_key_and_tags_are_refused() {
 fn every_error_of_every_document_is_reported() {
     let text = format!(
         "{}---\n{}---\n{}",
-        td_yaml("a", "x").replace("image:", "imag:"),
-        svc_yaml("s", "a", -3),
+        image_td("a", "x").replace("image:", "imag:"),
+        service("s", "a", -3, &[]),
         "apiVersion: berth.dev/v1\nkind: Nope\n"
     );
     let errors = parse_err(&text, "many.yaml");
@@ -643,7 +523,7 @@ fn oversized_file() {
     assert!(errors[0].message.contains("too large"), "{}", errors[0]);
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "big.yaml", &big);
-    write(dir.path(), "ok.yaml", &td_yaml("ok", "img"));
+    write(dir.path(), "ok.yaml", &image_td("ok", "img"));
     let errors = load_path(dir.path()).unwrap_err();
     assert_eq!(errors.len(), 1, "{}", show(&errors));
     assert!(errors[0].file.ends_with("big.yaml"));
@@ -656,8 +536,8 @@ fn oversized_file() {
 fn folder_walk_sorted_recursive_ignoring_others() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write(d, "b.yaml", &td_yaml("b", "img"));
-    write(d, "a.yml", &td_yaml("a", "img"));
+    write(d, "b.yaml", &image_td("b", "img"));
+    write(d, "a.yml", &image_td("a", "img"));
     write(
         d,
         "sub/c.json",
@@ -684,8 +564,8 @@ fn errors_from_all_files_are_collected() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write(d, "1.yaml", "kind: [\n");
-    write(d, "2.yaml", &svc_yaml("s", "x", -1));
-    write(d, "3.yaml", &td_yaml("t", ""));
+    write(d, "2.yaml", &service("s", "x", -1, &[]));
+    write(d, "3.yaml", &image_td("t", ""));
     let errors = load_path(d).unwrap_err();
     let files: Vec<_> = errors
         .iter()
@@ -703,8 +583,8 @@ fn errors_from_all_files_are_collected() {
 #[test]
 fn duplicate_names_across_two_files() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "a.yaml", &td_yaml("web", "one"));
-    write(dir.path(), "b.yaml", &td_yaml("web", "two"));
+    write(dir.path(), "a.yaml", &image_td("web", "one"));
+    write(dir.path(), "b.yaml", &image_td("web", "two"));
     let errors = load_path(dir.path()).unwrap_err();
     assert_eq!(errors.len(), 1, "{}", show(&errors));
     let e = &errors[0];
@@ -714,8 +594,8 @@ fn duplicate_names_across_two_files() {
     assert_eq!(e.line, Some(3), "{e}");
     // Same name, different kinds: fine.
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "a.yaml", &td_yaml("web", "one"));
-    write(dir.path(), "b.yaml", &svc_yaml("web", "web", 1));
+    write(dir.path(), "a.yaml", &image_td("web", "one"));
+    write(dir.path(), "b.yaml", &service("web", "web", 1, &[]));
     load_path(dir.path()).unwrap();
 }
 
@@ -725,7 +605,7 @@ fn symlink_loop() {
     use std::os::unix::fs::symlink;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write(d, "ok.yaml", &td_yaml("ok", "img"));
+    write(d, "ok.yaml", &image_td("ok", "img"));
     symlink(d, d.join("again")).unwrap(); // a directory loop
     let errors = load_path(d).unwrap_err();
     assert_eq!(errors.len(), 1, "{}", show(&errors));
@@ -750,10 +630,10 @@ fn symlink_loop() {
 fn symlink_escaping_the_directory() {
     use std::os::unix::fs::symlink;
     let outside = tempfile::tempdir().unwrap();
-    write(outside.path(), "secret.yaml", &td_yaml("secret", "img"));
+    write(outside.path(), "secret.yaml", &image_td("secret", "img"));
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write(d, "ok.yaml", &td_yaml("ok", "img"));
+    write(d, "ok.yaml", &image_td("ok", "img"));
     symlink(outside.path().join("secret.yaml"), d.join("evil.yaml")).unwrap();
     symlink(outside.path(), d.join("evildir")).unwrap();
     let errors = load_path(d).unwrap_err();
@@ -769,7 +649,7 @@ fn symlink_escaping_the_directory() {
     // A symlink inside the tree is followed.
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write(d, "real/web.yaml", &td_yaml("web", "img"));
+    write(d, "real/web.yaml", &image_td("web", "img"));
     symlink(d.join("real"), d.join("link")).unwrap();
     let errors = load_path(d).unwrap_err();
     // …and reading it twice is a duplicate: both files are named.
@@ -853,455 +733,4 @@ mod props {
             }
         }
     }
-}
-
-// ----- apply against a real embedded store --------------------------------------------------------
-
-fn open_store() -> (tempfile::TempDir, EmbeddedStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path().join("data")).unwrap();
-    (dir, store)
-}
-
-fn docs(text: &str) -> Vec<Document> {
-    parse_str(text, "m.yaml").unwrap_or_else(|e| panic!("{}", show(&e)))
-}
-
-fn app(image: &str, count: i64) -> String {
-    format!(
-        "{}---\n{}",
-        td_yaml("web", image),
-        svc_yaml("web", "web", count)
-    )
-}
-
-async fn snapshot(store: &dyn Store) -> (Vec<(String, Vec<u8>, i64)>, i64) {
-    let (kvs, _) = store.range(keys::ROOT).await.unwrap();
-    let rev = store.revision().await.unwrap();
-    (
-        kvs.into_iter()
-            .map(|kv| (kv.key, kv.value, kv.mod_revision))
-            .collect(),
-        rev,
-    )
-}
-
-fn outcomes(results: &[berth::apply::ObjectResult]) -> Vec<String> {
-    results.iter().map(|r| r.to_string()).collect()
-}
-
-#[tokio::test]
-async fn apply_create_then_unchanged_then_new_revision() {
-    let (_dir, store) = open_store();
-    let opts = ApplyOptions::default();
-
-    let r = apply(&store, &docs(&app("img:1", 2)), &opts).await.unwrap();
-    assert_eq!(
-        outcomes(&r),
-        [
-            "cluster/default created",
-            "taskdefinition/web:1 created",
-            "service/web created"
-        ]
-    );
-    let svc: model::Service = model::Object::from_kv(
-        &store
-            .get(&keys::key(Kind::Service, "web"))
-            .await
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(svc.status.status, "ACTIVE");
-    assert_eq!(svc.status.desired_count, 2);
-    assert!(!svc.metadata.uid.is_empty());
-    assert!(svc.metadata.created_at.is_some());
-    assert!(svc.metadata.revision > 0, "stamped from the kv on read");
-    let raw: serde_json::Value = serde_json::from_slice(
-        &store
-            .get(&keys::key(Kind::Service, "web"))
-            .await
-            .unwrap()
-            .unwrap()
-            .value,
-    )
-    .unwrap();
-    assert!(
-        raw["metadata"].get("revision").is_none(),
-        "revision is not stored"
-    );
-
-    // The same again: nothing changes, nothing is written.
-    let before = snapshot(&store).await;
-    let r = apply(&store, &docs(&app("img:1", 2)), &opts).await.unwrap();
-    assert_eq!(
-        outcomes(&r),
-        ["taskdefinition/web:1 unchanged", "service/web unchanged"]
-    );
-    assert_eq!(
-        snapshot(&store).await,
-        before,
-        "an unchanged apply writes nothing"
-    );
-    let (revs, _) = store
-        .range(&keys::taskdef_family_prefix("web"))
-        .await
-        .unwrap();
-    assert_eq!(revs.len(), 1);
-
-    // A new image registers web:2; the service (following the family) is unchanged.
-    let r = apply(&store, &docs(&app("img:2", 2)), &opts).await.unwrap();
-    assert_eq!(
-        outcomes(&r),
-        ["taskdefinition/web:2 created", "service/web unchanged"]
-    );
-    let td = latest_taskdef(&store, "web").await.unwrap().unwrap();
-    assert_eq!(td.metadata.name, "web:2");
-    assert_eq!(td.status.revision, 2);
-    assert_eq!(td.status.family, "web");
-    assert_eq!(td.status.status, "ACTIVE");
-    assert!(td.status.registered_at.is_some());
-    assert_eq!(td.spec.container_definitions[0].image, "img:2");
-    let old = resolve_taskdef(&store, "web:1").await.unwrap().unwrap();
-    assert_eq!(
-        old.spec.container_definitions[0].image, "img:1",
-        "old revisions stay readable"
-    );
-    assert!(resolve_taskdef(&store, "web:9").await.unwrap().is_none());
-    assert_eq!(
-        resolve_taskdef(&store, "web")
-            .await
-            .unwrap()
-            .unwrap()
-            .metadata
-            .name,
-        "web:2"
-    );
-
-    // Scaling configures the service and keeps its identity.
-    let r = apply(&store, &docs(&app("img:2", 5)), &opts).await.unwrap();
-    assert_eq!(
-        outcomes(&r),
-        ["taskdefinition/web:2 unchanged", "service/web configured"]
-    );
-    let svc2: model::Service = model::Object::from_kv(
-        &store
-            .get(&keys::key(Kind::Service, "web"))
-            .await
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(svc2.metadata.uid, svc.metadata.uid);
-    assert_eq!(svc2.metadata.created_at, svc.metadata.created_at);
-    assert_eq!(svc2.spec.desired_count, 5);
-    assert_eq!(svc2.status.desired_count, 5);
-}
-
-#[tokio::test]
-async fn apply_a_folder_twice_creates_no_revision() {
-    let (_dir, store) = open_store();
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "app.yaml", GOOD_YAML);
-    write(dir.path(), "ecs/api.json", ECS_JSON);
-    let set = load_path(dir.path()).unwrap();
-    let r = apply(&store, &set, &ApplyOptions::default()).await.unwrap();
-    assert!(r.iter().all(|r| r.outcome == Outcome::Created), "{r:?}");
-    let before = snapshot(&store).await;
-    let set = load_path(dir.path()).unwrap();
-    let r = apply(&store, &set, &ApplyOptions::default()).await.unwrap();
-    assert!(r.iter().all(|r| r.outcome == Outcome::Unchanged), "{r:?}");
-    assert_eq!(snapshot(&store).await, before);
-}
-
-#[tokio::test]
-async fn a_bad_reference_stores_nothing() {
-    let (_dir, store) = open_store();
-    apply(&store, &docs(&app("img:1", 1)), &ApplyOptions::default())
-        .await
-        .unwrap();
-    let before = snapshot(&store).await;
-
-    // A new TD revision, a new service … and one service naming a missing task definition.
-    let text = format!(
-        "{}---\n{}---\n{}",
-        td_yaml("web", "img:2"),
-        svc_yaml("other", "web", 1),
-        svc_yaml("broken", "nope", 1)
-    );
-    let e = apply(&store, &docs(&text), &ApplyOptions::default())
-        .await
-        .unwrap_err();
-    let ApplyError::Invalid(errors) = &e else {
-        panic!("{e}")
-    };
-    assert_eq!(e.http_status(), 422);
-    let err = find(errors, "spec.taskDefinition");
-    assert_eq!(err.document, Some(3));
-    assert_eq!(err.file, "m.yaml");
-    assert!(err.message.contains("nope"), "{err}");
-    assert_eq!(
-        snapshot(&store).await,
-        before,
-        "nothing from the failed apply is stored"
-    );
-
-    // A pinned revision that does not exist, and a cluster that does not exist.
-    let text = format!(
-        "{}---\n{}",
-        svc_yaml("pinned", "web:7", 1),
-        svc_yaml("elsewhere", "web", 1).replace("spec:\n", "spec:\n  cluster: nowhere\n")
-    );
-    let e = apply(&store, &docs(&text), &ApplyOptions::default())
-        .await
-        .unwrap_err();
-    let errors = e.manifest_errors();
-    assert!(find(errors, "spec.taskDefinition")
-        .message
-        .contains("latest revision"));
-    assert!(find(errors, "spec.cluster").message.contains("nowhere"));
-    assert_eq!(snapshot(&store).await, before);
-
-    // Invalid manifests never reach the store either.
-    let e = apply(
-        &store,
-        &docs(&td_yaml("web", " ")),
-        &ApplyOptions::default(),
-    )
-    .await
-    .unwrap_err();
-    assert!(e.is_invalid());
-    assert_eq!(snapshot(&store).await, before);
-}
-
-#[tokio::test]
-async fn pinned_revisions_resolve() {
-    let (_dir, store) = open_store();
-    let opts = ApplyOptions::default();
-    apply(&store, &docs(&td_yaml("web", "a")), &opts)
-        .await
-        .unwrap();
-    // web:2 is created by this very apply, so pinning it is fine.
-    let text = format!("{}---\n{}", td_yaml("web", "b"), svc_yaml("s", "web:2", 1));
-    let r = apply(&store, &docs(&text), &opts).await.unwrap();
-    assert!(outcomes(&r).contains(&"taskdefinition/web:2 created".to_string()));
-    // web:1 from the store.
-    let r = apply(&store, &docs(&svc_yaml("t", "web:1", 1)), &opts)
-        .await
-        .unwrap();
-    assert_eq!(r.last().unwrap().outcome, Outcome::Created);
-}
-
-#[tokio::test]
-async fn dry_run_writes_nothing() {
-    let (_dir, store) = open_store();
-    let before = snapshot(&store).await;
-    let r = apply(
-        &store,
-        &docs(&app("img:1", 1)),
-        &ApplyOptions { dry_run: true },
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        outcomes(&r),
-        [
-            "cluster/default created",
-            "taskdefinition/web:1 created",
-            "service/web created"
-        ]
-    );
-    assert_eq!(snapshot(&store).await, before);
-    apply(&store, &docs(&app("img:1", 1)), &ApplyOptions::default())
-        .await
-        .unwrap();
-    let before = snapshot(&store).await;
-    let r = apply(
-        &store,
-        &docs(&app("img:2", 1)),
-        &ApplyOptions { dry_run: true },
-    )
-    .await
-    .unwrap();
-    assert_eq!(outcomes(&r)[0], "taskdefinition/web:2 created");
-    assert_eq!(snapshot(&store).await, before);
-}
-
-/// A store that makes the first `n` transactions wait for each other, so that concurrent
-/// applies plan on the same revisions and all but one must retry.
-struct Racing {
-    inner: EmbeddedStore,
-    barrier: tokio::sync::Barrier,
-    gate: AtomicUsize,
-    n: usize,
-    failed: AtomicUsize,
-}
-
-#[async_trait]
-impl Store for Racing {
-    async fn get(&self, key: &str) -> store::Result<Option<store::KeyValue>> {
-        self.inner.get(key).await
-    }
-    async fn range(&self, prefix: &str) -> store::Result<(Vec<store::KeyValue>, i64)> {
-        self.inner.range(prefix).await
-    }
-    async fn txn(&self, txn: Txn) -> store::Result<TxnResult> {
-        if self.gate.fetch_add(1, Ordering::SeqCst) < self.n {
-            self.barrier.wait().await;
-        }
-        let r = self.inner.txn(txn).await?;
-        if !r.succeeded {
-            self.failed.fetch_add(1, Ordering::SeqCst);
-        }
-        Ok(r)
-    }
-    async fn watch(&self, prefix: &str, from: i64) -> store::Result<WatchStream> {
-        self.inner.watch(prefix, from).await
-    }
-    async fn lease_grant(&self, ttl: Duration) -> store::Result<i64> {
-        self.inner.lease_grant(ttl).await
-    }
-    async fn lease_keep_alive(&self, lease: i64) -> Result<(), StoreError> {
-        self.inner.lease_keep_alive(lease).await
-    }
-    async fn lease_revoke(&self, lease: i64) -> Result<(), StoreError> {
-        self.inner.lease_revoke(lease).await
-    }
-    async fn revision(&self) -> store::Result<i64> {
-        self.inner.revision().await
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_applies_retry_and_stay_consistent() {
-    let (_dir, inner) = open_store();
-    apply(&inner, &docs(&app("img:1", 1)), &ApplyOptions::default())
-        .await
-        .unwrap();
-    let store = Arc::new(Racing {
-        inner,
-        barrier: tokio::sync::Barrier::new(2),
-        gate: AtomicUsize::new(0),
-        n: 2,
-        failed: AtomicUsize::new(0),
-    });
-    // Two different changes to the same service (and family), at the same time.
-    let a = docs(&app("img:a", 4));
-    let b = docs(&app("img:b", 7));
-    let (s1, s2) = (store.clone(), store.clone());
-    let t1 = tokio::spawn(async move { apply(&*s1, &a, &ApplyOptions::default()).await });
-    let t2 = tokio::spawn(async move { apply(&*s2, &b, &ApplyOptions::default()).await });
-    let r1 = t1.await.unwrap().expect("first apply succeeds");
-    let r2 = t2.await.unwrap().expect("second apply succeeds");
-    assert!(
-        store.failed.load(Ordering::SeqCst) >= 1,
-        "one of them had to retry"
-    );
-
-    // Both registered a revision: web:2 and web:3, one each.
-    let mut names: Vec<String> = r1.iter().chain(&r2).map(|r| r.name.clone()).collect();
-    names.sort();
-    assert_eq!(names, ["web", "web", "web:2", "web:3"], "{r1:?} {r2:?}");
-    let (revs, _) = store
-        .range(&keys::taskdef_family_prefix("web"))
-        .await
-        .unwrap();
-    assert_eq!(revs.len(), 3);
-    // The service holds one of the two specs, whole.
-    let svc: model::Service = model::Object::from_kv(
-        &store
-            .get(&keys::key(Kind::Service, "web"))
-            .await
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
-    assert!(svc.spec.desired_count == 4 || svc.spec.desired_count == 7);
-    assert_eq!(svc.status.desired_count, svc.spec.desired_count);
-    // The latest revision is the one whose apply committed last: applying either again shows
-    // a consistent picture (one of them unchanged for the TD).
-    let latest = latest_taskdef(&*store, "web").await.unwrap().unwrap();
-    assert_eq!(latest.metadata.name, "web:3");
-}
-
-#[tokio::test]
-async fn delete_documents_marks_and_refuses() {
-    let (_dir, store) = open_store();
-    let opts = ApplyOptions::default();
-    let cluster = "apiVersion: berth.dev/v1\nkind: Cluster\nmetadata: {name: prod}\n";
-    let text = format!(
-        "{cluster}---\n{}---\n{}",
-        td_yaml("web", "a"),
-        svc_yaml("web", "web", 1).replace("spec:\n", "spec:\n  cluster: prod\n")
-    );
-    let set = docs(&text);
-    apply(&store, &set, &opts).await.unwrap();
-    apply(&store, &docs(&td_yaml("web", "b")), &opts)
-        .await
-        .unwrap();
-
-    // The cluster is still used by the service: refused, and nothing else happens either.
-    let before = snapshot(&store).await;
-    let e = delete_documents(&store, &set).await.unwrap_err();
-    assert!(e.to_string().contains("still in use"), "{e}");
-    assert_eq!(snapshot(&store).await, before);
-
-    // Service and task definition only.
-    let r = delete_documents(&store, &set[1..]).await.unwrap();
-    assert_eq!(
-        outcomes(&r),
-        ["taskdefinition/web pruned", "service/web pruned"]
-    );
-    let svc: model::Service = model::Object::from_kv(
-        &store
-            .get(&keys::key(Kind::Service, "web"))
-            .await
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
-    assert!(svc.metadata.deletion_timestamp.is_some());
-    for rev in [1, 2] {
-        let td = resolve_taskdef(&store, &format!("web:{rev}"))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(td.status.status, "INACTIVE");
-    }
-    // Again: nothing left to do.
-    let r = delete_documents(&store, &set[1..]).await.unwrap();
-    assert!(r.iter().all(|r| r.outcome == Outcome::Unchanged), "{r:?}");
-
-    // Applying a service that is being deleted is refused.
-    let e = apply(&store, &set, &opts).await.unwrap_err();
-    assert!(e.to_string().contains("being deleted"), "{e}");
-
-    // Once the controller removed it, the cluster can go.
-    store
-        .delete(&keys::key(Kind::Service, "web"))
-        .await
-        .unwrap();
-    let r = delete_documents(&store, &set[..1]).await.unwrap();
-    assert_eq!(outcomes(&r), ["cluster/prod pruned"]);
-    assert!(store
-        .get(&keys::key(Kind::Cluster, "prod"))
-        .await
-        .unwrap()
-        .is_none());
-
-    // Re-applying an INACTIVE family registers a fresh ACTIVE revision.
-    let r = apply(&store, &docs(&td_yaml("web", "b")), &opts)
-        .await
-        .unwrap();
-    assert_eq!(outcomes(&r), ["taskdefinition/web:3 created"]);
-}
-
-#[test]
-fn apply_errors_map_to_http_statuses() {
-    assert_eq!(ApplyError::Conflict.http_status(), 409);
-    assert_eq!(
-        ApplyError::Store(StoreError::Unavailable("x".into())).http_status(),
-        503
-    );
-    assert_eq!(ApplyError::Invalid(vec![]).http_status(), 422);
 }

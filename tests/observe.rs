@@ -9,12 +9,13 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use berth::bench::webdriver::Browser;
 use common::berth::*;
+use common::manifests::*;
 use serde_json::Value;
 
 const CONVERGE: Duration = Duration::from_secs(60);
@@ -30,73 +31,32 @@ fn up() -> Berth {
     Berth::up_with(None, vec!["--stats-interval".into(), "1s".into()])
 }
 
-/// The API token `berth up` wrote for the CLI, when the API wants one.
-fn token(b: &Berth) -> Option<String> {
-    let text =
-        std::fs::read_to_string(b.config_home.path().join("berth").join("config.json")).ok()?;
-    let v: Value = serde_json::from_str(&text).ok()?;
-    v["token"].as_str().map(str::to_string)
-}
-
-/// GET an API path (with the token, if any); the body when the answer is 200.
 fn api_get(b: &Berth, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", b.port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
-    let auth = token(b)
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n{auth}\r\n").as_bytes())
-        .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let (head, body) = buf.split_once("\r\n\r\n")?;
-    head.contains(" 200 ").then(|| body.to_string())
-}
-
-fn apply(b: &Berth, dir: &std::path::Path) -> String {
-    b.cli_ok(&["apply", "-f", dir.to_str().unwrap()])
+    api_text(b.port, path)
 }
 
 fn wait_running(b: &Berth, service: &str, n: usize) -> Vec<Value> {
-    wait_for(&format!("{n} running tasks of {service}"), CONVERGE, || {
-        let r = b.running_tasks(service);
-        (r.len() == n && b.active_tasks(service).len() == n).then_some(r)
-    })
+    b.wait_running(service, n, CONVERGE)
 }
 
 /// A service whose one container idles (so CPU can be burnt into it with `docker exec`).
 fn idle_manifest(name: &str, replicas: u32, extra: &str) -> String {
+    let td = task_definition(
+        name,
+        [container("app", &["sleep", "3600"])
+            .cpu(256)
+            .memory(64)
+            .stop_timeout(1)],
+    );
     format!(
-        r#"apiVersion: berth.dev/v1
-kind: TaskDefinition
-metadata: {{name: {name}}}
-spec:
-  containerDefinitions:
-    - name: app
-      image: {IMAGE}
-      command: ["sleep", "3600"]
-      cpu: 256
-      memory: 64
-      stopTimeout: 1
----
-apiVersion: berth.dev/v1
-kind: Service
-metadata: {{name: {name}}}
-spec:
-  taskDefinition: {name}
-  desiredCount: {replicas}
-{extra}"#
+        "{}{extra}",
+        documents(&[td.to_string(), service(name, name, replicas.into(), &[])])
     )
 }
 
 /// The Docker container of a task (by its `berth.task` label).
 fn container_of(b: &Berth, task_id: &str) -> String {
-    b.containers()
-        .into_iter()
-        .find(|c| c.2 == task_id && c.1 == "running")
-        .map(|c| c.0)
-        .unwrap_or_else(|| panic!("no running container for task {task_id}"))
+    b.container_of(task_id, None)
 }
 
 fn burn(container: &str) {
@@ -105,9 +65,7 @@ fn burn(container: &str) {
 
 fn stop_burning(container: &str) {
     // PID 1 is `sleep`; every `sh` is a burner.
-    let _ = Command::new("docker")
-        .args(["exec", container, "killall", "-9", "sh"])
-        .output();
+    let _ = docker_exec_output(container, &["killall", "-9", "sh"]);
 }
 
 // ----- Prometheus text: a small parser ---------------------------------------------------------
@@ -289,11 +247,8 @@ fn metrics_parse_and_service_cpu_moves_with_a_burning_container() {
     let b = up();
     let svc = unique("burn");
     let dir = manifest_dir(&[("s.yaml", idle_manifest(&svc, 1, ""))]);
-    apply(&b, dir.path());
-    let task = wait_running(&b, &svc, 1)[0]["metadata"]["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    b.apply(dir.path());
+    let task = name_of(&wait_running(&b, &svc, 1)[0]);
     let container = container_of(&b, &task);
 
     // Idle first: a sample exists and shows (almost) nothing.
@@ -413,15 +368,12 @@ spec:
 "#
     );
     let dir = manifest_dir(&[("s.yaml", idle_manifest(&svc, 1, &policy))]);
-    let out = apply(&b, dir.path());
+    let out = b.apply(dir.path());
     assert!(
         out.contains(&format!("scalingpolicy/{svc}-cpu created")),
         "{out}"
     );
-    let task = wait_running(&b, &svc, 1)[0]["metadata"]["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let task = name_of(&wait_running(&b, &svc, 1)[0]);
     let container = container_of(&b, &task);
     // Idle: the policy holds at the minimum.
     wait_for("the policy to see samples", CONVERGE, || {
@@ -431,18 +383,15 @@ spec:
     assert_eq!(b.get_json(&["services", &svc])["spec"]["desiredCount"], 1);
 
     burn(&container);
-    wait_for("scale-out to the maximum", CONVERGE, || {
-        let s = b.get_json(&["services", &svc]);
-        (s["spec"]["desiredCount"] == 3).then_some(())
-    });
+    b.wait_json(
+        "scale-out to the maximum",
+        CONVERGE,
+        &["services", &svc],
+        |s| s["spec"]["desiredCount"] == 3,
+    );
     wait_running(&b, &svc, 3);
     let s = b.get_json(&["services", &svc]);
-    let events: Vec<&str> = s["status"]["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["message"].as_str())
-        .collect();
+    let events = service_events(&s);
     assert!(
         events
             .iter()
@@ -451,10 +400,12 @@ spec:
     );
 
     stop_burning(&container);
-    wait_for("scale-in to the minimum", CONVERGE, || {
-        let s = b.get_json(&["services", &svc]);
-        (s["spec"]["desiredCount"] == 1).then_some(())
-    });
+    b.wait_json(
+        "scale-in to the minimum",
+        CONVERGE,
+        &["services", &svc],
+        |s| s["spec"]["desiredCount"] == 1,
+    );
     wait_running(&b, &svc, 1);
     let ev = b.cli_ok(&["events", "--service", &svc]);
     assert!(ev.contains("scaled in from 3 to 1"), "{ev}");
@@ -478,31 +429,27 @@ fn logs_follow_shows_lines_within_a_second_and_outlive_the_task() {
     let _g = serial();
     let b = up();
     let name = unique("talk");
-    let manifest = format!(
-        r#"apiVersion: berth.dev/v1
-kind: TaskDefinition
-metadata: {{name: {name}}}
-spec:
-  containerDefinitions:
-    - name: talker
-      image: {IMAGE}
-      command: ["sh", "-c", "echo hello from the talker; echo oops >&2; while :; do read up idle </proc/uptime; echo tick $up; sleep 0.7; done"]
-      memory: 32
-      stopTimeout: 1
-"#
-    );
+    let manifest = task_definition(
+        &name,
+        [container(
+            "talker",
+            &[
+                "sh",
+                "-c",
+                "echo hello from the talker; echo oops >&2; while :; do read up idle </proc/uptime; echo tick $up; sleep 0.7; done",
+            ],
+        )
+        .memory(32)
+        .stop_timeout(1)],
+    )
+    .to_string();
     let dir = manifest_dir(&[("t.yaml", manifest)]);
-    apply(&b, dir.path());
+    b.apply(dir.path());
     let id = b.cli_ok(&["run-task", &name]).trim().to_string();
-    wait_for("the task to run", CONVERGE, || {
-        let t = b.get_json(&["tasks", &id]);
-        (t["status"]["lastStatus"] == "RUNNING").then_some(())
-    });
+    b.wait_task(&id, "RUNNING", CONVERGE);
 
-    let mut child = Command::new(berth_bin())
-        .args(["logs", &id, "--follow"])
-        .env("BERTH_ENDPOINT", b.endpoint())
-        .env("XDG_CONFIG_HOME", b.config_home.path())
+    let mut child = b
+        .cli_command(&["logs", &id, "--follow"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -558,19 +505,11 @@ spec:
 
     // A stopped task's logs stay readable, and following them ends by itself.
     b.cli_ok(&["stop-task", &id]);
-    wait_for("the task to stop", CONVERGE, || {
-        let t = b.get_json(&["tasks", &id]);
-        (t["status"]["lastStatus"] == "STOPPED").then_some(())
-    });
+    b.wait_task(&id, "STOPPED", CONVERGE);
     let after = b.cli_ok(&["logs", &id]);
     assert!(after.contains("hello from the talker"), "{after}");
     let started = Instant::now();
-    let out = Command::new(berth_bin())
-        .args(["logs", &id, "--follow", "--container", "talker"])
-        .env("BERTH_ENDPOINT", b.endpoint())
-        .env("XDG_CONFIG_HOME", b.config_home.path())
-        .output()
-        .unwrap();
+    let out = b.cli(&["logs", &id, "--follow", "--container", "talker"]);
     assert!(out.status.success());
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -588,17 +527,13 @@ fn events_and_get_watch_stream_changes() {
     let _g = serial();
     let b = up();
     let svc = unique("watched");
-    let mut child = Command::new(berth_bin())
-        .args(["get", "services", "--watch"])
-        .env("BERTH_ENDPOINT", b.endpoint())
-        .env("XDG_CONFIG_HOME", b.config_home.path())
+    let mut child = b
+        .cli_command(&["get", "services", "--watch"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut events = Command::new(berth_bin())
-        .args(["events", "--follow"])
-        .env("BERTH_ENDPOINT", b.endpoint())
-        .env("XDG_CONFIG_HOME", b.config_home.path())
+    let mut events = b
+        .cli_command(&["events", "--follow"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -615,9 +550,10 @@ fn events_and_get_watch_stream_changes() {
     };
     let watch = lines(child.stdout.take().unwrap());
     let ev = lines(events.stdout.take().unwrap());
-    std::thread::sleep(Duration::from_millis(500));
+    wait_connected(child.id(), b.port, "`berth get services --watch`");
+    wait_connected(events.id(), b.port, "`berth events --follow`");
     let dir = manifest_dir(&[("w.yaml", idle_manifest(&svc, 1, ""))]);
-    apply(&b, dir.path());
+    b.apply(dir.path());
     let wait_line =
         |rx: &std::sync::mpsc::Receiver<String>, what: &str, f: &dyn Fn(&str) -> bool| {
             let deadline = Instant::now() + CONVERGE;
@@ -653,22 +589,27 @@ fn events_and_get_watch_stream_changes() {
     );
 }
 
+/// Wait until the page has drawn two more frames (what it shows is on screen).
+async fn next_frames(browser: &Browser) {
+    browser
+        .eval("return new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))")
+        .await
+        .expect("the page draws frames");
+}
+
 #[test]
 fn dashboard_in_headless_chromium_updates_live() {
     let _g = serial();
     let b = up();
     let svc = unique("dash");
     let dir = manifest_dir(&[("web.yaml", web_manifest(&svc, 1, "1"))]);
-    apply(&b, dir.path());
+    b.apply(dir.path());
     wait_running(&b, &svc, 1);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let browser = Browser::start(1440, 1000).await.expect("headless Chromium via chromedriver");
-        let url = match token(&b) {
-            Some(t) => format!("{}/ui?token={t}", b.endpoint()),
-            None => format!("{}/ui", b.endpoint()),
-        };
+        let url = format!("{}/ui?token={}", b.endpoint(), b.token());
         browser.goto(&url).await.unwrap();
         let sel = format!("[data-service=\"{svc}\"]");
         browser
@@ -692,7 +633,7 @@ fn dashboard_in_headless_chromium_updates_live() {
 
         // Scale 1 → 3: the page follows without reloading, within 2 s of the store.
         write(dir.path(), "web.yaml", &web_manifest(&svc, 3, "1"));
-        apply(&b, dir.path());
+        b.apply(dir.path());
         let deadline = Instant::now() + CONVERGE;
         let (mut api_at, mut page_at) = (None, None);
         while api_at.is_none() || page_at.is_none() {
@@ -739,8 +680,23 @@ fn dashboard_in_headless_chromium_updates_live() {
             .unwrap();
         assert_eq!(inst, true, "the instance is listed");
 
-        // Let a few stats samples draw the charts, then take a full-page screenshot.
-        tokio::time::sleep(Duration::from_secs(4)).await;
+        // Let a few stats samples reach the page and draw the charts (counted on a second feed
+        // of the same events), then take a full-page screenshot.
+        browser
+            .eval(
+                "window.__points = 0; const t = new URLSearchParams(location.search).get('token');\
+                 window.__feed = new EventSource('/ui/api/events' + (t ? '?token=' + encodeURIComponent(t) : ''));\
+                 window.__feed.addEventListener('metrics', e => { if (JSON.parse(e.data).point) window.__points++; });\
+                 return 1",
+            )
+            .await
+            .unwrap();
+        browser
+            .wait_for("return window.__points >= 3", CONVERGE)
+            .await
+            .expect("three stats samples reach the page");
+        browser.eval("window.__feed.close(); return 1").await.unwrap();
+        next_frames(&browser).await;
         let h = browser
             .eval("return document.documentElement.scrollHeight")
             .await
@@ -748,7 +704,7 @@ fn dashboard_in_headless_chromium_updates_live() {
             .as_u64()
             .unwrap_or(1000) as u32;
         browser.resize(1440, (h + 120).clamp(800, 4000)).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        next_frames(&browser).await;
         let png = browser.screenshot().await.unwrap();
         assert!(png.starts_with(b"\x89PNG"), "a PNG");
         let path = test_output_dir().join("dashboard.png");

@@ -91,7 +91,8 @@ async fn race(store: DynStore) {
     let stop = CancellationToken::new();
     let a = tokio::spawn(Scheduler::controller(store.clone()).run(stop.clone()));
     let b = tokio::spawn(Scheduler::controller(store.clone()).run(stop.clone()));
-    // Wait until no more placements happen (capacity is exhausted long before 200).
+    // Wait until no more placements happen (capacity is exhausted long before 200): the count
+    // must hold still for 10 samples in a row, so time passes on purpose here; bounded at 60 s.
     let mut last = usize::MAX;
     let mut stable = 0;
     for _ in 0..300 {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use berth::auth::sigv4::{self, Credentials};
 use chrono::{DateTime, Utc};
 use common::berth::*;
+use common::manifests::*;
 use serde_json::Value;
 
 const ROLES: &str = r#"apiVersion: berth.dev/v1
@@ -36,14 +37,6 @@ fn cli_env(b: &Berth, envs: &[(&str, &str)], args: &[&str]) -> Output {
         c.env(k, v);
     }
     c.output().expect("run berth")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn bearer(t: &str) -> Vec<(String, String)> {
@@ -103,7 +96,7 @@ fn audit(b: &Berth, args: &[&str]) -> Vec<Value> {
 
 fn apply_text(b: &Berth, name: &str, text: &str) -> Output {
     let dir = manifest_dir(&[(name, text.to_string())]);
-    b.cli(&["apply", "-f", dir.path().to_str().unwrap()])
+    b.try_apply(dir.path())
 }
 
 #[test]
@@ -364,20 +357,8 @@ fn api_refuses_unauthenticated_and_unauthorized_calls_and_audits_them() {
     );
 }
 
-fn task_container(task: &str) -> String {
-    wait_for("the task's container", Duration::from_secs(30), || {
-        containers_with_label(&format!("berth.task={task}"))
-            .into_iter()
-            .find(|c| c.1 == "running")
-            .map(|c| c.0)
-    })
-}
-
 fn exec(container: &str, script: &str) -> Output {
-    Command::new("docker")
-        .args(["exec", container, "sh", "-c", script])
-        .output()
-        .expect("docker exec")
+    docker_sh(container, script)
 }
 
 /// The credentials endpoint's answer to a raw request from inside `container` (busybox nc).
@@ -401,38 +382,28 @@ fn nc_from(container: &str, url: &str, path: &str, auth: Option<&str>) -> String
 fn task_role_credentials_are_fetched_inside_the_container_and_revoked_on_stop() {
     let b = Berth::up(None);
     let p = b.port;
-    let app = format!(
-        r#"apiVersion: berth.dev/v1
-kind: TaskDefinition
-metadata: {{name: creds}}
-spec:
-  taskRole: reader
-  containerDefinitions:
-    - name: app
-      image: {IMAGE}
-      command: ["sleep", "3600"]
-      cpu: 32
-      memory: 16
-      stopTimeout: 1
----
-apiVersion: berth.dev/v1
-kind: Service
-metadata: {{name: creds}}
-spec:
-  taskDefinition: creds
-  desiredCount: 2
-"#
-    );
+    let app = documents(&[
+        task_definition(
+            "creds",
+            [container("app", &["sleep", "3600"])
+                .cpu(32)
+                .memory(16)
+                .stop_timeout(1)],
+        )
+        .spec("taskRole: reader")
+        .to_string(),
+        service("creds", "creds", 2, &[]),
+    ]);
     let dir = manifest_dir(&[("roles.yaml", ROLES.to_string()), ("app.yaml", app)]);
-    b.cli_ok(&["apply", "-f", dir.path().to_str().unwrap()]);
+    b.apply(dir.path());
     let tasks = wait_for("two running tasks", Duration::from_secs(60), || {
         let t = b.running_tasks("creds");
         (t.len() == 2).then_some(t)
     });
     let ids = task_ids(&tasks);
     let (a, other) = (ids[0].clone(), ids[1].clone());
-    let ca = task_container(&a);
-    let cb = task_container(&other);
+    let ca = b.container_of(&a, None);
+    let cb = b.container_of(&other, None);
 
     // The container has the URI and its token, and fetches its credentials with wget.
     let env = stdout(&exec(
@@ -560,38 +531,47 @@ spec:
 fn unsafe_task_definitions_are_refused_unless_the_cluster_allows_them() {
     let b = Berth::up(None);
     let td = |name: &str, extra_spec: &str, extra_container: &str| {
-        format!(
-            r#"apiVersion: berth.dev/v1
-kind: TaskDefinition
-metadata: {{name: {name}}}
-spec:
-{extra_spec}  containerDefinitions:
-    - name: app
-      image: {IMAGE}
-      command: ["sleep", "5"]
-      memory: 16
-{extra_container}"#
-        )
+        let mut app = container("app", &["sleep", "5"]).memory(16);
+        if !extra_container.is_empty() {
+            app = app.with(extra_container);
+        }
+        let mut td = task_definition(name, [app]);
+        if !extra_spec.is_empty() {
+            td = td.spec(extra_spec);
+        }
+        td.to_string()
     };
     let cases = [
-        ("priv", td("priv", "", "      privileged: true\n"), "privileged"),
+        ("priv", td("priv", "", "privileged: true"), "privileged"),
         (
             "sock",
             td(
                 "sock",
-                "  volumes: [{name: docker, host: {sourcePath: /var/run/docker.sock}}]\n",
-                "      mountPoints: [{sourceVolume: docker, containerPath: /var/run/docker.sock}]\n",
+                "volumes: [{name: docker, host: {sourcePath: /var/run/docker.sock}}]",
+                "mountPoints: [{sourceVolume: docker, containerPath: /var/run/docker.sock}]",
             ),
             "/var/run/docker.sock",
         ),
-        ("root", td("root", "  volumes: [{name: r, host: {sourcePath: /}}]\n", ""), "root filesystem"),
-        ("pid", td("pid", "  pidMode: host\n", ""), "pidMode host"),
+        (
+            "root",
+            td("root", "volumes: [{name: r, host: {sourcePath: /}}]", ""),
+            "root filesystem",
+        ),
+        ("pid", td("pid", "pidMode: host", ""), "pidMode host"),
         (
             "caps",
-            td("caps", "", "      linuxParameters: {capabilities: {add: [SYS_ADMIN]}}\n"),
+            td(
+                "caps",
+                "",
+                "linuxParameters: {capabilities: {add: [SYS_ADMIN]}}",
+            ),
             "SYS_ADMIN",
         ),
-        ("wd", td("wd", "", "      workingDirectory: /proc/self/root\n"), "/proc"),
+        (
+            "wd",
+            td("wd", "", "workingDirectory: /proc/self/root"),
+            "/proc",
+        ),
     ];
     for (name, text, needle) in &cases {
         let o = apply_text(&b, &format!("{name}.yaml"), text);

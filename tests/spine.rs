@@ -7,26 +7,19 @@ use std::time::Duration;
 
 use common::berth::*;
 use common::etcd::EtcdServer;
+use common::manifests::*;
 
 const CONVERGE: Duration = Duration::from_secs(60);
 
-fn apply(b: &Berth, dir: &std::path::Path) -> String {
-    b.cli_ok(&["apply", "-f", dir.to_str().unwrap()])
-}
-
+/// `n` tasks running, and as many containers.
 fn wait_running(b: &Berth, service: &str, n: usize) -> Vec<serde_json::Value> {
-    wait_for(&format!("{n} running tasks of {service}"), CONVERGE, || {
-        let active = b.active_tasks(service);
-        let running = b.running_tasks(service);
-        let containers = b.running_containers();
-        (running.len() == n && active.len() == n && containers.len() == n).then_some(running)
-    })
+    b.wait_running_and(service, n, CONVERGE, || b.running_containers().len() == n)
 }
 
 fn scale_up_down_delete(b: &Berth) {
     let svc = unique("web");
     let dir = manifest_dir(&[("web.yaml", web_manifest(&svc, 3, "1"))]);
-    let out = apply(b, dir.path());
+    let out = b.apply(dir.path());
     assert!(out.contains(&format!("service/{svc} created")), "{out}");
     let tasks = wait_running(b, &svc, 3);
     // Every replica serves HTTP on its own dynamic host port.
@@ -40,7 +33,7 @@ fn scale_up_down_delete(b: &Berth) {
     }
 
     write(dir.path(), "web.yaml", &web_manifest(&svc, 5, "1"));
-    let out = apply(b, dir.path());
+    let out = b.apply(dir.path());
     assert!(out.contains("configured"), "{out}");
     assert!(
         out.contains("unchanged"),
@@ -49,7 +42,7 @@ fn scale_up_down_delete(b: &Berth) {
     wait_running(b, &svc, 5);
 
     write(dir.path(), "web.yaml", &web_manifest(&svc, 1, "1"));
-    apply(b, dir.path());
+    b.apply(dir.path());
     wait_running(b, &svc, 1);
 
     b.cli_ok(&["delete", "-f", dir.path().to_str().unwrap()]);
@@ -62,7 +55,7 @@ fn scale_up_down_delete(b: &Berth) {
 fn survives_kill9(mut b: Berth) {
     let svc = unique("web");
     let dir = manifest_dir(&[("web.yaml", web_manifest(&svc, 3, "1"))]);
-    apply(&b, dir.path());
+    b.apply(dir.path());
     let before = task_ids(&wait_running(&b, &svc, 3));
     let mut containers_before: Vec<String> = b.containers().into_iter().map(|c| c.0).collect();
     containers_before.sort();
@@ -72,7 +65,8 @@ fn survives_kill9(mut b: Berth) {
     assert_eq!(b.running_containers().len(), 3);
     b.spawn();
 
-    // Same tasks, same containers, no duplicates, and it stays that way.
+    // Same tasks, same containers, no duplicates, and it stays that way (time passes on
+    // purpose: nothing may change).
     let after = task_ids(&wait_running(&b, &svc, 3));
     assert_eq!(before, after);
     for _ in 0..10 {
@@ -83,7 +77,7 @@ fn survives_kill9(mut b: Berth) {
     }
     // And it still converges on a change.
     write(dir.path(), "web.yaml", &web_manifest(&svc, 4, "1"));
-    apply(&b, dir.path());
+    b.apply(dir.path());
     let now = task_ids(&wait_running(&b, &svc, 4));
     assert!(before.iter().all(|t| now.contains(t)));
 }
@@ -91,9 +85,9 @@ fn survives_kill9(mut b: Berth) {
 fn replaces_killed_container(b: &Berth) {
     let svc = unique("web");
     let dir = manifest_dir(&[("web.yaml", web_manifest(&svc, 2, "1"))]);
-    apply(b, dir.path());
+    b.apply(dir.path());
     let tasks = wait_running(b, &svc, 2);
-    let victim_task = tasks[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let victim_task = name_of(&tasks[0]);
     let victim = b
         .containers()
         .into_iter()
@@ -119,7 +113,7 @@ fn replaces_killed_container(b: &Berth) {
 fn bad_manifests_change_nothing(b: &Berth) {
     let svc = unique("web");
     let dir = manifest_dir(&[("web.yaml", web_manifest(&svc, 1, "1"))]);
-    apply(b, dir.path());
+    b.apply(dir.path());
     let before_svc = b.get_json(&["services", &svc]);
     let before_tds = b.get_json(&["taskdefinitions"]);
 
@@ -130,7 +124,7 @@ fn bad_manifests_change_nothing(b: &Berth) {
         "broken.yaml",
         "apiVersion: berth.dev/v1\nkind: TaskDefinition\nmetadata: {name: broken}\nspec:\n  containerDefinitions:\n    - name: x\n      cpu: 10\n",
     );
-    let out = b.cli(&["apply", "-f", dir.path().to_str().unwrap()]);
+    let out = b.try_apply(dir.path());
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("broken.yaml"), "error names the file: {err}");
@@ -150,7 +144,7 @@ fn bad_manifests_change_nothing(b: &Berth) {
         ),
     ] {
         let d = manifest_dir(&[(name, text)]);
-        let out = b.cli(&["apply", "-f", d.path().to_str().unwrap()]);
+        let out = b.try_apply(d.path());
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{name} must be refused");
         assert!(err.contains(name), "{name}: error names the file: {err}");
@@ -164,13 +158,20 @@ fn bad_manifests_change_nothing(b: &Berth) {
 
 fn run_task_records_exit_codes(b: &Berth) {
     let fam = unique("job");
-    let dir = manifest_dir(&[(
-        "job.yaml",
-        format!(
-            "apiVersion: berth.dev/v1\nkind: TaskDefinition\nmetadata: {{name: {fam}}}\nspec:\n  containerDefinitions:\n    - name: main\n      image: {IMAGE}\n      command: [sh, -c, 'echo working; exit 3']\n      cpu: 10\n      memory: 16\n    - name: side\n      image: {IMAGE}\n      essential: false\n      command: [sh, -c, 'exit 0']\n      cpu: 10\n      memory: 16\n"
-        ),
-    )]);
-    apply(b, dir.path());
+    let job = task_definition(
+        &fam,
+        [
+            container("main", &["sh", "-c", "echo working; exit 3"])
+                .cpu(10)
+                .memory(16),
+            container("side", &["sh", "-c", "exit 0"])
+                .with("essential: false")
+                .cpu(10)
+                .memory(16),
+        ],
+    );
+    let dir = manifest_dir(&[("job.yaml", job.to_string())]);
+    b.apply(dir.path());
     let out = b.cli(&["run-task", &fam, "--wait"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

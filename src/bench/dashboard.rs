@@ -16,11 +16,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bollard::query_parameters::CreateContainerOptions;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::webdriver::{self, Browser};
+use super::harness::RawContainer;
+use super::webdriver::{self, Browser};
 use berth_core::metrics::sample::{now_ms, stats_key, ContainerSample, InstanceSample};
 use berth_core::model::{
     keys, now, ContainerInstance, ContainerInstanceSpec, ContainerStatus, Deployment,
@@ -108,6 +108,25 @@ fn task_obj(i: u32, status: TaskState) -> Task {
     t
 }
 
+/// Write tasks 0..n in `status`, 200 to a transaction.
+async fn put_tasks(store: &DynStore, n: u32, status: TaskState) -> anyhow::Result<()> {
+    let mut txn = Txn::new();
+    for i in 0..n {
+        let t = task_obj(i, status);
+        txn = txn.and_then(Op::put(
+            keys::key(Kind::Task, &t.metadata.name),
+            t.to_bytes(),
+        ));
+        if txn.success.len() >= 200 {
+            store.txn(std::mem::take(&mut txn)).await?;
+        }
+    }
+    if !txn.success.is_empty() {
+        store.txn(txn).await?;
+    }
+    Ok(())
+}
+
 /// Write the simulated cluster: instances, services, tasks and stats samples.
 async fn populate(store: &DynStore, n: u32) -> anyhow::Result<()> {
     crate::node::ensure_default_cluster(&**store).await?;
@@ -175,20 +194,7 @@ async fn populate(store: &DynStore, n: u32) -> anyhow::Result<()> {
             .put(&keys::key(Kind::Service, &name), svc.to_bytes())
             .await?;
     }
-    let mut txn = Txn::new();
-    for i in 0..n {
-        let t = task_obj(i, TaskState::Running);
-        txn = txn.and_then(Op::put(
-            keys::key(Kind::Task, &t.metadata.name),
-            t.to_bytes(),
-        ));
-        if txn.success.len() >= 200 {
-            store.txn(std::mem::take(&mut txn)).await?;
-        }
-    }
-    if !txn.success.is_empty() {
-        store.txn(txn).await?;
-    }
+    put_tasks(store, n, TaskState::Running).await?;
     for inst in 0..INSTANCES {
         let sample = InstanceSample {
             instance: format!("fake-bench-{inst}"),
@@ -363,20 +369,7 @@ async fn dashboard(n: u32) -> anyhow::Result<()> {
         ))
         .await?;
     let written = chrono::Utc::now().timestamp_millis() as f64;
-    let mut txn = Txn::new();
-    for i in 0..n {
-        let t = task_obj(i, TaskState::Activating);
-        txn = txn.and_then(Op::put(
-            keys::key(Kind::Task, &t.metadata.name),
-            t.to_bytes(),
-        ));
-        if txn.success.len() >= 200 {
-            store.txn(std::mem::take(&mut txn)).await?;
-        }
-    }
-    if !txn.success.is_empty() {
-        store.txn(txn).await?;
-    }
+    put_tasks(&store, n, TaskState::Activating).await?;
     let burst = browser
         .wait_for("return window.__burst", Duration::from_secs(60))
         .await?;
@@ -429,38 +422,15 @@ async fn stats_cost(m: u32, secs: u64, image: &str) -> anyhow::Result<()> {
                 let instance = instance.clone();
                 let image = image.to_string();
                 async move {
-                    let labels: HashMap<String, String> = [
+                    let mut spec = RawContainer::new(&image, &["sleep", "3600"]);
+                    spec.labels = [
                         (berth_core::agent::docker::LABEL_INSTANCE.to_string(), instance.clone()),
                         (berth_core::agent::docker::LABEL_TASK.to_string(), format!("bench-task-{i}")),
                         (berth_core::agent::docker::LABEL_CONTAINER.to_string(), "app".to_string()),
                     ]
                     .into();
-                    let body = bollard::models::ContainerCreateBody {
-                        image: Some(image),
-                        cmd: Some(vec!["sleep".into(), "3600".into()]),
-                        labels: Some(labels),
-                        host_config: Some(bollard::models::HostConfig {
-                            memory: Some(32 << 20),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    };
-                    let id = docker
-                        .create_container(
-                            Some(CreateContainerOptions {
-                                name: Some(format!("{instance}-{i}")),
-                                platform: String::new(),
-                            }),
-                            body,
-                        )
-                        .await?
-                        .id;
-                    docker
-                        .start_container(
-                            &id,
-                            None::<bollard::query_parameters::StartContainerOptions>,
-                        )
-                        .await?;
+                    spec.memory_bytes = Some(32 << 20);
+                    spec.create_start(&docker, &format!("{instance}-{i}")).await?;
                     Ok(())
                 }
             })

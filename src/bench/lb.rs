@@ -9,15 +9,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 
+use super::harness::{apply_yaml, free_port, httpd_service, BenchNode};
 use berth_core::model::lb::{lb_keys, TargetHealth};
 use berth_core::model::{Kind, TaskState};
 use berth_core::objects;
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
 
 pub struct LoadResult {
     pub requests: u64,
@@ -100,12 +95,8 @@ fn print(name: &str, r: &LoadResult) {
 }
 
 pub async fn run(conns: usize, seconds: u64, image: &str) -> anyhow::Result<()> {
-    let super::BenchNode {
-        _dir,
-        store,
-        instance,
-        node,
-    } = super::BenchNode::start().await?;
+    let bench = BenchNode::start().await?;
+    let store = bench.store.clone();
     let lb_port = free_port()?;
     let text = format!(
         r#"
@@ -123,32 +114,17 @@ spec:
     - port: {lb_port}
       rules: [{{priority: 1, pathPattern: "*", targetGroup: bench}}]
 ---
-apiVersion: berth.dev/v1
-kind: TaskDefinition
-metadata: {{name: bench-lb}}
-spec:
-  containerDefinitions:
-    - name: httpd
-      image: {image}
-      command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
-      cpu: 10
-      memory: 16
-      portMappings: [{{containerPort: 8080}}]
----
-apiVersion: berth.dev/v1
-kind: Service
-metadata: {{name: bench-lb}}
-spec:
-  taskDefinition: bench-lb
-  desiredCount: 3
-  loadBalancers: [{{targetGroup: bench, containerName: httpd, containerPort: 8080}}]
-"#
+{}"#,
+        httpd_service(
+            "bench-lb",
+            image,
+            &["httpd", "-f", "-p", "8080", "-h", "/www"],
+            3,
+            &[],
+            &["loadBalancers: [{targetGroup: bench, containerName: httpd, containerPort: 8080}]"],
+        )
     );
-    let docs = berth_core::manifest::parse_str(&text, "bench-lb.yaml")
-        .map_err(|e| anyhow::anyhow!("bench manifest: {e:?}"))?;
-    berth_core::apply::apply(&*store, &docs, &berth_core::apply::ApplyOptions::default())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    apply_yaml(&store, &text, "bench-lb.yaml").await?;
     // Wait for 3 healthy targets.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -230,13 +206,6 @@ spec:
         }
         Err(e) => println!("nginx not run ({e}); install Debian's nginx to compare"),
     }
-    super::BenchNode {
-        _dir,
-        store,
-        instance,
-        node,
-    }
-    .finish()
-    .await;
+    bench.finish().await;
     Ok(())
 }

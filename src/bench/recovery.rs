@@ -5,63 +5,32 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, KillContainerOptions,
-};
+use bollard::query_parameters::{InspectContainerOptions, KillContainerOptions};
 use bollard::Docker;
 
+use super::harness::{apply_yaml, httpd_service, median, ms, BenchNode, RawContainer, HTTPD};
 use berth_core::model::{keys, HealthStatus, Kind, Task, TaskState};
 use berth_core::objects;
 use berth_core::store::DynStore;
 
 const HEALTH_CMD: &str = "nc -w 1 127.0.0.1 8080 </dev/null";
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
 pub async fn run(replicas: u32, runs: u32, image: &str) -> anyhow::Result<()> {
     let docker = berth_core::agent::docker::connect().await?;
-    let super::BenchNode {
-        _dir,
-        store,
-        instance,
-        node,
-    } = super::BenchNode::start().await?;
-    let text = format!(
-        r#"
-apiVersion: berth.dev/v1
-kind: TaskDefinition
-metadata: {{name: recovery}}
-spec:
-  containerDefinitions:
-    - name: httpd
-      image: {image}
-      command: ["httpd", "-f", "-p", "8080"]
-      cpu: 10
-      memory: 16
-      portMappings: [{{containerPort: 8080}}]
-      healthCheck: {{command: ["CMD-SHELL", "{HEALTH_CMD}"], interval: 1, timeout: 1, retries: 2}}
-      stopTimeout: 1
----
-apiVersion: berth.dev/v1
-kind: Service
-metadata: {{name: recovery}}
-spec:
-  taskDefinition: recovery
-  desiredCount: {replicas}
-"#
+    let bench = BenchNode::start().await?;
+    let store = bench.store.clone();
+    let health = format!(
+        r#"healthCheck: {{command: ["CMD-SHELL", "{HEALTH_CMD}"], interval: 1, timeout: 1, retries: 2}}"#
     );
-    let docs = berth_core::manifest::parse_str(&text, "recovery.yaml")
-        .map_err(|e| anyhow::anyhow!("bench manifest: {e:?}"))?;
-    berth_core::apply::apply(&*store, &docs, &berth_core::apply::ApplyOptions::default())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let text = httpd_service(
+        "recovery",
+        image,
+        HTTPD,
+        replicas,
+        &[&health, "stopTimeout: 1"],
+        &[],
+    );
+    apply_yaml(&store, &text, "recovery.yaml").await?;
     wait_healthy(
         &store,
         replicas as usize,
@@ -117,10 +86,10 @@ spec:
         r_healthy.push(raw_healthy);
     }
     let (br, bh, rr, rh) = (
-        median(b_run),
-        median(b_healthy),
-        median(r_run),
-        median(r_healthy),
+        median(&mut b_run),
+        median(&mut b_healthy),
+        median(&mut r_run),
+        median(&mut r_healthy),
     );
     println!(
         "recovery, median of {}: kill -9 → replacement RUNNING {:.1} ms vs raw docker run {:.1} ms (overhead {:+.1} ms); HEALTHY {:.1} ms vs raw {:.1} ms (overhead {:+.1} ms)",
@@ -132,14 +101,7 @@ spec:
         ms(rh),
         ms(bh) - ms(rh)
     );
-    super::BenchNode {
-        _dir,
-        store,
-        instance,
-        node,
-    }
-    .finish()
-    .await;
+    bench.finish().await;
     Ok(())
 }
 
@@ -214,55 +176,11 @@ async fn wait_replacement(
 /// `docker run -d` of the same image and health check: time to running, and to healthy.
 async fn raw_docker_run(docker: &Docker, image: &str) -> anyhow::Result<(Duration, Duration)> {
     let name = format!("berth-bench-raw-{}", &berth_core::model::new_id()[..10]);
-    let mut exposed = std::collections::HashMap::new();
-    exposed.insert("8080/tcp".to_string(), std::collections::HashMap::new());
-    let mut bindings = std::collections::HashMap::new();
-    bindings.insert(
-        "8080/tcp".to_string(),
-        Some(vec![bollard::models::PortBinding {
-            host_ip: Some("0.0.0.0".into()),
-            host_port: Some(String::new()),
-        }]),
-    );
-    let body = bollard::models::ContainerCreateBody {
-        image: Some(image.to_string()),
-        cmd: Some(vec![
-            "httpd".into(),
-            "-f".into(),
-            "-p".into(),
-            "8080".into(),
-        ]),
-        exposed_ports: Some(exposed),
-        healthcheck: Some(bollard::models::HealthConfig {
-            test: Some(vec!["CMD-SHELL".into(), HEALTH_CMD.into()]),
-            interval: Some(1_000_000_000),
-            timeout: Some(1_000_000_000),
-            retries: Some(2),
-            ..Default::default()
-        }),
-        host_config: Some(bollard::models::HostConfig {
-            port_bindings: Some(bindings),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let mut spec = RawContainer::new(image, HTTPD);
+    spec.publish = Some(8080);
+    spec.health_cmd = Some(HEALTH_CMD.to_string());
     let t0 = Instant::now();
-    let id = docker
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(name),
-                platform: String::new(),
-            }),
-            body,
-        )
-        .await?
-        .id;
-    docker
-        .start_container(
-            &id,
-            None::<bollard::query_parameters::StartContainerOptions>,
-        )
-        .await?;
+    let id = spec.create_start(docker, &name).await?;
     docker
         .inspect_container(&id, None::<InspectContainerOptions>)
         .await?;

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::harness::free_port;
+
 /// A running chromedriver with one headless Chromium session. Both end on drop.
 pub struct Browser {
     http: reqwest::Client,
@@ -34,12 +36,6 @@ fn chromium() -> Option<String> {
         .iter()
         .find(|p| std::path::Path::new(p).exists())
         .map(|p| p.to_string())
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 impl Browser {

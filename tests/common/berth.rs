@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub const IMAGE: &str = "local/busybox:1";
+use super::manifests::IMAGE;
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -162,14 +162,18 @@ impl Berth {
         }
     }
 
+    /// The CLI against this instance, to spawn (e.g. a `--follow` that runs on).
+    pub fn cli_command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(berth_bin());
+        c.args(args)
+            .env("BERTH_ENDPOINT", self.endpoint())
+            .env("XDG_CONFIG_HOME", self.config_home.path());
+        c
+    }
+
     /// Run the CLI against this instance.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(berth_bin())
-            .args(args)
-            .env("BERTH_ENDPOINT", self.endpoint())
-            .env("XDG_CONFIG_HOME", self.config_home.path())
-            .output()
-            .expect("run berth cli")
+        self.cli_command(args).output().expect("run berth cli")
     }
 
     /// Run the CLI and require success; returns stdout.
@@ -184,11 +188,55 @@ impl Berth {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
-    pub fn get_json(&self, args: &[&str]) -> Value {
+    /// `berth apply -f DIR`, required to succeed; its output.
+    pub fn apply(&self, dir: &Path) -> String {
+        self.cli_ok(&["apply", "-f", dir.to_str().unwrap()])
+    }
+
+    /// `berth apply -f DIR`, success or not.
+    pub fn try_apply(&self, dir: &Path) -> Output {
+        self.cli(&["apply", "-f", dir.to_str().unwrap()])
+    }
+
+    fn get_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
         let mut a = vec!["get"];
         a.extend_from_slice(args);
         a.extend_from_slice(&["-o", "json"]);
-        serde_json::from_str(&self.cli_ok(&a)).expect("get -o json prints JSON")
+        a
+    }
+
+    /// `berth get ARGS -o json`, required to succeed.
+    pub fn get_json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.cli_ok(&Self::get_args(args))).expect("get -o json prints JSON")
+    }
+
+    /// `berth get ARGS -o json`; None when it fails (e.g. not found).
+    pub fn try_get_json(&self, args: &[&str]) -> Option<Value> {
+        let o = self.cli(&Self::get_args(args));
+        o.status
+            .success()
+            .then(|| serde_json::from_slice(&o.stdout).expect("get -o json prints JSON"))
+    }
+
+    /// Poll `berth get ARGS -o json` until `f` holds of it; the object then.
+    pub fn wait_json(
+        &self,
+        what: &str,
+        timeout: Duration,
+        args: &[&str],
+        f: impl Fn(&Value) -> bool,
+    ) -> Value {
+        wait_for(what, timeout, || Some(self.get_json(args)).filter(|v| f(v)))
+    }
+
+    /// Poll until task `id` is in `status` (e.g. RUNNING); the task then.
+    pub fn wait_task(&self, id: &str, status: &str, timeout: Duration) -> Value {
+        self.wait_json(
+            &format!("task {id} {status}"),
+            timeout,
+            &["tasks", id],
+            |t| t["status"]["lastStatus"] == status,
+        )
     }
 
     /// Non-stopped tasks of a service.
@@ -209,6 +257,46 @@ impl Berth {
             .into_iter()
             .filter(|t| t["status"]["lastStatus"] == "RUNNING")
             .collect()
+    }
+
+    /// Poll until `service` has exactly `n` active tasks, all RUNNING; those tasks.
+    pub fn wait_running(&self, service: &str, n: usize, timeout: Duration) -> Vec<Value> {
+        self.wait_running_and(service, n, timeout, || true)
+    }
+
+    /// [`Berth::wait_running`], and `also` holds at the same time.
+    pub fn wait_running_and(
+        &self,
+        service: &str,
+        n: usize,
+        timeout: Duration,
+        also: impl Fn() -> bool,
+    ) -> Vec<Value> {
+        wait_for(&format!("{n} running tasks of {service}"), timeout, || {
+            let active = self.active_tasks(service);
+            let running = self.running_tasks(service);
+            (running.len() == n && active.len() == n && also()).then_some(running)
+        })
+    }
+
+    /// The running Docker container of task `task` (its container `container`, when named),
+    /// waiting up to 30 s for it.
+    pub fn container_of(&self, task: &str, container: Option<&str>) -> String {
+        let suffix = container.map(|c| format!("-{c}"));
+        wait_for(
+            &format!("a running container of task {task}"),
+            Duration::from_secs(30),
+            || {
+                self.containers()
+                    .into_iter()
+                    .find(|c| {
+                        c.2 == task
+                            && c.1 == "running"
+                            && suffix.as_ref().is_none_or(|s| c.0.ends_with(s))
+                    })
+                    .map(|c| c.0)
+            },
+        )
     }
 
     /// Containers Docker runs for this instance (all states), as (name, state, task label).
@@ -282,6 +370,46 @@ impl Drop for Berth {
     }
 }
 
+/// Poll until process `pid` holds an established TCP connection to 127.0.0.1:`port` (e.g. a
+/// `--follow` or `--watch` CLI has reached the API).
+pub fn wait_connected(pid: u32, port: u16, what: &str) {
+    wait_for(
+        &format!("{what} (pid {pid}) connected to port {port}"),
+        Duration::from_secs(10),
+        || {
+            let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .ok()?
+                .flatten()
+                .filter_map(|fd| {
+                    let link = std::fs::read_link(fd.path()).ok()?;
+                    let link = link.to_str()?;
+                    Some(
+                        link.strip_prefix("socket:[")?
+                            .strip_suffix(']')?
+                            .to_string(),
+                    )
+                })
+                .collect();
+            let port_hex = format!(":{port:04X}");
+            let connected = ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+                std::fs::read_to_string(table)
+                    .unwrap_or_default()
+                    .lines()
+                    .skip(1)
+                    .any(|l| {
+                        // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+                        let f: Vec<&str> = l.split_whitespace().collect();
+                        f.len() > 9
+                            && f[2].ends_with(&port_hex)
+                            && f[3] == "01"
+                            && inodes.iter().any(|i| i == f[9])
+                    })
+            });
+            connected.then_some(())
+        },
+    );
+}
+
 pub fn tail(s: &str, lines: usize) -> String {
     let v: Vec<&str> = s.lines().collect();
     v[v.len().saturating_sub(lines)..].join("\n")
@@ -300,47 +428,6 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// Write files into a fresh temp dir: (relative path, content).
-pub fn manifest_dir(files: &[(&str, String)]) -> tempfile::TempDir {
-    let d = tempfile::Builder::new()
-        .prefix("berth-manifests-")
-        .tempdir()
-        .unwrap();
-    for (p, text) in files {
-        let path = d.path().join(p);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
-    d
-}
-
-/// A TaskDefinition + Service of busybox httpd replicas.
-pub fn web_manifest(name: &str, replicas: u32, version: &str) -> String {
-    format!(
-        r#"apiVersion: berth.dev/v1
-kind: TaskDefinition
-metadata: {{name: {name}}}
-spec:
-  containerDefinitions:
-    - name: httpd
-      image: {IMAGE}
-      command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
-      cpu: 64
-      memory: 32
-      portMappings: [{{containerPort: 8080}}]
-      environment: [{{name: VERSION, value: "{version}"}}]
-      stopTimeout: 2
----
-apiVersion: berth.dev/v1
-kind: Service
-metadata: {{name: {name}}}
-spec:
-  taskDefinition: {name}
-  desiredCount: {replicas}
-"#
-    )
 }
 
 /// Host ports of a task's bindings.
@@ -412,23 +499,45 @@ pub fn http_raw(
     Some((status, head.to_string(), body.to_string()))
 }
 
-pub fn http_get_path(port: u16, path: &str) -> Option<String> {
+/// GET `path` from `addr` (host:port) over HTTP/1.0 with `headers` (complete lines); the whole
+/// response.
+fn get_from(addr: &str, path: &str, headers: &str, read_timeout: Duration) -> Option<String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(
-        &format!("127.0.0.1:{port}").parse().unwrap(),
-        Duration::from_secs(2),
-    )
-    .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    // A berth API port gets its admin token (other ports, e.g. containers', get none).
-    let auth = token_for_port(port)
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n{auth}\r\n").as_bytes())
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(read_timeout)).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n{headers}\r\n").as_bytes())
         .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     Some(buf)
+}
+
+fn get_local(port: u16, path: &str, read_timeout: Duration) -> Option<String> {
+    // A berth API port gets its admin token (other ports, e.g. containers', get none).
+    let auth = token_for_port(port)
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    get_from(&format!("127.0.0.1:{port}"), path, &auth, read_timeout)
+}
+
+/// GET a path on 127.0.0.1:port (with the admin token when it is a berth API port); the whole
+/// response.
+pub fn http_get_path(port: u16, path: &str) -> Option<String> {
+    get_local(port, path, Duration::from_secs(2))
+}
+
+/// GET / on ip:port (e.g. an awsvpc task's own address); the whole response.
+pub fn http_get_ip(ip: &str, port: u16) -> Option<String> {
+    get_from(&format!("{ip}:{port}"), "/", "", Duration::from_secs(2))
+}
+
+/// GET a path on 127.0.0.1:port: (status, body).
+pub fn http_status_body(port: u16, path: &str) -> Option<(u16, String)> {
+    let resp = http_get_path(port, path)?;
+    let status = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Some((status, body))
 }
 
 pub fn task_ids(tasks: &[Value]) -> Vec<String> {
@@ -440,10 +549,6 @@ pub fn task_ids(tasks: &[Value]) -> Vec<String> {
     v
 }
 
-pub fn write(dir: &Path, rel: &str, text: &str) {
-    std::fs::write(dir.join(rel), text).unwrap();
-}
-
 pub type Labels = HashMap<String, String>;
 
 /// GET a path of the API and parse the body as JSON (None on any failure).
@@ -453,11 +558,53 @@ pub fn api_json(port: u16, path: &str) -> Option<Value> {
     serde_json::from_str(body).ok()
 }
 
-/// GET a path of the API; the body as text when the status is 200.
+/// GET a path of the API (waiting up to 15 s for a slow answer, e.g. /metrics on a busy
+/// machine); the body as text when the status is 200.
 pub fn api_text(port: u16, path: &str) -> Option<String> {
-    let resp = http_get_path(port, path)?;
+    let resp = get_local(port, path, Duration::from_secs(15))?;
     let (head, body) = resp.split_once("\r\n\r\n")?;
     head.contains(" 200 ").then(|| body.to_string())
+}
+
+/// The name of an object (`metadata.name`), e.g. a task's id.
+pub fn name_of(obj: &Value) -> String {
+    obj["metadata"]["name"]
+        .as_str()
+        .expect("an object with a name")
+        .to_string()
+}
+
+/// The messages of a service's events, newest first.
+pub fn service_events(svc: &Value) -> Vec<String> {
+    svc["status"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["message"].as_str().map(str::to_string))
+        .collect()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `docker exec CONTAINER CMD…`, success or not.
+pub fn docker_exec_output(container: &str, cmd: &[&str]) -> Output {
+    Command::new("docker")
+        .arg("exec")
+        .arg(container)
+        .args(cmd)
+        .output()
+        .expect("docker exec")
+}
+
+/// `docker exec CONTAINER sh -c SCRIPT`, success or not.
+pub fn docker_sh(container: &str, script: &str) -> Output {
+    docker_exec_output(container, &["sh", "-c", script])
 }
 
 /// `docker exec` (detached with `detach`); panics when docker refuses.

@@ -1,2 +1,3 @@
 pub mod berth;
 pub mod etcd;
+pub mod manifests;
