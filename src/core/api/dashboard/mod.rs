@@ -30,7 +30,8 @@ use tokio::sync::broadcast::error::RecvError;
 use hub::Cat;
 pub use hub::Hub;
 
-use crate::api::{ApiError, ApiState};
+use crate::api::error::ApiError;
+use crate::api::state::ApiState;
 use crate::model::{keys, ContainerInstance, Kind, Task};
 use crate::objects;
 use crate::runtime::WatcherEvent;
