@@ -59,9 +59,8 @@ fn render(errors: &[ManifestError]) -> String {
     }
 }
 
-/// A typed store read that failed, as apply reports it: an undecodable record is corrupt
-/// data. (Apply writes through its own transaction, so a CAS conflict never comes back from a
-/// read; should one, it is reported as invalid data rather than lost.)
+/// A typed read that failed, as a store error: an undecodable record is corrupt data. (Reads
+/// never report a CAS conflict; one would be a bug, reported rather than dropped.)
 pub fn store_error(e: ObjectError) -> StoreError {
     match e {
         ObjectError::Store(s) => s,

@@ -62,6 +62,16 @@ fn lines(r: &SourceReport) -> Vec<String> {
     r.results.iter().map(|o| o.to_string()).collect()
 }
 
+/// The stored service `name`.
+async fn service(s: &EmbeddedStore, name: &str) -> Service {
+    let kv = s
+        .get(&keys::key(Kind::Service, name))
+        .await
+        .unwrap()
+        .unwrap();
+    decode(&kv).unwrap()
+}
+
 async fn revision(s: &EmbeddedStore) -> i64 {
     s.revision().await.unwrap()
 }
@@ -122,12 +132,7 @@ async fn source_apply_stamps_and_a_new_commit_alone_writes_nothing() {
         ]
     );
     assert!(r.committed.is_some());
-    let kv = s
-        .get(&keys::key(Kind::Service, "web"))
-        .await
-        .unwrap()
-        .unwrap();
-    let stored: Service = decode(&kv).unwrap();
+    let stored = service(&s, "web").await;
     let a = &stored.metadata.annotations;
     assert_eq!(a[ownership::SOURCE], "src");
     assert_eq!(a[ownership::FILE], "web.yaml");
@@ -159,12 +164,7 @@ async fn source_apply_stamps_and_a_new_commit_alone_writes_nothing() {
         lines(&r),
         ["taskdefinition/web:1 unchanged", "service/web configured"]
     );
-    let kv = s
-        .get(&keys::key(Kind::Service, "web"))
-        .await
-        .unwrap()
-        .unwrap();
-    let stored: Service = decode(&kv).unwrap();
+    let stored = service(&s, "web").await;
     assert_eq!(stored.metadata.annotations[ownership::COMMIT], "c3");
     assert_eq!(stored.spec.desired_count, 4);
 }
@@ -195,12 +195,7 @@ async fn plain_apply_keeps_ownership_and_drift_shows_in_a_dry_run() {
         out.iter().map(|o| o.to_string()).collect::<Vec<_>>(),
         ["taskdefinition/web:1 unchanged", "service/web configured"]
     );
-    let kv = s
-        .get(&keys::key(Kind::Service, "web"))
-        .await
-        .unwrap()
-        .unwrap();
-    let stored: Service = decode(&kv).unwrap();
+    let stored = service(&s, "web").await;
     assert_eq!(
         stored.metadata.annotations[ownership::SOURCE],
         "src",
@@ -256,12 +251,7 @@ async fn prune_drains_services_and_deactivates_task_definitions() {
     );
     assert!(r.extraneous.is_empty());
     assert_eq!(r.inventory, [ObjectRef::new(Kind::TaskDefinition, "job")]);
-    let kv = s
-        .get(&keys::key(Kind::Service, "web"))
-        .await
-        .unwrap()
-        .unwrap();
-    let stored: Service = decode(&kv).unwrap();
+    let stored = service(&s, "web").await;
     assert!(stored.metadata.deletion_timestamp.is_some());
     let web = latest_taskdef(&s, "web").await.unwrap().unwrap();
     assert_eq!(web.status.status, "INACTIVE");
@@ -389,6 +379,5 @@ async fn a_scaled_services_desired_count_belongs_to_its_scaling_policy() {
         .unwrap();
     assert!(r.in_sync(), "{:?}", lines(&r));
     run(&s, &docs(&files(3), "c3"), true).await;
-    let cur: Service = decode(&s.get(&key).await.unwrap().unwrap()).unwrap();
-    assert_eq!(cur.spec.desired_count, 5);
+    assert_eq!(service(&s, "web").await.spec.desired_count, 5);
 }
