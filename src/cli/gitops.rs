@@ -7,6 +7,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use super::client::{Client, ClientError};
+use super::output;
 use berth_core::apply::{self, Stamp};
 use berth_core::gitops::{diff as differ, git};
 use berth_core::manifest::{self, Document};
@@ -31,25 +32,9 @@ fn load(path: &Path) -> Result<Vec<Document>, ExitCode> {
         }
         Ok(d) => Ok(d),
         Err(errs) => {
-            for e in errs {
-                eprintln!("error: {e}");
-            }
+            output::print_manifest_errors(&errs);
             Err(ExitCode::from(1))
         }
-    }
-}
-
-fn print_api_error(e: &ClientError) {
-    match e {
-        ClientError::Api { details, .. } if !details.is_empty() => {
-            for d in details {
-                match serde_json::from_value::<manifest::ManifestError>(d.clone()) {
-                    Ok(me) => eprintln!("error: {me}"),
-                    Err(_) => eprintln!("error: {d}"),
-                }
-            }
-        }
-        other => eprintln!("error: {other}"),
     }
 }
 
@@ -114,35 +99,8 @@ pub async fn apply(
         "commit": commit,
         "dirty": dirty,
     });
-    match c.post(&format!("/v1/sources/{name}/apply"), &body).await {
-        Ok(v) => {
-            let suffix = if dry_run { " (dry run)" } else { "" };
-            for r in v["results"].as_array().into_iter().flatten() {
-                println!(
-                    "{}/{} {}{suffix}",
-                    r["kind"].as_str().unwrap_or("?").to_ascii_lowercase(),
-                    r["name"].as_str().unwrap_or("?"),
-                    r["outcome"].as_str().unwrap_or("?"),
-                );
-            }
-            for e in v["extraneous"].as_array().into_iter().flatten() {
-                println!(
-                    "{}/{} extraneous: {}",
-                    e["kind"].as_str().unwrap_or("?").to_ascii_lowercase(),
-                    e["name"].as_str().unwrap_or("?"),
-                    e["reason"].as_str().unwrap_or(""),
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            print_api_error(&e);
-            if matches!(e, ClientError::Api { .. }) {
-                eprintln!("nothing was applied");
-            }
-            Ok(ExitCode::from(1))
-        }
-    }
+    let answer = c.post(&format!("/v1/sources/{name}/apply"), &body).await;
+    Ok(output::apply_report(answer, dry_run))
 }
 
 /// `berth diff -f PATH`: desired (the manifests) against stored, as a unified diff of YAML.

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use crate::node::{self, NodeConfig};
 use berth_core::agent::AgentConfig;
 use berth_core::model::Kind;
-use client::{Client, ClientError};
+use client::Client;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -467,34 +467,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_manifest_errors(errs: &[berth_core::manifest::ManifestError]) {
-    for e in errs {
-        eprintln!("error: {e}");
-    }
-}
-
-fn print_api_error(e: &ClientError) {
-    match e {
-        ClientError::Api {
-            message, details, ..
-        } if !details.is_empty() => {
-            for d in details {
-                match serde_json::from_value::<berth_core::manifest::ManifestError>(d.clone()) {
-                    Ok(me) => eprintln!("error: {me}"),
-                    Err(_) => eprintln!("error: {d}"),
-                }
-            }
-            let _ = message;
-        }
-        other => eprintln!("error: {other}"),
-    }
-}
-
 async fn apply(c: &Client, path: &std::path::Path, dry_run: bool) -> anyhow::Result<ExitCode> {
     let docs = match berth_core::manifest::load_path(path) {
         Ok(d) => d,
         Err(errs) => {
-            print_manifest_errors(&errs);
+            output::print_manifest_errors(&errs);
             eprintln!("nothing was applied");
             return Ok(ExitCode::from(1));
         }
@@ -504,27 +481,10 @@ async fn apply(c: &Client, path: &std::path::Path, dry_run: bool) -> anyhow::Res
         return Ok(ExitCode::from(1));
     }
     let body = json!({ "documents": docs, "dryRun": dry_run });
-    match c.post("/v1/apply", &body).await {
-        Ok(v) => {
-            let suffix = if dry_run { " (dry run)" } else { "" };
-            for r in v["results"].as_array().into_iter().flatten() {
-                println!(
-                    "{}/{} {}{suffix}",
-                    r["kind"].as_str().unwrap_or("?").to_ascii_lowercase(),
-                    r["name"].as_str().unwrap_or("?"),
-                    r["outcome"].as_str().unwrap_or("?"),
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            print_api_error(&e);
-            if matches!(e, ClientError::Api { .. }) {
-                eprintln!("nothing was applied");
-            }
-            Ok(ExitCode::from(1))
-        }
-    }
+    Ok(output::apply_report(
+        c.post("/v1/apply", &body).await,
+        dry_run,
+    ))
 }
 
 fn kind_arg(kind: &str) -> anyhow::Result<Kind> {
@@ -598,18 +558,13 @@ async fn delete(
         let docs = match berth_core::manifest::load_path(p) {
             Ok(d) => d,
             Err(errs) => {
-                print_manifest_errors(&errs);
+                output::print_manifest_errors(&errs);
                 return Ok(ExitCode::from(1));
             }
         };
         let v = c.post("/v1/delete", &json!({ "documents": docs })).await?;
         for r in v["results"].as_array().into_iter().flatten() {
-            println!(
-                "{}/{} {}",
-                r["kind"].as_str().unwrap_or("?").to_ascii_lowercase(),
-                r["name"].as_str().unwrap_or("?"),
-                r["outcome"].as_str().unwrap_or("deleted"),
-            );
+            println!("{}", output::result_line(r, "deleted"));
         }
         return Ok(ExitCode::SUCCESS);
     }

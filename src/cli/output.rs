@@ -1,8 +1,12 @@
-//! Human output: tables for `get`, a readable page for `describe`.
+//! Human output: tables for `get`, a readable page for `describe`, apply reports and errors.
+
+use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::client::ClientError;
+use berth_core::manifest::ManifestError;
 use berth_core::model::Kind;
 
 pub fn age(v: &Value) -> String {
@@ -376,4 +380,65 @@ pub fn describe(kind: Kind, v: &Value, tasks: &[Value]) -> String {
 
 fn indent(s: &str) -> String {
     s.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// One object of an apply or delete answer: `service/web configured`.
+pub fn result_line(r: &Value, missing_outcome: &str) -> String {
+    format!(
+        "{}/{} {}",
+        r["kind"].as_str().unwrap_or("?").to_ascii_lowercase(),
+        r["name"].as_str().unwrap_or("?"),
+        r["outcome"].as_str().unwrap_or(missing_outcome),
+    )
+}
+
+pub fn print_manifest_errors(errs: &[ManifestError]) {
+    for e in errs {
+        eprintln!("error: {e}");
+    }
+}
+
+/// An API error; a refused apply's manifest errors one per line (file, document, field).
+pub fn print_api_error(e: &ClientError) {
+    match e {
+        ClientError::Api { details, .. } if !details.is_empty() => {
+            for d in details {
+                match serde_json::from_value::<ManifestError>(d.clone()) {
+                    Ok(me) => eprintln!("error: {me}"),
+                    Err(_) => eprintln!("error: {d}"),
+                }
+            }
+        }
+        other => eprintln!("error: {other}"),
+    }
+}
+
+/// The answer to `berth apply` (plain or as a source): a line per object, then the
+/// extraneous objects left in place; on an error, what was wrong and, when the server
+/// refused, that nothing was applied.
+pub fn apply_report(answer: Result<Value, ClientError>, dry_run: bool) -> ExitCode {
+    match answer {
+        Ok(v) => {
+            let suffix = if dry_run { " (dry run)" } else { "" };
+            for r in v["results"].as_array().into_iter().flatten() {
+                println!("{}{suffix}", result_line(r, "?"));
+            }
+            for e in v["extraneous"].as_array().into_iter().flatten() {
+                println!(
+                    "{}/{} extraneous: {}",
+                    e["kind"].as_str().unwrap_or("?").to_ascii_lowercase(),
+                    e["name"].as_str().unwrap_or("?"),
+                    e["reason"].as_str().unwrap_or(""),
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            print_api_error(&e);
+            if matches!(e, ClientError::Api { .. }) {
+                eprintln!("nothing was applied");
+            }
+            ExitCode::from(1)
+        }
+    }
 }

@@ -8,10 +8,11 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::middleware::{evaluate_for, AuthState, Caller};
-use crate::api::ApiError;
 use crate::audit;
 use crate::auth::identity::{self, IdentityError};
+
+use super::auth_state::{evaluate_for, AuthState, Caller};
+use super::error::ApiError;
 
 pub fn routes(st: AuthState) -> Router {
     Router::new()

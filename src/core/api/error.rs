@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::apply::ApplyError;
 use crate::objects::ObjectError;
 use crate::store::StoreError;
 
@@ -69,6 +70,33 @@ impl From<ObjectError> for ApiError {
             ObjectError::Conflict(_) => Self::conflict(e.to_string()),
             ObjectError::Store(s) => s.into(),
             ObjectError::Decode { .. } => Self::internal(e.to_string()),
+        }
+    }
+}
+
+/// 422 with every manifest error in `details`, 409 when the store kept changing, the store's
+/// status otherwise (one mapping for every endpoint that applies).
+impl From<ApplyError> for ApiError {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::Invalid(errs) => {
+                let n = errs.len();
+                let first = errs.first().map(|e| e.to_string()).unwrap_or_default();
+                let details = errs
+                    .iter()
+                    .map(|e| serde_json::to_value(e).unwrap_or(serde_json::Value::Null))
+                    .collect();
+                ApiError::unprocessable(
+                    if n == 1 {
+                        first
+                    } else {
+                        format!("{n} errors; first: {first}")
+                    },
+                    details,
+                )
+            }
+            ApplyError::Conflict => ApiError::conflict("the store changed during apply; retry"),
+            ApplyError::Store(s) => s.into(),
         }
     }
 }

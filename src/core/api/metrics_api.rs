@@ -11,7 +11,7 @@ use axum::{Extension, Router};
 use serde_json::Value;
 
 use crate::api::hub::{Cat, Hub};
-use crate::api::ApiState;
+use crate::api::state::ApiState;
 
 pub fn routes() -> Router<ApiState> {
     Router::new().route("/metrics", get(prometheus))

@@ -11,9 +11,7 @@
 //! Failures answer 401; a role that does not allow an action answers 403 naming the action
 //! and resource. Both as JSON `{"error", "code", "action", "resource"?, "requestId"}`.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
@@ -22,81 +20,25 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::sync::OnceCell;
 
-use crate::audit::{self, AuditLog, AuditRecord};
+use crate::audit::{self, AuditRecord};
 use crate::auth::actions::{self, Classified, Target};
 use crate::auth::crypto::{ct_eq, ServerKey};
 use crate::auth::identity;
 use crate::auth::policy::{self, Decision};
 use crate::auth::sigv4;
-use crate::store::DynStore;
+
+use super::auth_state::{AuthState, Caller};
+use super::state::MAX_BODY_BYTES;
 
 pub const SESSION_COOKIE: &str = "berth_session";
 const SESSION_SECS: i64 = 12 * 3600;
 pub const REQUEST_ID_HEADER: &str = "x-berth-request-id";
 
-/// Shared by the middleware and the auth endpoints.
-#[derive(Clone)]
-pub struct AuthState {
-    pub store: DynStore,
-    pub audit: AuditLog,
-    key: Arc<OnceCell<ServerKey>>,
-    /// Signatures of SigV4 writes seen within the skew window (a write is never replayed).
-    seen: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
-}
-
-impl AuthState {
-    pub fn new(store: DynStore) -> Self {
-        AuthState {
-            audit: AuditLog::new(store.clone()),
-            store,
-            key: Arc::new(OnceCell::new()),
-            seen: Arc::new(Mutex::new(HashMap::new())),
-        }
-    }
-
-    pub async fn key(&self) -> anyhow::Result<ServerKey> {
-        self.key
-            .get_or_try_init(|| ServerKey::load_or_create(&*self.store))
-            .await
-            .cloned()
-    }
-
-    /// True the first time a signature is seen within the replay window.
-    fn first_use(&self, signature: &str, now: DateTime<Utc>) -> bool {
-        let mut seen = self.seen.lock().unwrap();
-        if seen.len() > 10_000 {
-            let horizon = now - sigv4::MAX_SKEW * 2;
-            seen.retain(|_, t| *t > horizon);
-        }
-        seen.insert(signature.to_string(), now).is_none()
-    }
-}
-
-/// Who is calling (inserted into request extensions for handlers).
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Caller {
-    /// Identity name, or `task/<id>` for task credentials.
-    pub identity: String,
-    pub role: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub task: Option<String>,
-    pub auth_method: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub access_key_id: Option<String>,
-}
-
-/// Put authentication, authorization and auditing in front of `router`, and add the
-/// `/v1/auth/*` and `/v1/audit` endpoints.
-pub fn wrap(router: Router, store: DynStore) -> Router {
-    let st = AuthState::new(store);
-    router
-        .merge(super::auth_api::routes(st.clone()))
-        .layer(axum::middleware::from_fn_with_state(st, authenticate))
+/// Put authentication, authorization and auditing in front of `router`.
+pub fn wrap(router: Router, st: AuthState) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(st, authenticate))
 }
 
 struct Denial {
@@ -398,16 +340,13 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
         ..Default::default()
     };
 
-    let bytes: Bytes = match axum::body::to_bytes(body, super::MAX_BODY_BYTES).await {
+    let bytes: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(_) => {
             let d = Denial {
                 status: StatusCode::PAYLOAD_TOO_LARGE,
                 code: "PayloadTooLarge",
-                message: format!(
-                    "request body too large (limit {} bytes)",
-                    super::MAX_BODY_BYTES
-                ),
+                message: format!("request body too large (limit {} bytes)", MAX_BODY_BYTES),
                 resource: None,
                 action: None,
             };
@@ -533,7 +472,7 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
     if !is_read(&method) {
         // Writes: record the response elements (bounded, secrets redacted).
         let (rp, rb) = resp.into_parts();
-        let body = axum::body::to_bytes(rb, super::MAX_BODY_BYTES)
+        let body = axum::body::to_bytes(rb, MAX_BODY_BYTES)
             .await
             .unwrap_or_default();
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -559,15 +498,4 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
         }
     }
     resp
-}
-
-/// For `can-i`: evaluate one action for a caller without auditing.
-pub async fn evaluate_for(
-    st: &AuthState,
-    caller: &Caller,
-    action: &str,
-    resource: &str,
-) -> anyhow::Result<policy::Evaluation> {
-    let role = identity::get_role(&*st.store, &caller.role).await?;
-    Ok(policy::evaluate(role.as_ref(), action, resource))
 }

@@ -2,6 +2,7 @@
 //! controllers or agents directly.
 
 mod auth_api;
+mod auth_state;
 pub mod dashboard;
 mod error;
 mod hub;
@@ -10,6 +11,7 @@ pub mod middleware;
 mod objects_api;
 mod observe;
 mod sources_api;
+mod state;
 mod tasks_api;
 
 use std::net::SocketAddr;
@@ -20,20 +22,9 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use auth_state::{AuthState, Caller};
 pub use error::ApiError;
-pub use middleware::Caller;
-
-use crate::runtime::Registry;
-use crate::store::DynStore;
-
-/// Request bodies above this are refused with 413 before parsing.
-pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
-
-#[derive(Clone)]
-pub struct ApiState {
-    pub store: DynStore,
-    pub registry: Registry,
-}
+pub use state::{ApiState, MAX_BODY_BYTES};
 
 pub fn router(state: ApiState) -> Router {
     let app = Router::new()
@@ -58,8 +49,10 @@ pub fn router(state: ApiState) -> Router {
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state.clone());
-    // Authentication, authorization and the audit trail in front of everything (middleware.rs).
-    middleware::wrap(app, state.store)
+    // The auth endpoints, then authentication, authorization and the audit trail in front of
+    // everything (middleware.rs).
+    let auth = AuthState::new(state.store);
+    middleware::wrap(app.merge(auth_api::routes(auth.clone())), auth)
 }
 
 /// The routes served from the live view (one [`hub::Hub`] per router): the dashboard, the

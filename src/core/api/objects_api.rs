@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{decode, ApiError};
-use super::ApiState;
-use crate::apply::{self, ApplyError, ApplyOptions};
+use super::state::ApiState;
+use crate::apply::{self, ApplyOptions};
 use crate::manifest::Document;
 use crate::model::{keys, now, parse_taskdef_ref, Kind, Service, TaskDefinition};
 use crate::objects::{self, ObjectError};
@@ -267,29 +267,6 @@ pub struct ApplyRequest {
     pub dry_run: bool,
 }
 
-fn apply_error(e: ApplyError) -> ApiError {
-    match e {
-        ApplyError::Invalid(errs) => {
-            let n = errs.len();
-            let first = errs.first().map(|e| e.to_string()).unwrap_or_default();
-            let details = errs
-                .iter()
-                .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
-                .collect();
-            ApiError::unprocessable(
-                if n == 1 {
-                    first
-                } else {
-                    format!("{n} errors; first: {first}")
-                },
-                details,
-            )
-        }
-        ApplyError::Conflict => ApiError::conflict("the store changed during apply; retry"),
-        ApplyError::Store(s) => s.into(),
-    }
-}
-
 pub async fn apply(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let req: ApplyRequest = decode(&body)?;
     let results = apply::apply(
@@ -299,8 +276,7 @@ pub async fn apply(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value
             dry_run: req.dry_run,
         },
     )
-    .await
-    .map_err(apply_error)?;
+    .await?;
     Ok(Json(json!({ "results": results, "dryRun": req.dry_run })))
 }
 
@@ -315,9 +291,7 @@ pub async fn delete_documents(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let req: DeleteRequest = decode(&body)?;
-    let results = apply::delete_documents(&*st.store, &req.documents)
-        .await
-        .map_err(apply_error)?;
+    let results = apply::delete_documents(&*st.store, &req.documents).await?;
     Ok(Json(json!({ "results": results })))
 }
 

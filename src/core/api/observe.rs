@@ -18,8 +18,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::api::error::ApiError;
 use crate::api::hub::{Cat, Hub};
-use crate::api::{ApiError, ApiState};
+use crate::api::state::ApiState;
 use crate::model::{keys, ContainerInstance, Kind, Task};
 use crate::objects;
 use crate::runtime::WatcherEvent;

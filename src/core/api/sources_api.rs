@@ -11,19 +11,13 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::{ApiError, ApiState};
-use crate::apply::{self, ApplyError, SourceApplyOptions, SourceReport};
+use crate::apply::{self, SourceApplyOptions, SourceReport};
 use crate::gitops::record::{self, SourceRecord, SourceSpec};
 use crate::manifest::Document;
-use crate::store::KeyValue;
 
-fn to_json(kv: &KeyValue) -> Option<Value> {
-    let mut v: Value = serde_json::from_slice(&kv.value).ok()?;
-    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.insert("revision".into(), json!(kv.mod_revision));
-    }
-    Some(v)
-}
+use super::error::ApiError;
+use super::objects_api::to_json;
+use super::state::ApiState;
 
 pub async fn list(State(st): State<ApiState>) -> Result<Json<Vec<Value>>, ApiError> {
     let (kvs, _) = st.store.range(&record::sources_prefix()).await?;
@@ -68,29 +62,6 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         ApiError::bad_request(format!("malformed JSON body at {path}: {}", e.into_inner()))
     })
-}
-
-pub fn apply_error(e: ApplyError) -> ApiError {
-    match e {
-        ApplyError::Invalid(errs) => {
-            let n = errs.len();
-            let first = errs.first().map(|e| e.to_string()).unwrap_or_default();
-            let details = errs
-                .iter()
-                .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
-                .collect();
-            ApiError::unprocessable(
-                if n == 1 {
-                    first
-                } else {
-                    format!("{n} errors; first: {first}")
-                },
-                details,
-            )
-        }
-        ApplyError::Conflict => ApiError::conflict("the store changed during apply; retry"),
-        ApplyError::Store(s) => s.into(),
-    }
 }
 
 pub async fn apply(
@@ -141,9 +112,7 @@ pub async fn apply(
         dry_run: req.dry_run,
         prune: req.prune,
     };
-    let report = apply::apply_source(&*st.store, &name, &req.documents, &opts, &status)
-        .await
-        .map_err(apply_error)?;
+    let report = apply::apply_source(&*st.store, &name, &req.documents, &opts, &status).await?;
     Ok(Json(json!({
         "source": name,
         "dryRun": req.dry_run,

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{decode, ApiError};
-use super::ApiState;
+use super::state::ApiState;
 use crate::model::{keys, parse_taskdef_ref, stop_codes, Cluster, Kind, Task};
 use crate::objects;
 use crate::store::{Compare, Op, Store, Txn};

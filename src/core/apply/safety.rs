@@ -11,12 +11,12 @@
 
 use std::collections::HashMap;
 
-use crate::apply::ApplyError;
 use crate::manifest::{Document, ManifestError, Resource};
-use crate::model::{
-    keys, parse_taskdef_ref, Cluster, ClusterSettings, Kind, TaskDefinition, TaskDefinitionSpec,
-};
+use crate::model::{keys, parse_taskdef_ref, Cluster, ClusterSettings, Kind, TaskDefinitionSpec};
+use crate::objects;
 use crate::store::Store;
+
+use super::error::ApplyError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Needs {
@@ -267,24 +267,9 @@ pub async fn check_apply(store: &dyn Store, docs: &[Document]) -> Result<(), App
                 });
                 let spec = match in_docs {
                     Some(s) => Some(s),
-                    None => {
-                        let (kvs, _) = store
-                            .range(&keys::taskdef_family_prefix(family))
-                            .await
-                            .map_err(ApplyError::Store)?;
-                        let tds: Vec<TaskDefinition> = kvs
-                            .iter()
-                            .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
-                            .collect();
-                        match rev {
-                            Some(r) => tds.into_iter().find(|t| t.status.revision == r),
-                            None => tds
-                                .into_iter()
-                                .rev()
-                                .find(|t| t.status.status != "INACTIVE"),
-                        }
-                        .map(|t| t.spec)
-                    }
+                    None => objects::taskdef(store, &svc.spec.task_definition)
+                        .await?
+                        .map(|t| t.spec),
                 };
                 let Some(spec) = spec else { continue };
                 let settings = clusters.get(&svc.spec.cluster).cloned().unwrap_or_default();

@@ -14,7 +14,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::hub::Hub;
-use crate::api::ApiState;
+use crate::api::state::ApiState;
 
 /// The dashboard's routes (the hub comes as an extension layered by the API router).
 pub fn routes() -> Router<ApiState> {
