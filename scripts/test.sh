@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 docker image inspect local/busybox:1 >/dev/null 2>&1 || scripts/build-image.sh
-cargo fmt --check
-cargo clippy --all-targets --locked -- -D warnings
-cargo build --all-targets --locked
-cargo test --all-targets --locked -- --test-threads "${BERTH_TEST_THREADS:-4}"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo build --workspace --all-targets --locked
+cargo test --workspace --all-targets --locked -- --test-threads "${BERTH_TEST_THREADS:-4}"
