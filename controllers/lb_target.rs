@@ -22,7 +22,7 @@ use berth_core::model::{
 };
 use berth_core::objects::{self, ObjectError};
 use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
-use berth_core::store::{DynStore, KeyValue, Op, Txn};
+use berth_core::store::{chunk_ops, DynStore, KeyValue, Op, Txn};
 
 pub struct LbTargetController {
     store: DynStore,
@@ -198,7 +198,10 @@ impl LbTargetController {
             }
         }
         if writes > 0 {
-            self.store.txn(txn).await?;
+            // Unfenced puts and deletes: chunking to etcd's default limits changes nothing.
+            for ops in chunk_ops(txn.success) {
+                self.store.txn(Txn { success: ops, ..Txn::new() }).await?;
+            }
         }
         if let Some(svc) = svc.filter(|_| !registered.is_empty() || !deregistered.is_empty()) {
             self.events(name, svc, &registered, &deregistered).await?;

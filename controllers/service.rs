@@ -19,7 +19,7 @@ use berth_core::model::{
 };
 use berth_core::objects::{self, ObjectError};
 use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
-use berth_core::store::{Compare, DynStore, Op, Txn};
+use berth_core::store::{Compare, DynStore, Op, Txn, MAX_TXN_BYTES, MAX_TXN_OPS};
 
 /// How long STOPPED tasks stay readable (ECS keeps them about an hour).
 pub const STOPPED_TASK_RETENTION: chrono::Duration = chrono::Duration::hours(1);
@@ -233,10 +233,20 @@ impl ServiceController {
         );
 
         // New tasks are written together with the service status, fenced by its revision.
+        // At most one transaction's worth per pass (etcd's default --max-txn-ops); the rest
+        // follow on an immediate requeue, each pass fenced by the service revision again.
         let mut creates = Vec::new();
+        let mut bytes = next.to_bytes().len();
         for _ in 0..step.start {
-            creates.push(self.new_task(&svc, &td, &primary_id));
+            let t = self.new_task(&svc, &td, &primary_id);
+            let n = t.to_bytes().len();
+            if creates.len() + 1 >= MAX_TXN_OPS || bytes + n > MAX_TXN_BYTES {
+                break;
+            }
+            bytes += n;
+            creates.push(t);
         }
+        let more_to_create = (creates.len() as u32) < step.start;
         if !creates.is_empty() {
             let ids: Vec<String> = creates
                 .iter()
@@ -272,7 +282,21 @@ impl ServiceController {
             && counts.new_healthy == desired
             && counts.old_total == 0
             && stopping == 0;
-        if !self.write_status(&key, &svc, &next, creates).await? {
+        let n_creates = creates.len();
+        let written = match self.write_status(&key, &svc, &next, creates).await {
+            Ok(w) => w,
+            Err(e) => {
+                // Users read the service, not /v1/controllers: say why nothing starts.
+                let mut failed = svc.clone();
+                event_once(
+                    &mut failed,
+                    format!("service {name} was unable to write {n_creates} new tasks: {e:#}."),
+                );
+                let _ = self.write_status(&key, &svc, &failed, vec![]).await;
+                return Err(e);
+            }
+        };
+        if !written {
             // Lost a race with another writer: start over on fresh state.
             return Ok(Action::Requeue);
         }
@@ -281,7 +305,9 @@ impl ServiceController {
             &format!("Scaling activity initiated by (deployment {primary_id})"),
         )
         .await?;
-        if let Some(d) = requeue {
+        if more_to_create {
+            Ok(Action::Requeue)
+        } else if let Some(d) = requeue {
             Ok(Action::RequeueAfter(d))
         } else if steady {
             Ok(Action::Done)

@@ -111,6 +111,42 @@ impl Txn {
     }
 }
 
+/// etcd's default `--max-txn-ops`: no list of a transaction (compares, success, failure) may
+/// hold more. Writers chunk to this so berth runs on an etcd started with default flags.
+pub const MAX_TXN_OPS: usize = 128;
+/// Bytes of values one transaction may carry: etcd's default request limit is 1.5 MiB; keep
+/// room for keys and framing.
+pub const MAX_TXN_BYTES: usize = 1024 * 1024;
+
+/// Size of an op for [`MAX_TXN_BYTES`] accounting.
+pub fn op_bytes(op: &Op) -> usize {
+    match op {
+        Op::Put { key, value, .. } => key.len() + value.len(),
+        Op::Delete { key } => key.len(),
+    }
+}
+
+/// Split unconditional ops into groups that each fit one transaction within etcd's defaults,
+/// keeping order. Only for writes that need no fence across groups.
+pub fn chunk_ops(ops: Vec<Op>) -> Vec<Vec<Op>> {
+    let mut out: Vec<Vec<Op>> = Vec::new();
+    let mut cur: Vec<Op> = Vec::new();
+    let mut bytes = 0;
+    for op in ops {
+        let n = op_bytes(&op);
+        if !cur.is_empty() && (cur.len() == MAX_TXN_OPS || bytes + n > MAX_TXN_BYTES) {
+            out.push(std::mem::take(&mut cur));
+            bytes = 0;
+        }
+        bytes += n;
+        cur.push(op);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnResult {
     pub succeeded: bool,
@@ -205,5 +241,25 @@ pub async fn open(url: &str) -> anyhow::Result<DynStore> {
     } else {
         let path = url.strip_prefix("embedded://").unwrap_or(url);
         Ok(Arc::new(embedded::EmbeddedStore::open(path)?))
+    }
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::*;
+
+    #[test]
+    fn chunks_fit_ops_and_bytes() {
+        let ops: Vec<Op> = (0..300).map(|i| Op::delete(format!("k{i}"))).collect();
+        let chunks = chunk_ops(ops);
+        assert_eq!(
+            chunks.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![128, 128, 44]
+        );
+        let big: Vec<Op> = (0..3)
+            .map(|i| Op::put(format!("b{i}"), vec![0; 600 * 1024]))
+            .collect();
+        assert_eq!(chunk_ops(big).len(), 3);
+        assert!(chunk_ops(vec![]).is_empty());
     }
 }

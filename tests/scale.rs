@@ -1,0 +1,143 @@
+//! Scale on etcd's default limits (`--max-txn-ops 128`): a 300-replica service gets all its
+//! tasks and the scheduler places every one on fake instances (records with leases, no Docker).
+
+mod common;
+
+use std::time::Duration;
+
+use berth::controllers::{scheduler::Scheduler, service::ServiceController};
+use berth::model::{
+    keys, now, ContainerDefinition, ContainerInstance, ContainerInstanceSpec, Deployment, Kind,
+    Resources, Service, ServiceSpec, TaskDefinition, TaskDefinitionSpec,
+};
+use berth::objects;
+use berth::store::{DynStore, Op, Txn};
+use tokio_util::sync::CancellationToken;
+
+const REPLICAS: usize = 300;
+const INSTANCES: u32 = 10;
+
+async fn setup(store: &DynStore) {
+    let lease = store.lease_grant(Duration::from_secs(120)).await.unwrap();
+    for i in 0..INSTANCES {
+        let id = format!("fake-{i}");
+        let mut inst = ContainerInstance::new(
+            Kind::ContainerInstance,
+            &id,
+            ContainerInstanceSpec {
+                cluster: "default".into(),
+                ..Default::default()
+            },
+        );
+        inst.status.status = "ACTIVE".into();
+        inst.status.agent_connected = true;
+        inst.status.registered_resources = Resources {
+            cpu: 100_000,
+            memory: 100_000,
+            ports: vec![],
+        };
+        inst.status.remaining_resources = inst.status.registered_resources.clone();
+        store
+            .txn(
+                Txn::new()
+                    .and_then(Op::put(
+                        keys::key(Kind::ContainerInstance, &id),
+                        inst.to_bytes(),
+                    ))
+                    .and_then(Op::put_with_lease(
+                        keys::instance_lease_key(&id),
+                        b"x".to_vec(),
+                        lease,
+                    )),
+            )
+            .await
+            .unwrap();
+    }
+    let mut td = TaskDefinition::new(
+        Kind::TaskDefinition,
+        "web:1",
+        TaskDefinitionSpec {
+            container_definitions: vec![ContainerDefinition {
+                name: "c".into(),
+                image: "local/busybox:1".into(),
+                cpu: 10,
+                memory: Some(16),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    );
+    td.status.family = "web".into();
+    td.status.revision = 1;
+    td.status.status = "ACTIVE".into();
+    store
+        .put(&keys::taskdef_key("web", 1), td.to_bytes())
+        .await
+        .unwrap();
+    let mut svc = Service::new(
+        Kind::Service,
+        "web",
+        ServiceSpec {
+            cluster: "default".into(),
+            task_definition: "web:1".into(),
+            desired_count: REPLICAS as u32,
+            ..Default::default()
+        },
+    );
+    // The deployment controller's part, done here so only the two controllers under test run.
+    svc.status.deployments = vec![Deployment {
+        id: "ecs-svc/1".into(),
+        status: "PRIMARY".into(),
+        task_definition: "web:1".into(),
+        desired_count: REPLICAS as u32,
+        running_count: 0,
+        pending_count: 0,
+        failed_tasks: 0,
+        rollout_state: "IN_PROGRESS".into(),
+        rollout_state_reason: String::new(),
+        created_at: now(),
+        updated_at: now(),
+    }];
+    store
+        .put(&keys::key(Kind::Service, "web"), svc.to_bytes())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_hundred_replicas_start_on_default_etcd() {
+    let etcd = common::etcd::EtcdServer::start_async().await;
+    let store = berth::store::open(&etcd.url()).await.unwrap();
+    setup(&store).await;
+    let stop = CancellationToken::new();
+    let svc = tokio::spawn(ServiceController::controller(store.clone()).run(stop.clone()));
+    let sched = tokio::spawn(Scheduler::controller(store.clone()).run(stop.clone()));
+    let mut placed = 0;
+    let mut total = 0;
+    for _ in 0..600 {
+        let tasks = objects::list_tasks(&*store).await.unwrap();
+        total = tasks.len();
+        placed = tasks
+            .iter()
+            .filter(|t| t.status.container_instance.is_some())
+            .count();
+        if total == REPLICAS && placed == REPLICAS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.cancel();
+    let _ = svc.await;
+    let _ = sched.await;
+    assert_eq!(total, REPLICAS, "tasks created (never more than desired)");
+    assert_eq!(placed, REPLICAS, "tasks placed");
+    let svc: Service = objects::get(&*store, &keys::key(Kind::Service, "web"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        svc.status.events.iter().any(|e| e.message.contains("has started")),
+        "{:?}",
+        svc.status.events
+    );
+}
