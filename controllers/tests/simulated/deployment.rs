@@ -81,9 +81,7 @@ async fn rolls_within_bounds(desired: u32, min: u32, max: u32) {
     let events = h.mirror.events("web");
     let started = events
         .iter()
-        .position(|e| {
-            e.contains(&format!("started deployment")) && e.ends_with(&format!("to {v2}."))
-        })
+        .position(|e| e.contains("started deployment") && e.ends_with(&format!("to {v2}.")))
         .expect("a deployment-started event");
     assert!(
         started > 0,
