@@ -9,6 +9,7 @@ pub mod gitops;
 pub mod harness;
 pub mod lb;
 pub mod recovery;
+pub mod scale;
 pub mod store;
 pub mod webdriver;
 
@@ -70,6 +71,26 @@ pub enum BenchCommand {
         #[arg(long, default_value = "local/busybox:1")]
         image: String,
     },
+    /// The control plane against N simulated instances (fakes, no Docker): time until every
+    /// task is placed, placements/s on an empty and on a full cluster, idle CPU, p99 reconcile
+    /// time and RSS.
+    Scale {
+        #[arg(long, default_value_t = 1000)]
+        instances: u32,
+        #[arg(long, default_value_t = 10000)]
+        tasks: u32,
+        /// Tasks placed on an empty cluster and again on the full one (the rates compared).
+        #[arg(long, default_value_t = 1000)]
+        batch: u32,
+        #[arg(long, default_value = "embedded", value_name = "embedded|etcd")]
+        store: String,
+        /// Upper bound of each phase, in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Quiet window for the idle CPU figure, in seconds.
+        #[arg(long, default_value_t = 10)]
+        idle: u64,
+    },
     /// Store transactions per second, sequential and with N concurrent writers: the embedded
     /// store beside etcd (the URL given, or one started in a temp dir).
     Store {
@@ -114,6 +135,24 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
             runs,
             image,
         } => self::recovery::run(*replicas, *runs, image).await,
+        BenchCommand::Scale {
+            instances,
+            tasks,
+            batch,
+            store,
+            timeout,
+            idle,
+        } => {
+            self::scale::run(&self::scale::Options {
+                instances: *instances,
+                tasks: *tasks,
+                batch: *batch,
+                store: store.clone(),
+                timeout: std::time::Duration::from_secs(*timeout),
+                idle: std::time::Duration::from_secs(*idle),
+            })
+            .await
+        }
         BenchCommand::Store {
             stores,
             ops,
