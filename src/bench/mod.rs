@@ -52,14 +52,13 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1000)]
         large: usize,
     },
-    /// Throughput and latency through berth's load balancer beside nginx, same targets.
+    /// Throughput and latency straight to in-process targets, through berth's load balancer
+    /// and through nginx (skipped when not installed), same targets, same run.
     Lb {
         #[arg(long, default_value_t = 32)]
         connections: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
-        #[arg(long, default_value = "local/busybox:1")]
-        image: String,
     },
     /// kill -9 a container of a service; time until the replacement is RUNNING and HEALTHY,
     /// beside a raw `docker run` of the same image.
@@ -128,8 +127,7 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Lb {
             connections,
             seconds,
-            image,
-        } => self::lb::run(*connections, *seconds, image).await,
+        } => self::lb::run(*connections, *seconds).await,
         BenchCommand::Recovery {
             replicas,
             runs,

@@ -129,9 +129,7 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
     );
     println!(
         "  {:<52} {:>12} {:>12}",
-        "  (tasks already running)",
-        0,
-        full.before
+        "  (tasks already running)", 0, full.before
     );
     if let (Some(a), Some(b)) = (empty.rate(), full.rate()) {
         println!(
