@@ -108,9 +108,7 @@ impl Reconciler for GcController {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_core::model::{
-        DesiredStatus, Service, ServiceSpec, TaskSpec, TaskState, TaskStatus,
-    };
+    use berth_core::model::{DesiredStatus, Service, ServiceSpec, TaskSpec, TaskState, TaskStatus};
     use berth_core::store::embedded::EmbeddedStore;
 
     fn store() -> (tempfile::TempDir, DynStore) {
@@ -147,7 +145,9 @@ mod tests {
             stopped_at: stopped_ago.map(|a| now() - a),
             ..Default::default()
         };
-        s.put(&keys::key(Kind::Task, id), t.to_bytes()).await.unwrap();
+        s.put(&keys::key(Kind::Task, id), t.to_bytes())
+            .await
+            .unwrap();
     }
 
     async fn exists(s: &DynStore, id: &str) -> bool {
@@ -201,7 +201,10 @@ mod tests {
         for id in ["live-svc", "running", "deleted-svc"] {
             assert_eq!(g.reconcile(id).await.unwrap(), Action::Done);
         }
-        assert!(exists(&s, "live-svc").await, "the service controller owns it");
+        assert!(
+            exists(&s, "live-svc").await,
+            "the service controller owns it"
+        );
         assert!(exists(&s, "running").await);
         assert!(!exists(&s, "deleted-svc").await, "its service is gone");
         assert_eq!(g.reconcile("no-such-task").await.unwrap(), Action::Done);
