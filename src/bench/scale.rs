@@ -425,6 +425,10 @@ spec:
         partial: 0,
     };
     let deadline = start + timeout;
+    // No new placement for this long ends the phase early (e.g. a transaction over etcd's
+    // limits that is retried forever).
+    let stall = Duration::from_secs(30).min(timeout);
+    let mut progress = (0, Instant::now());
     loop {
         let (placed, running) = {
             let c = counts.lock().unwrap();
@@ -440,7 +444,17 @@ spec:
             p.running = Some(start.elapsed());
             break;
         }
+        if placed + running != progress.0 {
+            progress = (placed + running, Instant::now());
+        }
         if Instant::now() > deadline {
+            break;
+        }
+        if progress.1.elapsed() > stall {
+            println!(
+                "  {name}: no progress for {} s, giving up ({placed} placed)",
+                stall.as_secs()
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
