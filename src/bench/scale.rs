@@ -18,10 +18,7 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::node::{self, NodeConfig};
-use berth_core::model::{
-    keys, now, ContainerInstance, ContainerInstanceSpec, DesiredStatus, Kind, Resources, Task,
-    TaskState,
-};
+use berth_core::model::{keys, now, DesiredStatus, Kind, Task, TaskState};
 use berth_core::objects;
 use berth_core::store::{DynStore, Op, Txn};
 
@@ -178,26 +175,7 @@ async fn write_fake_instances(store: &DynStore, n: u32) -> anyhow::Result<i64> {
     let mut ops = Vec::new();
     for i in 0..n {
         let id = format!("{FAKE_PREFIX}{i:05}");
-        let mut ci = ContainerInstance::new(
-            Kind::ContainerInstance,
-            &id,
-            ContainerInstanceSpec {
-                cluster: "default".into(),
-                host_ip: "127.0.0.1".into(),
-                ..Default::default()
-            },
-        );
-        ci.metadata.uid = berth_core::model::new_id();
-        ci.metadata.created_at = Some(now());
-        ci.status.status = "ACTIVE".into();
-        ci.status.agent_connected = true;
-        ci.status.registered_at = Some(now());
-        ci.status.registered_resources = Resources {
-            cpu: INSTANCE_CPU,
-            memory: INSTANCE_MEMORY,
-            ports: vec![],
-        };
-        ci.status.remaining_resources = ci.status.registered_resources.clone();
+        let ci = super::harness::fake_instance(&id, INSTANCE_CPU, INSTANCE_MEMORY);
         ops.push(Op::put(
             keys::key(Kind::ContainerInstance, &id),
             ci.to_bytes(),
@@ -396,24 +374,15 @@ async fn phase(
 ) -> anyhow::Result<Phase> {
     let before = running_total(counts);
     let group = format!("service:{name}");
-    let manifest = format!(
-        r#"apiVersion: berth.dev/v1
-kind: TaskDefinition
-metadata: {{name: {name}}}
-spec:
-  containerDefinitions:
-    - name: app
-      image: fake/none:1
-      cpu: 10
-      memory: 16
----
-apiVersion: berth.dev/v1
-kind: Service
-metadata: {{name: {name}}}
-spec:
-  taskDefinition: {name}
-  desiredCount: {count}
-"#
+    // The httpd task of the other benches (10 CPU units, 16 MiB, a dynamic host port); the
+    // image is never pulled: the instances are fakes.
+    let manifest = super::harness::httpd_service(
+        name,
+        "fake/none:1",
+        super::harness::HTTPD,
+        count,
+        &[],
+        &[],
     );
     let start = Instant::now();
     super::harness::apply_yaml(store, &manifest, &format!("{name}.yaml")).await?;
