@@ -23,9 +23,8 @@ use super::harness::RawContainer;
 use super::webdriver::{self, Browser};
 use berth_core::metrics::sample::{now_ms, stats_key, ContainerSample, InstanceSample};
 use berth_core::model::{
-    keys, now, ContainerInstance, ContainerInstanceSpec, ContainerStatus, Deployment,
-    DesiredStatus, HealthStatus, Kind, NetworkBinding, Resources, Service, ServiceSpec, Task,
-    TaskSpec, TaskState, TaskStatus,
+    keys, now, ContainerStatus, Deployment, DesiredStatus, HealthStatus, Kind, NetworkBinding,
+    Resources, Service, ServiceSpec, Task, TaskSpec, TaskState, TaskStatus,
 };
 use berth_core::store::{DynStore, Op, Txn};
 
@@ -133,22 +132,7 @@ async fn populate(store: &DynStore, n: u32) -> anyhow::Result<()> {
     let per_instance = n.div_ceil(INSTANCES);
     for i in 0..INSTANCES {
         let id = format!("fake-bench-{i}");
-        let mut ci = ContainerInstance::new(
-            Kind::ContainerInstance,
-            &id,
-            ContainerInstanceSpec {
-                cluster: "default".into(),
-                host_ip: "127.0.0.1".into(),
-                ..Default::default()
-            },
-        );
-        ci.status.status = "ACTIVE".into();
-        ci.status.agent_connected = true;
-        ci.status.registered_resources = Resources {
-            cpu: 65536,
-            memory: 65536,
-            ports: vec![],
-        };
+        let mut ci = super::harness::fake_instance(&id, 65536, 65536);
         ci.status.remaining_resources = Resources {
             cpu: 65536 - per_instance * 128,
             memory: 65536 - per_instance * 64,

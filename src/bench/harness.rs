@@ -73,6 +73,33 @@ spec:
     )
 }
 
+/// A FAKE ContainerInstance record (no agent, no Docker) in the `default` cluster on
+/// 127.0.0.1: ACTIVE, connected, with `cpu` units and `memory` MiB registered and remaining.
+pub fn fake_instance(id: &str, cpu: u32, memory: u32) -> berth_core::model::ContainerInstance {
+    use berth_core::model::{ContainerInstance, ContainerInstanceSpec, Kind, Resources};
+    let mut ci = ContainerInstance::new(
+        Kind::ContainerInstance,
+        id,
+        ContainerInstanceSpec {
+            cluster: "default".into(),
+            host_ip: "127.0.0.1".into(),
+            ..Default::default()
+        },
+    );
+    ci.metadata.uid = berth_core::model::new_id();
+    ci.metadata.created_at = Some(berth_core::model::now());
+    ci.status.status = "ACTIVE".into();
+    ci.status.agent_connected = true;
+    ci.status.registered_at = ci.metadata.created_at;
+    ci.status.registered_resources = Resources {
+        cpu,
+        memory,
+        ports: vec![],
+    };
+    ci.status.remaining_resources = ci.status.registered_resources.clone();
+    ci
+}
+
 /// Parse `text` as the manifest file `file`.
 pub fn parse_yaml(text: &str, file: &str) -> anyhow::Result<Vec<berth_core::manifest::Document>> {
     berth_core::manifest::parse_str(text, file)

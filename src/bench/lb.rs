@@ -1,6 +1,11 @@
-//! `berth bench lb`: requests/s and p50/p99 through berth's load balancer to 3 busybox httpd
-//! targets, beside nginx (Debian package) as a reverse proxy to the same 3 targets, in the same
-//! run with the same client (a keep-alive hyper load generator).
+//! `berth bench lb`: requests/s and p50/p99 straight to the targets, through berth's load
+//! balancer and through nginx (Debian package `nginx`; skipped when absent) as a reverse proxy
+//! to the same targets, in the same run with the same client (a keep-alive hyper load
+//! generator). The targets are small hyper servers started by the bench on loopback, on their
+//! own runtime thread, so the proxies are measured, not the targets (a busybox httpd forks per
+//! request and was the bottleneck of both proxies). The targets are registered in the store
+//! directly (a Target record per server, as an ELB RegisterTargets call would); only the load
+//! balancer runs, no controllers and no agent.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,10 +14,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 
-use super::harness::{apply_yaml, free_port, httpd_service, BenchNode};
-use berth_core::model::lb::{lb_keys, TargetHealth};
-use berth_core::model::{Kind, TaskState};
-use berth_core::objects;
+use tokio_util::sync::CancellationToken;
+
+use super::harness::{apply_yaml, free_port};
+use berth_core::model::lb::{lb_keys, Target, TargetHealth};
+use berth_core::store::DynStore;
+
+/// Targets behind both proxies.
+const TARGETS: usize = 3;
 
 pub struct LoadResult {
     pub requests: u64,
@@ -22,13 +31,14 @@ pub struct LoadResult {
     pub p99: Duration,
 }
 
-/// `conns` keep-alive connections sending GETs back to back for `duration`.
-pub async fn load(url: &str, conns: usize, duration: Duration) -> LoadResult {
+/// `conns` keep-alive connections sending GETs back to back for `duration`, connection `i` to
+/// `urls[i % urls.len()]`.
+pub async fn load(urls: &[String], conns: usize, duration: Duration) -> LoadResult {
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let mut handles = Vec::new();
-    for _ in 0..conns {
-        let (url, stop) = (url.to_string(), stop.clone());
+    for i in 0..conns {
+        let (url, stop) = (urls[i % urls.len()].clone(), stop.clone());
         handles.push(tokio::spawn(async move {
             // One client per worker: one pooled keep-alive connection each.
             let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
@@ -94,9 +104,83 @@ fn print(name: &str, r: &LoadResult) {
     );
 }
 
-pub async fn run(conns: usize, seconds: u64, image: &str) -> anyhow::Result<()> {
-    let bench = BenchNode::start().await?;
-    let store = bench.store.clone();
+/// A minimal HTTP/1.1 keep-alive server answering every request with a short 200, on its own
+/// 1-thread runtime (so it is not scheduled behind the proxy or the client). Stops with `stop`.
+fn start_target(stop: CancellationToken) -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let port = listener.local_addr()?.port();
+    std::thread::Builder::new()
+        .name(format!("bench-target-{port}"))
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("target runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                loop {
+                    let (conn, _) = tokio::select! {
+                        _ = stop.cancelled() => break,
+                        c = listener.accept() => match c {
+                            Ok(c) => c,
+                            Err(_) => continue,
+                        },
+                    };
+                    let _ = conn.set_nodelay(true);
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(|_req| async {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(Bytes::from_static(b"ok\n")),
+                            ))
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(conn), svc)
+                            .await;
+                    });
+                }
+            });
+        })?;
+    Ok(port)
+}
+
+/// Register the target servers in target group `tg` (what the lb_target controller writes for
+/// a service's RUNNING tasks).
+async fn register_targets(store: &DynStore, tg: &str, ports: &[u16]) -> anyhow::Result<()> {
+    for (i, port) in ports.iter().enumerate() {
+        let id = format!("bench-target-{i}");
+        let t = Target {
+            target_group: tg.to_string(),
+            task_id: id.clone(),
+            service: "bench-lb".into(),
+            ip: "127.0.0.1".into(),
+            port: *port,
+            state: "registered".into(),
+            registered_at: berth_core::model::now(),
+            draining_since: None,
+            deregistration_delay_seconds: 0,
+        };
+        store
+            .put(&lb_keys::target(tg, &id), serde_json::to_vec(&t)?)
+            .await?;
+    }
+    Ok(())
+}
+
+fn rate(r: &LoadResult) -> f64 {
+    r.requests as f64 / r.elapsed.as_secs_f64().max(1e-9)
+}
+
+pub async fn run(conns: usize, seconds: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store: DynStore = Arc::new(berth_core::store::embedded::EmbeddedStore::open(
+        dir.path().join("store"),
+    )?);
+    let stop = CancellationToken::new();
+    let mut ports = Vec::new();
+    for _ in 0..TARGETS {
+        ports.push(start_target(stop.clone())?);
+    }
     let lb_port = free_port()?;
     let text = format!(
         r#"
@@ -113,20 +197,19 @@ spec:
   listeners:
     - port: {lb_port}
       rules: [{{priority: 1, pathPattern: "*", targetGroup: bench}}]
----
-{}"#,
-        httpd_service(
-            "bench-lb",
-            image,
-            &["httpd", "-f", "-p", "8080", "-h", "/www"],
-            3,
-            &[],
-            &["loadBalancers: [{targetGroup: bench, containerName: httpd, containerPort: 8080}]"],
-        )
+"#
     );
     apply_yaml(&store, &text, "bench-lb.yaml").await?;
-    // Wait for 3 healthy targets.
-    let deadline = Instant::now() + Duration::from_secs(120);
+    register_targets(&store, "bench", &ports).await?;
+    let lb = tokio::spawn(berth_core::lb::run(
+        store.clone(),
+        berth_core::lb::LbConfig {
+            bind_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+        },
+        stop.clone(),
+    ));
+    // Wait until berth's load balancer sees every target healthy.
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (kvs, _) = store
             .range(&format!("{}bench/", lb_keys::TARGET_HEALTH))
@@ -138,27 +221,20 @@ spec:
                     .is_ok_and(|h| h.state == "healthy")
             })
             .count();
-        if healthy >= 3 {
+        if healthy >= TARGETS {
             break;
         }
         anyhow::ensure!(Instant::now() < deadline, "targets did not become healthy");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let ports: Vec<u16> = objects::list_tasks(&*store)
-        .await?
-        .iter()
-        .filter(|t| {
-            t.status.last_status == TaskState::Running && t.spec.group == "service:bench-lb"
-        })
-        .flat_map(|t| {
-            t.status
-                .containers
-                .iter()
-                .flat_map(|c| c.network_bindings.iter().map(|b| b.host_port))
-        })
-        .collect();
-    let _ = Kind::Service;
-    println!("3 busybox httpd targets on host ports {ports:?}; {conns} keep-alive connections, {seconds} s each");
+    let build = if cfg!(debug_assertions) {
+        "DEBUG build"
+    } else {
+        "release build"
+    };
+    println!(
+        "lb ({build}): {TARGETS} in-process hyper targets on ports {ports:?}; {conns} keep-alive connections, {seconds} s each"
+    );
 
     // nginx as a reverse proxy to the same targets, same keep-alive settings.
     let nginx_port = free_port()?;
@@ -181,31 +257,45 @@ spec:
         .stderr(std::process::Stdio::null())
         .spawn();
     let duration = Duration::from_secs(seconds);
-    // Warm up both, then measure alternately.
-    let berth_url = format!("http://127.0.0.1:{lb_port}/");
-    let nginx_url = format!("http://127.0.0.1:{nginx_port}/");
+    let direct_urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}/"))
+        .collect();
+    let berth_url = vec![format!("http://127.0.0.1:{lb_port}/")];
+    let nginx_url = vec![format!("http://127.0.0.1:{nginx_port}/")];
+    // Warm up, then measure each in turn with the same client.
     load(&berth_url, conns, Duration::from_secs(1)).await;
-    let direct = load(&format!("http://127.0.0.1:{}/", ports[0]), conns, duration).await;
+    let direct = load(&direct_urls, conns, duration).await;
     let b = load(&berth_url, conns, duration).await;
-    print("direct (one target)", &direct);
+    print("direct to targets", &direct);
     print("berth lb", &b);
+    let mut n = None;
     match nginx {
         Ok(mut child) => {
             tokio::time::sleep(Duration::from_millis(500)).await;
             load(&nginx_url, conns, Duration::from_secs(1)).await;
-            let n = load(&nginx_url, conns, duration).await;
-            print("nginx 1.22 proxy", &n);
-            println!(
-                "berth / nginx: throughput {:.2}x, p99 {:.2}x",
-                (b.requests as f64 / b.elapsed.as_secs_f64())
-                    / (n.requests as f64 / n.elapsed.as_secs_f64()).max(1e-9),
-                b.p99.as_secs_f64() / n.p99.as_secs_f64().max(1e-9)
-            );
+            let r = load(&nginx_url, conns, duration).await;
+            print("nginx proxy", &r);
+            n = Some(r);
             let _ = child.kill();
             let _ = child.wait();
         }
-        Err(e) => println!("nginx not run ({e}); install Debian's nginx to compare"),
+        Err(e) => println!("nginx skipped ({e}); `apt-get install nginx` to compare"),
     }
-    bench.finish().await;
+    println!(
+        "berth / direct: throughput {:.2}x, p99 {:.2}x",
+        rate(&b) / rate(&direct).max(1e-9),
+        b.p99.as_secs_f64() / direct.p99.as_secs_f64().max(1e-9)
+    );
+    if let Some(n) = n {
+        println!(
+            "berth / nginx: throughput {:.2}x, p99 {:.2}x; nginx / direct: throughput {:.2}x",
+            rate(&b) / rate(&n).max(1e-9),
+            b.p99.as_secs_f64() / n.p99.as_secs_f64().max(1e-9),
+            rate(&n) / rate(&direct).max(1e-9)
+        );
+    }
+    stop.cancel();
+    let _ = lb.await;
     Ok(())
 }

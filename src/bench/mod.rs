@@ -9,6 +9,7 @@ pub mod gitops;
 pub mod harness;
 pub mod lb;
 pub mod recovery;
+pub mod scale;
 pub mod store;
 pub mod webdriver;
 
@@ -51,14 +52,13 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1000)]
         large: usize,
     },
-    /// Throughput and latency through berth's load balancer beside nginx, same targets.
+    /// Throughput and latency straight to in-process targets, through berth's load balancer
+    /// and through nginx (skipped when not installed), same targets, same run.
     Lb {
         #[arg(long, default_value_t = 32)]
         connections: usize,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
-        #[arg(long, default_value = "local/busybox:1")]
-        image: String,
     },
     /// kill -9 a container of a service; time until the replacement is RUNNING and HEALTHY,
     /// beside a raw `docker run` of the same image.
@@ -69,6 +69,26 @@ pub enum BenchCommand {
         runs: u32,
         #[arg(long, default_value = "local/busybox:1")]
         image: String,
+    },
+    /// The control plane against N simulated instances (fakes, no Docker): time until every
+    /// task is placed, placements/s on an empty and on a full cluster, idle CPU, p99 reconcile
+    /// time and RSS.
+    Scale {
+        #[arg(long, default_value_t = 1000)]
+        instances: u32,
+        #[arg(long, default_value_t = 10000)]
+        tasks: u32,
+        /// Tasks placed on an empty cluster and again on the full one (the rates compared).
+        #[arg(long, default_value_t = 1000)]
+        batch: u32,
+        #[arg(long, default_value = "embedded", value_name = "embedded|etcd")]
+        store: String,
+        /// Upper bound of each phase, in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Quiet window for the idle CPU figure, in seconds.
+        #[arg(long, default_value_t = 10)]
+        idle: u64,
     },
     /// Store transactions per second, sequential and with N concurrent writers: the embedded
     /// store beside etcd (the URL given, or one started in a temp dir).
@@ -107,13 +127,30 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Lb {
             connections,
             seconds,
-            image,
-        } => self::lb::run(*connections, *seconds, image).await,
+        } => self::lb::run(*connections, *seconds).await,
         BenchCommand::Recovery {
             replicas,
             runs,
             image,
         } => self::recovery::run(*replicas, *runs, image).await,
+        BenchCommand::Scale {
+            instances,
+            tasks,
+            batch,
+            store,
+            timeout,
+            idle,
+        } => {
+            self::scale::run(&self::scale::Options {
+                instances: *instances,
+                tasks: *tasks,
+                batch: *batch,
+                store: store.clone(),
+                timeout: std::time::Duration::from_secs(*timeout),
+                idle: std::time::Duration::from_secs(*idle),
+            })
+            .await
+        }
         BenchCommand::Store {
             stores,
             ops,

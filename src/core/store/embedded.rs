@@ -1120,7 +1120,35 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
+/// What the embedded store holds in memory beside the keys themselves: the watch history is
+/// a ring bounded by event count and bytes, so memory follows the cluster's size, not its age.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddedStats {
+    pub keys: usize,
+    pub leases: usize,
+    pub watchers: usize,
+    pub history_events: usize,
+    pub history_bytes: usize,
+    /// Revisions at or below this are no longer in the history (a watch from them re-lists).
+    pub compacted: i64,
+    pub revision: i64,
+}
+
 impl EmbeddedStore {
+    /// Sizes of the in-memory state (for benchmarks and the bound's tests).
+    pub fn stats(&self) -> EmbeddedStats {
+        let st = lock(&self.inner.shared.state);
+        EmbeddedStats {
+            keys: st.kv.len(),
+            leases: st.leases.len(),
+            watchers: st.watchers.len(),
+            history_events: st.history_events,
+            history_bytes: st.history_bytes,
+            compacted: st.compacted,
+            revision: st.revision,
+        }
+    }
+
     /// Open (creating if needed) the store in `dir`, replaying its snapshot and log.
     pub fn open(dir: impl AsRef<Path>) -> anyhow::Result<Self> {
         Self::open_with(dir.as_ref(), Options::default())

@@ -3,6 +3,10 @@
 //! Watches are resumed transparently from the last delivered revision + 1 when the gRPC stream
 //! breaks (etcd-client does not reconnect watches by itself); compaction ends the stream with
 //! `StoreError::Compacted` so the caller re-lists.
+//!
+//! The store compacts etcd on a schedule, as kube-apiserver does: every [`COMPACTION_INTERVAL`]
+//! it compacts to the revision it saw one period earlier, so history (and etcd's database) stays
+//! bounded by one period of writes while every watcher keeps a full period to catch up.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -32,11 +36,23 @@ const CODE_INVALID_ARGUMENT: i32 = 3;
 const CODE_NOT_FOUND: i32 = 5;
 const CODE_FAILED_PRECONDITION: i32 = 9;
 const CODE_OUT_OF_RANGE: i32 = 11;
+/// How often the store compacts etcd (kube-apiserver's default `--etcd-compaction-interval`).
+pub const COMPACTION_INTERVAL: Duration = Duration::from_secs(5 * 60);
+
+/// Aborts the compaction task when the last clone of the store is dropped.
+struct CompactorGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for CompactorGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// A store backed by an etcd cluster. Cheap to share; every call clones the underlying client.
 #[derive(Clone)]
 pub struct EtcdStore {
     client: Client,
+    _compactor: Option<std::sync::Arc<CompactorGuard>>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -116,8 +132,17 @@ fn convert_op(op: &Op) -> TxnOp {
 }
 
 impl EtcdStore {
-    /// Connect to etcd (`http://host:2379` endpoints) and check that it answers.
+    /// Connect to etcd (`http://host:2379` endpoints), check that it answers, and compact it
+    /// every [`COMPACTION_INTERVAL`].
     pub async fn connect(endpoints: &[String]) -> anyhow::Result<Self> {
+        Self::connect_with_compaction(endpoints, Some(COMPACTION_INTERVAL)).await
+    }
+
+    /// [`connect`](Self::connect) with another compaction period (`None`: never compact).
+    pub async fn connect_with_compaction(
+        endpoints: &[String],
+        compaction: Option<Duration>,
+    ) -> anyhow::Result<Self> {
         let opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             // etcd rejects pings more frequent than every 5 s by default.
@@ -126,12 +151,31 @@ impl EtcdStore {
         let client = Client::connect(endpoints, Some(opts))
             .await
             .map_err(|e| anyhow::anyhow!("connecting to etcd at {endpoints:?}: {e}"))?;
-        let store = EtcdStore { client };
+        let mut store = EtcdStore {
+            client,
+            _compactor: None,
+        };
         store
             .revision()
             .await
             .map_err(|e| anyhow::anyhow!("etcd at {endpoints:?} does not answer: {e}"))?;
+        if let Some(period) = compaction {
+            let task = tokio::spawn(compact_every(store.clone(), period));
+            store._compactor = Some(std::sync::Arc::new(CompactorGuard(task)));
+        }
         Ok(store)
+    }
+
+    /// Compact etcd's history up to `revision` (physically). A revision already compacted is
+    /// not an error: another control plane did it first.
+    pub async fn compact(&self, revision: i64) -> Result<()> {
+        let mut client = self.client.clone();
+        let opts = etcd_client::CompactionOptions::new().with_physical();
+        match timed(client.compact(revision, Some(opts))).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::Invalid(m)) if m.contains("compacted") => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The underlying etcd-client handle (e.g. for compaction or maintenance calls).
@@ -154,6 +198,32 @@ impl EtcdStore {
                 _ => None,
             })
             .unwrap_or(0)
+    }
+}
+
+/// Every `period`, compact to the revision seen one period earlier (kube-apiserver's scheme: a
+/// watcher that is less than one period behind never sees `Compacted`). The task holds a clone
+/// without a guard, so dropping the last user-held store ends it.
+async fn compact_every(store: EtcdStore, period: Duration) {
+    let store = EtcdStore {
+        client: store.client,
+        _compactor: None,
+    };
+    let mut seen: Option<i64> = None;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Some(rev) = seen {
+            match store.compact(rev).await {
+                Ok(()) => tracing::debug!(revision = rev, "compacted etcd"),
+                Err(e) => tracing::warn!(revision = rev, error = %e, "etcd compaction failed"),
+            }
+        }
+        match store.revision().await {
+            Ok(r) => seen = Some(r),
+            Err(e) => tracing::warn!(error = %e, "etcd compaction: cannot read the revision"),
+        }
     }
 }
 
