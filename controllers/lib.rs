@@ -5,6 +5,7 @@
 pub mod capacity;
 pub mod common;
 pub mod deployment;
+pub mod gc;
 pub mod iam_binder;
 pub mod instance_status;
 pub mod lb_target;
@@ -27,6 +28,7 @@ pub fn all(store: DynStore, registry: &Registry) -> Vec<Controller> {
         iam_binder::IamBinder::controller(store.clone()).register(registry),
         crate::scheduler::Scheduler::controller(store.clone()).register(registry),
         scaling::ScalingController::controller(store.clone()).register(registry),
-        crate::instance_status::InstanceStatus::controller(store).register(registry),
+        crate::instance_status::InstanceStatus::controller(store.clone()).register(registry),
+        gc::controller(store).register(registry),
     ]
 }

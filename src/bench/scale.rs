@@ -376,14 +376,8 @@ async fn phase(
     let group = format!("service:{name}");
     // The httpd task of the other benches (10 CPU units, 16 MiB, a dynamic host port); the
     // image is never pulled: the instances are fakes.
-    let manifest = super::harness::httpd_service(
-        name,
-        "fake/none:1",
-        super::harness::HTTPD,
-        count,
-        &[],
-        &[],
-    );
+    let manifest =
+        super::harness::httpd_service(name, "fake/none:1", super::harness::HTTPD, count, &[], &[]);
     let start = Instant::now();
     super::harness::apply_yaml(store, &manifest, &format!("{name}.yaml")).await?;
     let mut p = Phase {
