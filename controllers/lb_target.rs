@@ -200,7 +200,12 @@ impl LbTargetController {
         if writes > 0 {
             // Unfenced puts and deletes: chunking to etcd's default limits changes nothing.
             for ops in chunk_ops(txn.success) {
-                self.store.txn(Txn { success: ops, ..Txn::new() }).await?;
+                self.store
+                    .txn(Txn {
+                        success: ops,
+                        ..Txn::new()
+                    })
+                    .await?;
             }
         }
         if let Some(svc) = svc.filter(|_| !registered.is_empty() || !deregistered.is_empty()) {

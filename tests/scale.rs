@@ -136,7 +136,10 @@ async fn three_hundred_replicas_start_on_default_etcd() {
         .unwrap()
         .unwrap();
     assert!(
-        svc.status.events.iter().any(|e| e.message.contains("has started")),
+        svc.status
+            .events
+            .iter()
+            .any(|e| e.message.contains("has started")),
         "{:?}",
         svc.status.events
     );
