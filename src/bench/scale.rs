@@ -112,6 +112,9 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let running = running_total(&counts);
     let cpu = idle_cpu(o.idle).await;
+    if running_total(&counts) != running {
+        println!("  (the idle window was not quiet: tasks were still being started)");
+    }
     let rss = proc_status_kib("VmRSS");
     let hwm = proc_status_kib("VmHWM");
     let p99 = reconcile_p99(&n.registry);
@@ -407,8 +410,15 @@ async fn phase(
             p.running = Some(start.elapsed());
             break;
         }
-        if placed + running != progress.0 {
-            progress = (placed + running, Instant::now());
+        // Progress anywhere counts: an earlier phase's backlog may still be placed first.
+        let total: usize = counts
+            .lock()
+            .unwrap()
+            .values()
+            .map(|s| s.placed.len() + s.running.len())
+            .sum();
+        if total != progress.0 {
+            progress = (total, Instant::now());
         }
         if Instant::now() > deadline {
             break;
