@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use berth_core::model::{stop_codes, HealthStatus, TaskState};
 use tokio::time::Duration;
 
-use crate::harness::{revision_of, Harness, Mirror, Web};
+use crate::harness::{assert_stopped_with, revision_of, Harness, Mirror, Web};
 
 /// Healthy for the deployment maths: counts toward the service, RUNNING and HEALTHY.
 fn healthy(m: &Mirror, service: &str) -> usize {
@@ -33,7 +33,7 @@ async fn rolls_within_bounds(desired: u32, min: u32, max: u32) {
     web.min = min;
     web.max = max;
     web.health_check = true;
-    let v1 = revision_of(&h.apply(&web.yaml()).await, "web");
+    let v1 = revision_of(&h.apply(&web.manifests()).await, "web");
     h.mirror
         .wait_until("v1 steady", |m| {
             (m.steady_on("web", &v1, desired as usize) && healthy(m, "web") == desired as usize)
@@ -42,7 +42,7 @@ async fn rolls_within_bounds(desired: u32, min: u32, max: u32) {
         .await;
 
     web.version = "2";
-    let v2 = revision_of(&h.apply(&web.yaml()).await, "web");
+    let v2 = revision_of(&h.apply(&web.manifests()).await, "web");
     assert_ne!(v1, v2);
     let floor = (desired * min).div_ceil(100) as usize;
     let ceiling = (desired * max / 100) as usize;
@@ -90,11 +90,7 @@ async fn rolls_within_bounds(desired: u32, min: u32, max: u32) {
     // Every v1 task was asked to stop by the scheduler and has stopped.
     for t in h.mirror.service_tasks("web") {
         if t.spec.task_definition == v1 {
-            assert!(t.is_stopped());
-            assert_eq!(
-                t.status.stop_code.as_deref(),
-                Some(stop_codes::SERVICE_SCHEDULER_INITIATED)
-            );
+            assert_stopped_with(&t, stop_codes::SERVICE_SCHEDULER_INITIATED);
         }
     }
     h.stop().await;
@@ -112,23 +108,18 @@ async fn rolls_3_tasks_at_100_to_200_percent() {
 
 #[tokio::test]
 async fn circuit_breaker_rolls_back_when_new_tasks_fail_to_start() {
-    let mut h = Harness::start(2, |_| {}).await;
-    let mut web = Web::new("web", 2);
-    web.breaker = true;
-    let v1 = revision_of(&h.apply(&web.yaml()).await, "web");
-    h.mirror
-        .wait_until("v1 steady", |m| m.steady_on("web", &v1, 2).then_some(()))
-        .await;
-    let v1_tasks: BTreeSet<String> = h
-        .mirror
-        .active("web")
-        .iter()
-        .map(|t| t.metadata.name.clone())
-        .collect();
+    let mut web = Web::new("web", 2).with(|w| w.breaker = true);
+    let (mut h, v1) = Harness::launched(2, &web).await;
+    let v1_tasks = h.mirror.active_names("web");
 
+    // The next revision's tasks cannot start (set before it exists: its first task may
+    // start as soon as it is applied).
+    let (family, n) = v1.split_once(':').unwrap();
+    let next = format!("{family}:{}", n.parse::<u32>().unwrap() + 1);
+    h.agent.fail_starts_of(&next);
     web.version = "broken";
-    let v2 = revision_of(&h.apply(&web.yaml()).await, "web");
-    h.agent.fail_starts_of(&v2);
+    let v2 = revision_of(&h.apply(&web.manifests()).await, "web");
+    assert_eq!(v2, next);
     h.mirror
         .wait_until("rolled back to v1 and steady", |m| {
             // minimumHealthyPercent 100: the v1 tasks keep serving throughout.
@@ -165,11 +156,7 @@ async fn circuit_breaker_rolls_back_when_new_tasks_fail_to_start() {
         .collect();
     assert!(v2_tasks.len() >= 3);
     for t in &v2_tasks {
-        assert!(t.is_stopped());
-        assert_eq!(
-            t.status.stop_code.as_deref(),
-            Some(stop_codes::TASK_FAILED_TO_START)
-        );
+        assert_stopped_with(t, stop_codes::TASK_FAILED_TO_START);
     }
     let events = h.mirror.events("web");
     assert!(

@@ -2,7 +2,7 @@
 //! controller, a simulated agent (no Docker), and a mirror of the store that sees every
 //! revision in order so tests can wait on, and check invariants at, each change.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use berth_core::agent::simulated::{SimulatedAgent, SimulatedAgentConfig};
@@ -14,6 +14,7 @@ use berth_core::runtime::Registry;
 use berth_core::store::embedded::EmbeddedStore;
 use berth_core::store::{DynStore, EventKind, KeyValue, WatchEvent, WatchStream};
 use futures::StreamExt;
+use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -69,6 +70,23 @@ impl Harness {
             .iter()
             .map(|r| r.to_string())
             .collect()
+    }
+
+    /// [`Harness::start`] with the default configuration, then [`Harness::launch`].
+    pub async fn launched(instances: usize, web: &Web) -> (Self, String) {
+        let mut h = Harness::start(instances, |_| {}).await;
+        let td = h.launch(web).await;
+        (h, td)
+    }
+
+    /// Apply the service's manifests and wait until it runs `desired` tasks of the revision
+    /// registered; returns that revision (`family:N`).
+    pub async fn launch(&mut self, web: &Web) -> String {
+        let td = revision_of(&self.apply(&web.manifests()).await, web.name);
+        self.mirror
+            .wait_steady(web.name, &td, web.desired as usize)
+            .await;
+        td
     }
 
     /// Play a load balancer for every target group: a registered target is reported healthy,
@@ -284,6 +302,23 @@ impl Mirror {
                 .is_some_and(|d| d.task_definition == taskdef && d.rollout_state == "COMPLETED")
     }
 
+    /// Wait until [`Mirror::steady_on`].
+    pub async fn wait_steady(&mut self, service: &str, taskdef: &str, desired: usize) {
+        let what = format!("{service} steady with {desired} tasks of {taskdef}");
+        self.wait_until(&what, |m| {
+            m.steady_on(service, taskdef, desired).then_some(())
+        })
+        .await
+    }
+
+    /// Names of the tasks that count toward the service.
+    pub fn active_names(&self, service: &str) -> BTreeSet<String> {
+        self.active(service)
+            .into_iter()
+            .map(|t| t.metadata.name)
+            .collect()
+    }
+
     fn describe_tasks(&self) -> String {
         self.tasks()
             .iter()
@@ -334,7 +369,7 @@ impl Mirror {
     }
 }
 
-/// A service and its task definition, as YAML manifests.
+/// A service and its task definition (and target group), as manifests.
 #[derive(Debug, Clone)]
 pub struct Web {
     pub name: &'static str,
@@ -369,71 +404,67 @@ impl Web {
         }
     }
 
-    pub fn yaml(&self) -> String {
-        let health = if self.health_check {
-            "\n      healthCheck: {command: [\"CMD-SHELL\", \"true\"], interval: 1, timeout: 1, retries: 1}"
-        } else {
-            ""
-        };
-        let sidecar = if self.sidecar {
-            "\n    - {name: sidecar, image: local/busybox:1, essential: false, cpu: 8, memory: 8}"
-        } else {
-            ""
-        };
-        let breaker = if self.breaker {
-            "\n    deploymentCircuitBreaker: {enable: true, rollback: true}"
-        } else {
-            ""
-        };
-        let spread = if self.spread {
-            "\n  placementStrategy: [{type: spread, field: instanceId}]"
-        } else {
-            ""
-        };
-        let (lb, tg) = match self.target_group {
-            Some(tg) => (
-                format!(
-                    "\n  loadBalancers: [{{targetGroup: {tg}, containerName: app, containerPort: 8080}}]"
-                ),
-                format!(
-                    "---\napiVersion: berth.dev/v1\nkind: TargetGroup\nmetadata: {{name: {tg}}}\nspec:\n  protocol: HTTP\n  deregistrationDelaySeconds: 30\n"
-                ),
-            ),
-            None => (String::new(), String::new()),
-        };
-        let Web {
-            name,
-            desired,
-            version,
-            min,
-            max,
-            ..
-        } = self;
-        format!(
-            r#"apiVersion: berth.dev/v1
-kind: TaskDefinition
-metadata: {{name: {name}}}
-spec:
-  containerDefinitions:
-    - name: app
-      image: local/busybox:1
-      cpu: 64
-      memory: 32
-      portMappings: [{{containerPort: 8080}}]
-      environment: [{{name: VERSION, value: "{version}"}}]{health}{sidecar}
----
-apiVersion: berth.dev/v1
-kind: Service
-metadata: {{name: {name}}}
-spec:
-  taskDefinition: {name}
-  desiredCount: {desired}{spread}{lb}
-  deploymentConfiguration:
-    minimumHealthyPercent: {min}
-    maximumPercent: {max}{breaker}
-{tg}"#
-        )
+    /// This service with `f` applied to it.
+    pub fn with(mut self, f: impl FnOnce(&mut Web)) -> Self {
+        f(&mut self);
+        self
     }
+
+    /// The manifests, as JSON documents (which are YAML too) separated by `---`.
+    pub fn manifests(&self) -> String {
+        let mut app = json!({
+            "name": "app", "image": "local/busybox:1", "cpu": 64, "memory": 32,
+            "portMappings": [{"containerPort": 8080}],
+            "environment": [{"name": "VERSION", "value": self.version}],
+        });
+        if self.health_check {
+            app["healthCheck"] = json!({"command": ["CMD-SHELL", "true"], "interval": 1, "timeout": 1, "retries": 1});
+        }
+        let mut containers = vec![app];
+        if self.sidecar {
+            containers.push(json!({
+                "name": "sidecar", "image": "local/busybox:1", "essential": false, "cpu": 8, "memory": 8,
+            }));
+        }
+        let mut spec = json!({
+            "taskDefinition": self.name,
+            "desiredCount": self.desired,
+            "deploymentConfiguration": {
+                "minimumHealthyPercent": self.min,
+                "maximumPercent": self.max,
+            },
+        });
+        if self.breaker {
+            spec["deploymentConfiguration"]["deploymentCircuitBreaker"] =
+                json!({"enable": true, "rollback": true});
+        }
+        if self.spread {
+            spec["placementStrategy"] = json!([{"type": "spread", "field": "instanceId"}]);
+        }
+        let mut docs = vec![object(
+            "TaskDefinition",
+            self.name,
+            json!({"containerDefinitions": containers}),
+        )];
+        if let Some(tg) = self.target_group {
+            spec["loadBalancers"] =
+                json!([{"targetGroup": tg, "containerName": "app", "containerPort": 8080}]);
+            docs.push(object(
+                "TargetGroup",
+                tg,
+                json!({"protocol": "HTTP", "deregistrationDelaySeconds": 30}),
+            ));
+        }
+        docs.push(object("Service", self.name, spec));
+        docs.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    }
+}
+
+fn object(kind: &str, name: &str, spec: serde_json::Value) -> serde_json::Value {
+    json!({"apiVersion": "berth.dev/v1", "kind": kind, "metadata": {"name": name}, "spec": spec})
 }
 
 /// The `family:N` an apply registered (or found unchanged) for `family`.
@@ -449,4 +480,21 @@ pub fn revision_of(applied: &[String], family: &str) -> String {
         })
         .filter(|r| format!("taskdefinition/{r}").starts_with(&prefix))
         .unwrap_or_else(|| panic!("no revision of {family} in {applied:?}"))
+}
+
+/// The task stopped with this stop code.
+pub fn assert_stopped_with(t: &Task, code: &str) {
+    assert!(
+        t.is_stopped(),
+        "{} is {}",
+        t.metadata.name,
+        t.status.last_status
+    );
+    assert_eq!(
+        t.status.stop_code.as_deref(),
+        Some(code),
+        "{}: {:?}",
+        t.metadata.name,
+        t.status.stopped_reason
+    );
 }

@@ -19,7 +19,7 @@ async fn running_tasks_are_registered_and_drained_before_they_stop() {
     h.fake_load_balancer();
     let mut web = Web::new("web", 2);
     web.target_group = Some("web");
-    let td = revision_of(&h.apply(&web.yaml()).await, "web");
+    let td = revision_of(&h.apply(&web.manifests()).await, "web");
 
     let mut seen = Seen::default();
     h.mirror
@@ -28,21 +28,20 @@ async fn running_tasks_are_registered_and_drained_before_they_stop() {
             (m.targets().len() == 2 && m.steady_on("web", &td, 2)).then_some(())
         })
         .await;
-    let running: BTreeSet<String> = h
-        .mirror
-        .active("web")
-        .iter()
-        .map(|t| t.metadata.name.clone())
-        .collect();
+    let running = h.mirror.active_names("web");
     assert_eq!(seen.registered, running);
-    assert!(h
-        .mirror
-        .events("web")
-        .iter()
-        .any(|e| e.starts_with("service web registered") && e.ends_with("target-group web")));
+    // The event follows the registration (a separate write).
+    h.mirror
+        .wait_until("the registration event", |m| {
+            m.events("web")
+                .iter()
+                .any(|e| e.starts_with("service web registered") && e.ends_with("target-group web"))
+                .then_some(())
+        })
+        .await;
 
     web.desired = 1;
-    h.apply(&web.yaml()).await;
+    h.apply(&web.manifests()).await;
     h.mirror
         .wait_until("scaled to 1 behind the target group", |m| {
             seen.check(m);

@@ -4,24 +4,22 @@
 use berth_controllers::recovery::LOST_INSTANCE_GRACE;
 use berth_core::model::{stop_codes, HealthStatus, TaskState};
 
-use crate::harness::{revision_of, Harness, Web};
+use crate::harness::{assert_stopped_with, Harness, Web};
 
 #[tokio::test]
 async fn an_unhealthy_task_is_stopped_and_replaced() {
-    let mut h = Harness::start(1, |_| {}).await;
-    let mut web = Web::new("web", 2);
-    web.health_check = true;
-    let td = revision_of(&h.apply(&web.yaml()).await, "web");
+    let checked = Web::new("web", 2).with(|w| w.health_check = true);
+    let (mut h, td) = Harness::launched(1, &checked).await;
+    let sick = h.mirror.active("web")[0].metadata.name.clone();
     h.mirror
         .wait_until("2 healthy", |m| {
-            (m.steady_on("web", &td, 2)
-                && m.active("web")
-                    .iter()
-                    .all(|t| t.status.health_status == HealthStatus::Healthy))
-            .then_some(())
+            let active = m.active("web");
+            let healthy = active
+                .iter()
+                .filter(|t| t.status.health_status == HealthStatus::Healthy);
+            (healthy.count() == 2).then_some(())
         })
         .await;
-    let sick = h.mirror.active("web")[0].metadata.name.clone();
     h.agent.set_health(&sick, None, HealthStatus::Unhealthy);
     h.mirror
         .wait_until("the unhealthy task replaced", |m| {
@@ -30,10 +28,7 @@ async fn an_unhealthy_task_is_stopped_and_replaced() {
         .await;
     let t = h.mirror.task(&sick).unwrap();
     assert_eq!(t.status.health_status, HealthStatus::Unhealthy);
-    assert_eq!(
-        t.status.stop_code.as_deref(),
-        Some(stop_codes::SERVICE_SCHEDULER_INITIATED)
-    );
+    assert_stopped_with(&t, stop_codes::SERVICE_SCHEDULER_INITIATED);
     let reason = t.status.stopped_reason.clone().unwrap_or_default();
     assert!(
         reason.starts_with(stop_codes::HEALTH_CHECK_REASON) && reason.contains("app"),
@@ -45,13 +40,8 @@ async fn an_unhealthy_task_is_stopped_and_replaced() {
 
 #[tokio::test]
 async fn an_essential_container_exit_is_replaced() {
-    let mut h = Harness::start(1, |_| {}).await;
-    let mut web = Web::new("web", 1);
-    web.sidecar = true;
-    let td = revision_of(&h.apply(&web.yaml()).await, "web");
-    h.mirror
-        .wait_until("1 running", |m| m.steady_on("web", &td, 1).then_some(()))
-        .await;
+    let web = Web::new("web", 1).with(|w| w.sidecar = true);
+    let (mut h, td) = Harness::launched(1, &web).await;
     let first = h.mirror.active("web")[0].metadata.name.clone();
 
     // A non-essential container exiting leaves the task running.
@@ -79,10 +69,7 @@ async fn an_essential_container_exit_is_replaced() {
         .await;
     assert_eq!(replacement.spec.task_definition, td);
     let t = h.mirror.task(&first).unwrap();
-    assert_eq!(
-        t.status.stop_code.as_deref(),
-        Some(stop_codes::ESSENTIAL_CONTAINER_EXITED)
-    );
+    assert_stopped_with(&t, stop_codes::ESSENTIAL_CONTAINER_EXITED);
     assert_eq!(
         t.status.stopped_reason.as_deref(),
         Some("Essential container in task exited: app (exit code 3)")
@@ -103,21 +90,16 @@ async fn an_essential_container_exit_is_replaced() {
 
 #[tokio::test]
 async fn a_lost_instances_tasks_are_replaced_after_the_grace() {
-    let mut h = Harness::start(2, |_| {}).await;
-    let mut web = Web::new("web", 2);
-    web.spread = true;
-    let td = revision_of(&h.apply(&web.yaml()).await, "web");
+    let web = Web::new("web", 2).with(|w| w.spread = true);
+    let (mut h, td) = Harness::launched(2, &web).await;
     h.mirror
         .wait_until("one task per instance", |m| {
-            let on: Vec<_> = m
+            let on: std::collections::BTreeSet<_> = m
                 .active("web")
-                .iter()
-                .filter_map(|t| t.status.container_instance.clone())
+                .into_iter()
+                .filter_map(|t| t.status.container_instance)
                 .collect();
-            (m.steady_on("web", &td, 2)
-                && on.contains(&"sim-0".into())
-                && on.contains(&"sim-1".into()))
-            .then_some(())
+            (on.len() == 2).then_some(())
         })
         .await;
     let lost = h

@@ -2,54 +2,43 @@
 
 use berth_core::model::{stop_codes, TaskState};
 
-use crate::harness::{revision_of, Harness, Web};
+use crate::harness::{assert_stopped_with, revision_of, Harness, Web};
+
+/// Scale to `web.desired` and wait for it; fails if more tasks than that were ever not
+/// stopped at once, or if any task but the missing ones was created.
+async fn scale_up(h: &mut Harness, web: &Web) -> String {
+    let td = revision_of(&h.apply(&web.manifests()).await, "web");
+    let n = web.desired as usize;
+    let mut most = 0;
+    h.mirror
+        .wait_until("scaled up", |m| {
+            most = most.max(m.not_stopped("web").len());
+            m.steady_on("web", &td, n).then_some(())
+        })
+        .await;
+    assert_eq!(most, n, "more tasks than desired while scaling to {n}");
+    assert_eq!(h.mirror.service_tasks("web").len(), n, "tasks created: {n}");
+    td
+}
 
 #[tokio::test]
 async fn scales_3_to_5_to_1_with_exact_counts() {
     let mut h = Harness::start(2, |_| {}).await;
     let mut web = Web::new("web", 3);
-    let td = revision_of(&h.apply(&web.yaml()).await, "web");
-    // Never more tasks than asked for, at any revision.
-    let mut most = 0;
-    h.mirror
-        .wait_until("3 running", |m| {
-            most = most.max(m.not_stopped("web").len());
-            m.steady_on("web", &td, 3).then_some(())
-        })
-        .await;
-    assert_eq!(most, 3, "more tasks than desired while scaling to 3");
-    assert_eq!(
-        h.mirror.service_tasks("web").len(),
-        3,
-        "no task created twice"
-    );
-
+    scale_up(&mut h, &web).await;
     web.desired = 5;
-    h.apply(&web.yaml()).await;
-    h.mirror
-        .wait_until("5 running", |m| {
-            most = most.max(m.not_stopped("web").len());
-            m.steady_on("web", &td, 5).then_some(())
-        })
-        .await;
-    assert_eq!(most, 5, "more tasks than desired while scaling to 5");
-    assert_eq!(h.mirror.service_tasks("web").len(), 5, "only 2 tasks added");
+    let td = scale_up(&mut h, &web).await;
 
     web.desired = 1;
-    h.apply(&web.yaml()).await;
-    h.mirror
-        .wait_until("1 running", |m| m.steady_on("web", &td, 1).then_some(()))
-        .await;
+    h.apply(&web.manifests()).await;
+    h.mirror.wait_steady("web", &td, 1).await;
     let all = h.mirror.service_tasks("web");
     assert_eq!(all.len(), 5, "scaling down starts nothing");
     let stopped: Vec<_> = all.iter().filter(|t| t.is_stopped()).collect();
     assert_eq!(stopped.len(), 4);
     for t in stopped {
         // Asked to stop by the service scheduler, then stopped by the agent.
-        assert_eq!(
-            t.status.stop_code.as_deref(),
-            Some(stop_codes::SERVICE_SCHEDULER_INITIATED)
-        );
+        assert_stopped_with(t, stop_codes::SERVICE_SCHEDULER_INITIATED);
         assert!(
             t.status
                 .stopped_reason
@@ -75,17 +64,9 @@ async fn scales_3_to_5_to_1_with_exact_counts() {
 #[tokio::test]
 async fn a_task_that_dies_is_replaced() {
     let mut h = Harness::start(1, |_| {}).await;
-    let td = revision_of(&h.apply(&Web::new("web", 2).yaml()).await, "web");
-    h.mirror
-        .wait_until("2 running", |m| m.steady_on("web", &td, 2).then_some(()))
-        .await;
-    let before: Vec<String> = h
-        .mirror
-        .active("web")
-        .iter()
-        .map(|t| t.metadata.name.clone())
-        .collect();
-    let victim = before[0].clone();
+    let td = h.launch(&Web::new("web", 2)).await;
+    let before = h.mirror.active_names("web");
+    let victim = before.first().cloned().unwrap();
     h.agent.exit_container(&victim, "app", 137);
     let replacement = h
         .mirror
@@ -108,10 +89,7 @@ async fn a_task_that_dies_is_replaced() {
         "exactly one replacement"
     );
     let dead = h.mirror.task(&victim).unwrap();
-    assert_eq!(
-        dead.status.stop_code.as_deref(),
-        Some(stop_codes::ESSENTIAL_CONTAINER_EXITED)
-    );
+    assert_stopped_with(&dead, stop_codes::ESSENTIAL_CONTAINER_EXITED);
     assert_eq!(dead.status.containers[0].exit_code, Some(137));
     h.stop().await;
 }

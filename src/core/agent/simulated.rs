@@ -217,7 +217,7 @@ impl SimulatedAgent {
             });
         }
         register(&self.inner, id).await?;
-        self.reconnect(id).await
+        self.connect(id, false).await
     }
 
     /// Register `n` instances named `{prefix}-{i}`; returns their ids.
@@ -266,6 +266,11 @@ impl SimulatedAgent {
     /// Hold the instance's lease again and resume its tasks (what the real agent does after a
     /// partition heals or on restart).
     pub async fn reconnect(&self, id: &str) -> anyhow::Result<()> {
+        self.connect(id, true).await
+    }
+
+    /// Take the instance's lease; with `resume`, look at its tasks again.
+    async fn connect(&self, id: &str, resume: bool) -> anyhow::Result<()> {
         let mut leases = self.inner.leases.lock().await;
         if !self.inner.instances.read().unwrap().contains_key(id) {
             anyhow::bail!("{id} is not a simulated instance of this agent");
@@ -277,8 +282,10 @@ impl SimulatedAgent {
             i.connected = true;
         }
         drop(leases);
-        for t in self.inner.live_tasks().await? {
-            self.queue.add(&t);
+        if resume {
+            for t in self.inner.live_tasks().await? {
+                self.queue.add(&t);
+            }
         }
         Ok(())
     }
@@ -616,24 +623,7 @@ impl SimRunner {
         let s = &self.0;
         let id = task.metadata.name.as_str();
         if task.status.last_status < TaskState::Deactivating || cause.is_some() {
-            objects::update_task(&*s.store, id, |t| {
-                if t.is_stopped() {
-                    return false;
-                }
-                t.status.desired_status = DesiredStatus::Stopped;
-                if t.status.last_status < TaskState::Deactivating {
-                    t.status.last_status = TaskState::Deactivating;
-                    t.status.stopping_at = Some(now());
-                }
-                if let Some(c) = &cause {
-                    if t.status.stop_code.is_none() {
-                        t.status.stop_code = Some(c.code.to_string());
-                        t.status.stopped_reason = Some(c.reason.clone());
-                    }
-                }
-                true
-            })
-            .await?;
+            self.deactivate(id, cause.as_ref()).await?;
         }
         let (sigterm_at, exits) = s.with_task(id, |t| {
             (
@@ -657,13 +647,10 @@ impl SimRunner {
                 c.last_status = "STOPPED".into();
                 c.network_bindings.clear();
             }
-            t.status.desired_status = DesiredStatus::Stopped;
+            // Stopped without a request (none of ours): the stop counts as the user's.
+            t.request_stop(stop_codes::USER_INITIATED, "Task stopped");
             t.status.last_status = TaskState::Stopped;
             t.status.stopped_at = Some(now());
-            if t.status.stop_code.is_none() {
-                t.status.stop_code = Some(stop_codes::USER_INITIATED.into());
-                t.status.stopped_reason = Some("Task stopped".into());
-            }
             true
         })
         .await?;
@@ -705,17 +692,25 @@ impl SimRunner {
             .unwrap()
             .insert(task.metadata.name.clone());
         if task.status.last_status < TaskState::Deactivating {
-            objects::update_task(&*s.store, &task.metadata.name, |t| {
-                if t.is_stopped() || t.status.last_status >= TaskState::Deactivating {
-                    return false;
-                }
-                t.status.last_status = TaskState::Deactivating;
-                t.status.stopping_at = Some(now());
-                true
-            })
-            .await?;
+            self.deactivate(&task.metadata.name, None).await?;
         }
         Ok(Some(left))
+    }
+
+    /// DEACTIVATING (stamped `stoppingAt`), and asked to stop for `cause` unless someone
+    /// asked first (the first stop code stands).
+    async fn deactivate(&self, id: &str, cause: Option<&Cause>) -> anyhow::Result<()> {
+        objects::update_task(&*self.0.store, id, |t| {
+            let asked = cause.is_some_and(|c| t.request_stop(c.code, &c.reason));
+            let begins = !t.is_stopped() && t.status.last_status < TaskState::Deactivating;
+            if begins {
+                t.status.last_status = TaskState::Deactivating;
+                t.status.stopping_at = Some(now());
+            }
+            asked || begins
+        })
+        .await?;
+        Ok(())
     }
 
     async fn run(&self, task: &Task, instance: &str) -> anyhow::Result<Action> {
