@@ -359,7 +359,16 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
         }
     };
 
-    let classified = actions::classify(&method, &path, &bytes);
+    // Authorize what the handler will act on: the router decodes each segment, so classify
+    // the decoded path, and refuse spellings that could make the two disagree.
+    let decoded_path = match crate::util::percent::normalized_path(&path) {
+        Ok(p) => p,
+        Err(why) => {
+            return crate::api::error::ApiError::bad_request(format!("invalid path: {why}"))
+                .into_response()
+        }
+    };
+    let classified = actions::classify(&method, &decoded_path, &bytes);
     let targets = match &classified {
         Classified::Public => {
             let req = Request::from_parts(parts, Body::from(bytes));

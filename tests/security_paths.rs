@@ -1,0 +1,69 @@
+//! Authorization decides on the path the handler acts on (issue 16, item 1): a Deny on
+//! `service/web` holds however the path spells `web`, and spellings that could make
+//! authorization and the router disagree (encoded slashes, dot segments) are refused.
+
+mod common;
+
+use common::berth::*;
+use serde_json::Value;
+
+const ROLE: &str = r#"apiVersion: berth.dev/v1
+kind: Role
+metadata: {name: all-but-web}
+spec:
+  statements:
+    - {effect: Allow, actions: ["berth:*"], resources: ["*"]}
+    - {effect: Deny, actions: ["berth:*"], resources: ["service/web"]}
+"#;
+
+fn call(port: u16, token: &str, method: &str, path: &str) -> u16 {
+    let auth = vec![("Authorization".to_string(), format!("Bearer {token}"))];
+    http_raw(port, method, path, &auth, b"")
+        .unwrap_or_else(|| panic!("{method} {path}: no answer"))
+        .0
+}
+
+#[test]
+fn an_explicit_deny_holds_for_every_spelling_of_the_path() {
+    let b = Berth::up(None);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("role.yaml"), ROLE).unwrap();
+    b.apply(dir.path());
+    let created: Value = serde_json::from_str(&b.cli_ok(&[
+        "auth",
+        "identity",
+        "create",
+        "mallory",
+        "--role",
+        "all-but-web",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let token = created["token"].as_str().unwrap().to_string();
+    let port = b.port;
+
+    // The plain spelling is denied...
+    assert_eq!(call(port, &token, "DELETE", "/v1/services/web"), 403);
+    assert_eq!(call(port, &token, "GET", "/v1/services/web"), 403);
+    // ...and so is every encoding of it (before the fix: classified as service/w%65b, allowed).
+    for p in [
+        "/v1/services/w%65b",
+        "/v1/services/%77%65%62",
+        "/v1/services/web/",
+    ] {
+        assert_eq!(call(port, &token, "DELETE", p), 403, "DELETE {p}");
+    }
+    // Spellings that could make authorization and the router disagree are refused outright.
+    for p in [
+        "/v1/services/a%2Fb",
+        "/v1/services/a%2fweb",
+        "/v1/services/..",
+        "/v1/%2e%2e/v1/services/web",
+        "/v1//services/web",
+    ] {
+        assert_eq!(call(port, &token, "DELETE", p), 400, "DELETE {p}");
+    }
+    // Another service is still allowed (the role is not simply broken).
+    assert_eq!(call(port, &token, "GET", "/v1/services/other"), 404);
+}
