@@ -35,6 +35,15 @@ fn one() -> u32 {
 
 pub async fn run_task(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let req: RunTaskRequest = decode(&body)?;
+    // `service:NAME` groups belong to the service controller: a run-task counted as a
+    // service's would join its target groups, its counts and its crash-loop back-off.
+    if let Some(g) = req.group.as_deref() {
+        if g.starts_with("service:") {
+            return Err(ApiError::bad_request(format!(
+                "group {g:?} is reserved for the tasks of a service; choose another group"
+            )));
+        }
+    }
     if req.count == 0 || req.count > MAX_RUN_COUNT {
         return Err(ApiError::bad_request(format!(
             "count must be between 1 and {MAX_RUN_COUNT}, got {}",

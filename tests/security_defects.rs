@@ -1,6 +1,8 @@
-//! Authorization decides on the path the handler acts on (issue 16, item 1): a Deny on
-//! `service/web` holds however the path spells `web`, and spellings that could make
-//! authorization and the router disagree (encoded slashes, dot segments) are refused.
+//! Defects an attacker would try against the real API (issue 16):
+//! - item 1: authorization decides on the path the handler acts on — a Deny on `service/web`
+//!   holds however the path spells `web`, and spellings that could make authorization and the
+//!   router disagree (encoded slashes, dot segments) are refused;
+//! - item 2: run-task cannot put a task in a service's group.
 
 mod common;
 
@@ -66,4 +68,20 @@ fn an_explicit_deny_holds_for_every_spelling_of_the_path() {
     }
     // Another service is still allowed (the role is not simply broken).
     assert_eq!(call(port, &token, "GET", "/v1/services/other"), 404);
+}
+
+#[test]
+fn run_task_cannot_join_a_service() {
+    let b = Berth::up(None);
+    let token = b.token();
+    let auth = vec![
+        ("Authorization".to_string(), format!("Bearer {token}")),
+        ("Content-Type".to_string(), "application/json".to_string()),
+    ];
+    let body = br#"{"taskDefinition": "web", "group": "service:web"}"#;
+    let (status, _, text) = http_raw(b.port, "POST", "/v1/tasks", &auth, body).unwrap();
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("reserved"), "{text}");
+    let tasks = b.get_json(&["tasks"]);
+    assert_eq!(tasks.as_array().map(Vec::len), Some(0), "{tasks}");
 }
