@@ -85,3 +85,39 @@ fn run_task_cannot_join_a_service() {
     let tasks = b.get_json(&["tasks"]);
     assert_eq!(tasks.as_array().map(Vec::len), Some(0), "{tasks}");
 }
+
+/// Item 7: the store's files hold the server key: private on disk, and a store whose files
+/// others can read is refused with what to do.
+#[test]
+fn store_files_are_private_and_readable_ones_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let s = berth::store::embedded::EmbeddedStore::open(&data).unwrap();
+        use berth::store::Store;
+        s.put("/berth/x", b"secret".to_vec()).await.unwrap();
+    });
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    let files: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with("LOCK") && !p.to_string_lossy().ends_with(".lock"))
+        .collect();
+    assert!(!files.is_empty());
+    for f in &files {
+        assert_eq!(mode(f) & 0o077, 0, "{} is mode {:o}", f.display(), mode(f));
+    }
+    std::fs::set_permissions(&files[0], std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = rt
+        .block_on(async { berth::store::embedded::EmbeddedStore::open(&data).map(|_| ()) })
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("readable by other users"),
+        "{err:#}"
+    );
+}

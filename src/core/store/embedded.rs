@@ -856,16 +856,12 @@ impl Wal {
     /// exists before the snapshot is renamed into place, so every crash point replays correctly.
     fn rotate(&mut self, snapshot: &[u8]) -> io::Result<()> {
         let next = self.seq + 1;
-        let new_file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(log_path(&self.dir, next))?;
+        let new_file = private_file(&log_path(&self.dir, next))?;
         new_file.sync_all()?;
         sync_dir(&self.dir)?;
         let tmp = self.dir.join(SNAPSHOT_TMP);
         {
-            let mut f = File::create(&tmp)?;
+            let mut f = private_file(&tmp)?;
             f.write_all(snapshot)?;
             f.sync_all()?;
         }
@@ -1150,12 +1146,15 @@ impl EmbeddedStore {
     }
 
     /// Open (creating if needed) the store in `dir`, replaying its snapshot and log.
+    /// The directory is made private (0700) and every store file must be (0600): they hold
+    /// the server key that every secret is derived from.
     pub fn open(dir: impl AsRef<Path>) -> anyhow::Result<Self> {
         Self::open_with(dir.as_ref(), Options::default())
     }
 
     fn open_with(dir: &Path, opts: Options) -> anyhow::Result<Self> {
         fs::create_dir_all(dir).with_context(|| format!("creating store dir {}", dir.display()))?;
+        check_private(dir)?;
         let lock_file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -1199,7 +1198,7 @@ impl EmbeddedStore {
             fs::remove_file(log_path(dir, live.pop().unwrap()))?;
         }
         if live.is_empty() {
-            File::create(log_path(dir, next_seq))?.sync_all()?;
+            private_file(&log_path(dir, next_seq))?.sync_all()?;
             sync_dir(dir)?;
             live.push(next_seq);
         }
@@ -1784,4 +1783,37 @@ mod tests {
         }
         panic!("lease did not expire");
     }
+}
+
+/// Create (or truncate) a store file readable by its owner only.
+fn private_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Make the data directory private and refuse store files others can read: they hold the
+/// server key (anyone who reads it can derive every secret and become admin).
+fn check_private(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making store dir {} private", dir.display()))?;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_file() && mode & 0o077 != 0 && entry.file_name() != LOCK_FILE {
+            anyhow::bail!(
+                "store file {} is readable by other users (mode {mode:o}) and holds the server key; \
+                 run `chmod 600 {}/*` (and rotate credentials if others may have read it)",
+                entry.path().display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
