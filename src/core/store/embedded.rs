@@ -1549,6 +1549,39 @@ impl Store for EmbeddedStore {
     }
 }
 
+/// Create (or truncate) a store file readable by its owner only.
+fn private_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Make the data directory private and refuse store files others can read: they hold the
+/// server key (anyone who reads it can derive every secret and become admin).
+fn check_private(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making store dir {} private", dir.display()))?;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_file() && mode & 0o077 != 0 && entry.file_name() != LOCK_FILE {
+            anyhow::bail!(
+                "store file {} is readable by other users (mode {mode:o}) and holds the server key; \
+                 run `chmod 600 {}/*` (and rotate credentials if others may have read it)",
+                entry.path().display(),
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1783,37 +1816,4 @@ mod tests {
         }
         panic!("lease did not expire");
     }
-}
-
-/// Create (or truncate) a store file readable by its owner only.
-fn private_file(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-}
-
-/// Make the data directory private and refuse store files others can read: they hold the
-/// server key (anyone who reads it can derive every secret and become admin).
-fn check_private(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("making store dir {} private", dir.display()))?;
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let meta = entry.metadata()?;
-        let mode = meta.permissions().mode() & 0o777;
-        if meta.is_file() && mode & 0o077 != 0 && entry.file_name() != LOCK_FILE {
-            anyhow::bail!(
-                "store file {} is readable by other users (mode {mode:o}) and holds the server key; \
-                 run `chmod 600 {}/*` (and rotate credentials if others may have read it)",
-                entry.path().display(),
-                dir.display()
-            );
-        }
-    }
-    Ok(())
 }
