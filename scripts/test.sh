@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 docker image inspect local/busybox:1 >/dev/null 2>&1 || scripts/build-image.sh
+python3 scripts/check-layers.py
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --all-targets --locked
