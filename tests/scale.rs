@@ -7,52 +7,24 @@ use std::time::Duration;
 
 use berth::controllers::{scheduler::Scheduler, service::ServiceController};
 use berth::model::{
-    keys, now, ContainerDefinition, ContainerInstance, ContainerInstanceSpec, Deployment, Kind,
-    Resources, Service, ServiceSpec, TaskDefinition, TaskDefinitionSpec,
+    keys, now, ContainerDefinition, Deployment, Kind, Service, ServiceSpec, TaskDefinition,
+    TaskDefinitionSpec,
 };
 use berth::objects;
-use berth::store::{DynStore, Op, Txn};
+use berth::store::DynStore;
 use tokio_util::sync::CancellationToken;
 
 const REPLICAS: usize = 300;
 const INSTANCES: u32 = 10;
 
 async fn setup(store: &DynStore) {
-    let lease = store.lease_grant(Duration::from_secs(120)).await.unwrap();
-    for i in 0..INSTANCES {
-        let id = format!("fake-{i}");
-        let mut inst = ContainerInstance::new(
-            Kind::ContainerInstance,
-            &id,
-            ContainerInstanceSpec {
-                cluster: "default".into(),
-                ..Default::default()
-            },
-        );
-        inst.status.status = "ACTIVE".into();
-        inst.status.agent_connected = true;
-        inst.status.registered_resources = Resources {
-            cpu: 100_000,
-            memory: 100_000,
-            ports: vec![],
-        };
-        inst.status.remaining_resources = inst.status.registered_resources.clone();
-        store
-            .txn(
-                Txn::new()
-                    .and_then(Op::put(
-                        keys::key(Kind::ContainerInstance, &id),
-                        inst.to_bytes(),
-                    ))
-                    .and_then(Op::put_with_lease(
-                        keys::instance_lease_key(&id),
-                        b"x".to_vec(),
-                        lease,
-                    )),
-            )
-            .await
-            .unwrap();
-    }
+    common::instances::register(
+        store,
+        "fake",
+        &[(100_000, 100_000); INSTANCES as usize],
+        Duration::from_secs(120),
+    )
+    .await;
     let mut td = TaskDefinition::new(
         Kind::TaskDefinition,
         "web:1",

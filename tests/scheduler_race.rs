@@ -8,10 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth::controllers::scheduler::Scheduler;
-use berth::model::{
-    keys, ContainerInstance, ContainerInstanceSpec, DesiredStatus, Kind, Resources, Task, TaskSpec,
-    TaskState, TaskStatus,
-};
+use berth::model::{keys, DesiredStatus, Kind, Task, TaskSpec, TaskState, TaskStatus};
 use berth::objects;
 use berth::store::{DynStore, Op, Txn};
 use tokio_util::sync::CancellationToken;
@@ -22,41 +19,13 @@ const MEMORY: u32 = 1000;
 const TASKS: u32 = 200;
 
 async fn setup(store: &DynStore) {
-    let lease = store.lease_grant(Duration::from_secs(60)).await.unwrap();
-    for i in 0..INSTANCES {
-        let id = format!("small-{i}");
-        let mut inst = ContainerInstance::new(
-            Kind::ContainerInstance,
-            &id,
-            ContainerInstanceSpec {
-                cluster: "default".into(),
-                ..Default::default()
-            },
-        );
-        inst.status.status = "ACTIVE".into();
-        inst.status.agent_connected = true;
-        inst.status.registered_resources = Resources {
-            cpu: CPU,
-            memory: MEMORY,
-            ports: vec![],
-        };
-        inst.status.remaining_resources = inst.status.registered_resources.clone();
-        store
-            .txn(
-                Txn::new()
-                    .and_then(Op::put(
-                        keys::key(Kind::ContainerInstance, &id),
-                        inst.to_bytes(),
-                    ))
-                    .and_then(Op::put_with_lease(
-                        keys::instance_lease_key(&id),
-                        b"x".to_vec(),
-                        lease,
-                    )),
-            )
-            .await
-            .unwrap();
-    }
+    common::instances::register(
+        store,
+        "small",
+        &[(CPU, MEMORY); INSTANCES as usize],
+        Duration::from_secs(60),
+    )
+    .await;
     // Uneven sizes so the packing is not trivially regular.
     let mut txn = Txn::new();
     for n in 0..TASKS {

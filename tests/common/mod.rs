@@ -1,3 +1,4 @@
 pub mod berth;
 pub mod etcd;
+pub mod instances;
 pub mod manifests;
