@@ -19,23 +19,26 @@ use berth_core::model::{
 };
 use berth_core::objects;
 use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
-use berth_core::store::{DynStore, KeyValue};
+use berth_core::store::{Compare, DynStore, KeyValue, Op, Txn};
 
 /// How long an instance may stay disconnected after its lease expired before its tasks are
-/// declared lost (the lease TTL itself already covers short hiccups).
-pub const LOST_INSTANCE_GRACE: Duration = Duration::from_secs(2);
+/// declared lost. Like Kubernetes' default eviction timeout: a pause or a partition shorter
+/// than this changes nothing (ECS itself never replaces a merely disconnected agent's tasks).
+pub const DEFAULT_LOST_INSTANCE_GRACE: Duration = Duration::from_secs(300);
 
 pub struct RecoveryController {
     store: DynStore,
+    lost_grace: Duration,
 }
 
 const TASK: &str = "task/";
 const INSTANCE: &str = "instance/";
 
 impl RecoveryController {
-    pub fn controller(store: DynStore) -> Controller {
+    pub fn controller(store: DynStore, lost_grace: Duration) -> Controller {
         let r = Arc::new(RecoveryController {
             store: store.clone(),
+            lost_grace,
         });
         let unhealthy = |kv: &KeyValue| -> Vec<String> {
             match serde_json::from_slice::<Task>(&kv.value) {
@@ -134,10 +137,11 @@ impl RecoveryController {
             // The instance-status controller stamps the moment; look again shortly.
             return Ok(Action::RequeueAfter(Duration::from_millis(500)));
         };
-        let until = since + chrono::Duration::from_std(LOST_INSTANCE_GRACE).unwrap_or_default();
+        let until = since + chrono::Duration::from_std(self.lost_grace).unwrap_or_default();
         if let Ok(left) = (until - now()).to_std() {
             return Ok(Action::RequeueAfter(left));
         }
+        let lease_key = keys::instance_lease_key(id);
         let tasks = objects::list_tasks(&*self.store).await?;
         for t in tasks
             .iter()
@@ -147,25 +151,60 @@ impl RecoveryController {
                 "Task lost: container instance {id} has been disconnected since {}",
                 since.to_rfc3339()
             );
-            objects::update_task(&*self.store, &t.metadata.name, |t| {
-                if t.is_stopped() || t.status.container_instance.as_deref() != Some(id) {
-                    return false;
-                }
-                t.status.desired_status = DesiredStatus::Stopped;
-                t.status.last_status = TaskState::Stopped;
-                t.status.stopped_at = Some(now());
-                t.status.stop_code = Some(stop_codes::SERVICE_SCHEDULER_INITIATED.into());
-                t.status.stopped_reason = Some(reason.clone());
-                for c in t.status.containers.iter_mut() {
-                    c.last_status = "STOPPED".into();
-                    c.network_bindings.clear();
-                }
-                true
-            })
-            .await?;
+            let key = keys::key(Kind::Task, &t.metadata.name);
+            // Fenced on the lease in the same transaction: an agent that reconnects at the
+            // last moment keeps its tasks.
+            if !mark_lost(&self.store, &key, &lease_key, id, &reason).await? {
+                tracing::info!(instance = %id, "instance reconnected; its tasks are kept");
+                return Ok(Action::Done);
+            }
             tracing::warn!(task = %t.metadata.name, instance = %id, "task lost with its instance");
         }
         Ok(Action::Done)
+    }
+}
+
+/// Mark one task of a lost instance STOPPED, provided the instance's lease key is still absent.
+/// `Ok(false)`: the instance reconnected, nothing was written.
+async fn mark_lost(
+    store: &DynStore,
+    key: &str,
+    lease_key: &str,
+    instance: &str,
+    reason: &str,
+) -> anyhow::Result<bool> {
+    loop {
+        let Some(kv) = store.get(key).await? else {
+            return Ok(true);
+        };
+        let mut t: Task = serde_json::from_slice(&kv.value)?;
+        if t.is_stopped() || t.status.container_instance.as_deref() != Some(instance) {
+            return Ok(true);
+        }
+        t.status.desired_status = DesiredStatus::Stopped;
+        t.status.last_status = TaskState::Stopped;
+        t.status.stopped_at = Some(now());
+        t.status.stop_code = Some(stop_codes::SERVICE_SCHEDULER_INITIATED.into());
+        t.status.stopped_reason = Some(reason.to_string());
+        for c in t.status.containers.iter_mut() {
+            c.last_status = "STOPPED".into();
+            c.network_bindings.clear();
+        }
+        let res = store
+            .txn(
+                Txn::new()
+                    .when(Compare::mod_revision(key, kv.mod_revision))
+                    .when(Compare::absent(lease_key))
+                    .and_then(Op::put(key, serde_json::to_vec(&t)?)),
+            )
+            .await?;
+        if res.succeeded {
+            return Ok(true);
+        }
+        if store.get(lease_key).await?.is_some() {
+            return Ok(false);
+        }
+        // The task changed under us: look again.
     }
 }
 

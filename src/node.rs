@@ -2,6 +2,7 @@
 //! agent, all sharing one store. `berth up` runs all three; `server` and `agent` split them.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -12,6 +13,7 @@ use berth_core::api::{self, ApiState};
 use berth_core::model::{keys, Cluster, ClusterSpec, Kind};
 use berth_core::objects;
 use berth_core::runtime::Registry;
+use berth_core::store::election::{self, ElectionConfig, Leadership};
 use berth_core::store::{DynStore, Store};
 
 pub struct NodeConfig {
@@ -22,11 +24,16 @@ pub struct NodeConfig {
     pub agent: Option<AgentConfig>,
     /// A manifest folder to watch and keep applied (the GitOps source controller).
     pub manifests: Option<berth_core::gitops::SourceConfig>,
+    /// Settings of the control-plane controllers.
+    pub control: berth_controllers::ControlConfig,
 }
 
 pub struct Node {
     pub api_addr: Option<SocketAddr>,
     pub registry: Registry,
+    pub leadership: Leadership,
+    /// Why a part of the node stopped it (e.g. the agent's instance id is taken).
+    pub failure: Arc<Mutex<Option<String>>>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -71,6 +78,7 @@ pub async fn ensure_default_cluster(store: &dyn Store) -> anyhow::Result<()> {
 pub async fn start(store: DynStore, cfg: NodeConfig) -> anyhow::Result<Node> {
     let shutdown = CancellationToken::new();
     let registry = Registry::default();
+    let failure: Arc<Mutex<Option<String>>> = Arc::default();
     let mut tasks = Vec::new();
     if cfg.controllers {
         ensure_default_cluster(&*store).await?;
@@ -89,14 +97,28 @@ pub async fn start(store: DynStore, cfg: NodeConfig) -> anyhow::Result<Node> {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(60), first_sync).await;
     }
     let mut api_addr = None;
+    let mut listener = None;
     if let Some(addr) = cfg.api {
-        let listener = TcpListener::bind(addr)
+        let l = TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-        api_addr = Some(listener.local_addr()?);
+        api_addr = Some(l.local_addr()?);
+        listener = Some(l);
+    }
+    // A candidate id operators can recognise: host, API address, process.
+    let leadership = Leadership::new(&format!(
+        "{}/{}/{}",
+        hostname(),
+        api_addr
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into()),
+        std::process::id()
+    ));
+    if let Some(listener) = listener {
         let state = ApiState {
             store: store.clone(),
             registry: registry.clone(),
+            leadership: leadership.clone(),
         };
         let s = shutdown.clone();
         tasks.push(tokio::spawn(async move {
@@ -106,10 +128,35 @@ pub async fn start(store: DynStore, cfg: NodeConfig) -> anyhow::Result<Node> {
         }));
     }
     if cfg.controllers {
-        for c in berth_controllers::all(store.clone(), &registry) {
-            tasks.push(tokio::spawn(c.run(shutdown.clone())));
-        }
-        // The control plane also runs a load balancer (`berth lb` runs more of them).
+        // Controllers run only on the elected leader, every write fenced by its term; on the
+        // embedded store this process is the only candidate and leads at once.
+        // Registered up front so a standby control plane lists what it would run.
+        drop(berth_controllers::all_with(
+            store.clone(),
+            &registry,
+            &cfg.control,
+        ));
+        let reg = registry.clone();
+        let control = cfg.control.clone();
+        tasks.push(tokio::spawn(election::run(
+            store.clone(),
+            leadership.clone(),
+            ElectionConfig::default(),
+            shutdown.clone(),
+            move |fenced, term| {
+                let controllers = berth_controllers::all_with(fenced, &reg, &control);
+                async move {
+                    let running: Vec<_> = controllers
+                        .into_iter()
+                        .map(|c| tokio::spawn(c.run(term.clone())))
+                        .collect();
+                    for r in running {
+                        let _ = r.await;
+                    }
+                }
+            },
+        )));
+        // API and load balancer run on every control plane (`berth lb` runs more of them).
         tasks.push(tokio::spawn(berth_core::lb::run(
             store.clone(),
             berth_core::lb::LbConfig::default(),
@@ -129,9 +176,12 @@ pub async fn start(store: DynStore, cfg: NodeConfig) -> anyhow::Result<Node> {
         let s = shutdown.clone();
         let st = store.clone();
         let reg = registry.clone();
+        let failed = failure.clone();
         tasks.push(tokio::spawn(async move {
             if let Err(e) = berth_core::agent::run(st, docker, agent_cfg, reg, s.clone()).await {
-                tracing::error!(error = %format!("{e:#}"), "agent failed");
+                let e = format!("agent failed: {e:#}");
+                tracing::error!("{e}");
+                *failed.lock().unwrap() = Some(e);
                 s.cancel();
             }
         }));
@@ -139,7 +189,18 @@ pub async fn start(store: DynStore, cfg: NodeConfig) -> anyhow::Result<Node> {
     Ok(Node {
         api_addr,
         registry,
+        leadership,
+        failure,
         shutdown,
         tasks,
     })
+}
+
+/// This host's name (`local` when it has none).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "local".into())
 }

@@ -284,7 +284,11 @@ impl Drop for Agent {
 #[test]
 fn lost_instance_tasks_are_replaced_elsewhere() {
     let etcd = EtcdServer::start();
-    let b = Berth::up(Some(etcd.url()));
+    // A short lost-instance grace (the default is 5 minutes).
+    let b = Berth::up_with(
+        Some(etcd.url()),
+        vec!["--lost-instance-grace".into(), "2s".into()],
+    );
     let other = unique("agent-b");
     let mut agent = Agent::start(&etcd.url(), &other);
     wait_for("second instance connected", Duration::from_secs(20), || {

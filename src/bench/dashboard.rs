@@ -225,6 +225,7 @@ async fn dashboard(n: u32) -> anyhow::Result<()> {
     let state = berth_core::api::ApiState {
         store: store.clone(),
         registry: berth_core::runtime::Registry::default(),
+        leadership: Default::default(),
     };
     let app = berth_core::api::live_routes(&state).with_state(state);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;

@@ -197,8 +197,9 @@ impl EtcdServer {
     }
 }
 
-/// etcd's `/health` answers `{"health":"true"}` once the member has a leader.
-fn healthy(port: u16) -> bool {
+/// etcd's `/health` (on a client or metrics port) answers `{"health":"true"}` once the
+/// member has a leader.
+pub(crate) fn healthy(port: u16) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else {
         return false;

@@ -152,6 +152,7 @@ async fn scenario(n: usize, changes: u32) -> anyhow::Result<Stats> {
             controllers: true,
             agent: None,
             manifests: Some(src),
+            control: Default::default(),
         },
     )
     .await?;

@@ -223,6 +223,7 @@ impl BenchNode {
                 controllers: true,
                 agent: Some(agent),
                 manifests: None,
+                control: Default::default(),
             },
         )
         .await?;

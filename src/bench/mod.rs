@@ -5,6 +5,7 @@
 pub mod converge;
 pub mod dashboard;
 pub mod etcd;
+pub mod etcd_cluster;
 pub mod gitops;
 pub mod harness;
 pub mod lb;

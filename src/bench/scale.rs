@@ -100,6 +100,7 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
             controllers: true,
             agent: None,
             manifests: None,
+            control: Default::default(),
         },
     )
     .await?;
@@ -473,6 +474,7 @@ fn proc_status_kib(field: &str) -> Option<u64> {
 /// in (the buckets are ×4 apart), read from the same text /metrics serves.
 fn reconcile_p99(registry: &berth_core::runtime::Registry) -> Vec<(String, String)> {
     let text = berth_core::metrics::render(berth_core::metrics::Snapshot {
+        leadership: None,
         durations: registry.durations(),
         ..Default::default()
     });

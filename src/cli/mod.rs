@@ -37,6 +37,15 @@ pub struct Cli {
     /// Log format for long-running commands: text or json.
     #[arg(long, global = true, default_value = "text")]
     pub log_format: String,
+    /// With an `etcds://` store: the CA certificate (PEM) that signed etcd's certificate.
+    #[arg(long, global = true, env = "BERTH_ETCD_CA")]
+    pub etcd_ca: Option<PathBuf>,
+    /// With an `etcds://` store: this client's certificate (PEM), for etcd's client-cert auth.
+    #[arg(long, global = true, env = "BERTH_ETCD_CERT", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// With an `etcds://` store: the key (PEM) of `--etcd-cert`.
+    #[arg(long, global = true, env = "BERTH_ETCD_KEY", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -162,7 +171,7 @@ pub struct UpArgs {
     pub self_heal: bool,
     #[arg(long, default_value = "127.0.0.1:7400")]
     pub api: SocketAddr,
-    /// Use this store instead of the embedded one (etcd://host:2379,...).
+    /// Use this store instead of the embedded one (etcd://host:2379,... or etcds://… for TLS).
     #[arg(long)]
     pub store: Option<String>,
     #[command(flatten)]
@@ -171,6 +180,7 @@ pub struct UpArgs {
 
 #[derive(Args, Debug)]
 pub struct ServerArgs {
+    /// The shared store: etcd://host:2379,host2:2379 or etcds://… (TLS; see --etcd-ca).
     #[arg(long)]
     pub store: String,
     /// Watch this manifest folder (and its git HEAD) and keep it applied.
@@ -184,6 +194,9 @@ pub struct ServerArgs {
     pub self_heal: bool,
     #[arg(long, default_value = "127.0.0.1:7400")]
     pub api: SocketAddr,
+    /// How long an instance may be disconnected before its tasks are replaced elsewhere.
+    #[arg(long, default_value = "5m")]
+    pub lost_instance_grace: String,
 }
 
 #[derive(Args, Debug)]
@@ -219,6 +232,10 @@ pub struct AgentFlags {
     /// Where this agent serves container logs to the API (advertised on its instance).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub logs_addr: SocketAddr,
+    /// The cluster's lost-instance grace: an agent that cannot renew its lease for this long
+    /// stops its own tasks gracefully, before the control plane replaces them elsewhere.
+    #[arg(long, default_value = "5m")]
+    pub lost_instance_grace: String,
 }
 
 impl AgentFlags {
@@ -231,18 +248,13 @@ impl AgentFlags {
         c.lease_ttl = parse_duration(&self.lease_ttl)?;
         c.stats_interval = parse_duration(&self.stats_interval)?;
         c.logs_addr = self.logs_addr;
+        c.self_fence_after = parse_duration(&self.lost_instance_grace)?;
         c.data_dir = default_data_dir().join(format!("agent-{id}"));
         Ok(c)
     }
 }
 
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "local".into())
-}
+pub use crate::node::hostname;
 
 fn default_data_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
@@ -276,13 +288,29 @@ async fn wait_for_signal() {
     }
 }
 
-async fn run_node(store_url: &str, cfg: NodeConfig, write_config: bool) -> anyhow::Result<()> {
-    let store = berth_core::store::open(store_url).await?;
+impl Cli {
+    /// TLS settings for an `etcds://` store.
+    fn etcd_tls(&self) -> berth_core::store::etcd::EtcdTls {
+        berth_core::store::etcd::EtcdTls {
+            ca: self.etcd_ca.clone(),
+            cert: self.etcd_cert.clone(),
+            key: self.etcd_key.clone(),
+        }
+    }
+}
+
+async fn run_node(
+    store_url: &str,
+    tls: &berth_core::store::etcd::EtcdTls,
+    cfg: NodeConfig,
+    write_config: bool,
+) -> anyhow::Result<()> {
+    let store = berth_core::store::open_with(store_url, tls).await?;
     let admin_token = match cfg.controllers {
         true => auth::bootstrap(&*store, write_config).await?,
         false => None,
     };
-    let n = node::start(store, cfg).await?;
+    let n = node::start(store.clone(), cfg).await?;
     if let Some(addr) = n.api_addr {
         tracing::info!(%addr, "berth API listening");
         if write_config {
@@ -294,11 +322,36 @@ async fn run_node(store_url: &str, cfg: NodeConfig, write_config: bool) -> anyho
         }
     }
     let token = n.token();
+    let failed = async {
+        loop {
+            if let Some(why) = store.failure() {
+                return why;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    };
+    let mut store_failed = None;
     tokio::select! {
         _ = wait_for_signal() => tracing::info!("shutting down"),
         _ = token.cancelled() => {}
+        why = failed => {
+            tracing::error!(error = %why, "the store can no longer write; exiting");
+            store_failed = Some(why);
+        }
     }
+    if let Some(why) = store_failed {
+        // Loud and non-zero: a supervisor restarts berth and the store replays its log.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), n.shutdown()).await;
+        anyhow::bail!(
+            "the store can no longer write ({why}); exiting so that a supervisor restarts \
+             berth (the store replays its log on start; free disk space first if it is full)"
+        );
+    }
+    let failure = n.failure.clone();
     n.shutdown().await;
+    if let Some(why) = failure.lock().unwrap().take() {
+        anyhow::bail!(why);
+    }
     Ok(())
 }
 
@@ -326,6 +379,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| data_dir.join("store").display().to_string());
             run_node(
                 &store_url,
+                &cli.etcd_tls(),
                 NodeConfig {
                     api: Some(a.api),
                     controllers: true,
@@ -338,6 +392,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         a.prune,
                         a.self_heal,
                     ),
+                    control: berth_controllers::ControlConfig {
+                        lost_instance_grace: parse_duration(&a.agent.lost_instance_grace)?,
+                    },
                 },
                 true,
             )
@@ -347,6 +404,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_tracing(&cli.log_format);
             run_node(
                 &a.store,
+                &cli.etcd_tls(),
                 NodeConfig {
                     api: Some(a.api),
                     controllers: true,
@@ -356,6 +414,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         a.prune,
                         a.self_heal,
                     ),
+                    control: berth_controllers::ControlConfig {
+                        lost_instance_grace: parse_duration(&a.lost_instance_grace)?,
+                    },
                 },
                 false,
             )
@@ -363,7 +424,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Lb { store, bind } => {
             init_tracing(&cli.log_format);
-            let store = berth_core::store::open(store).await?;
+            let store = berth_core::store::open_with(store, &cli.etcd_tls()).await?;
             let stop = tokio_util::sync::CancellationToken::new();
             let lb = tokio::spawn(berth_core::lb::run(
                 store,
@@ -378,11 +439,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_tracing(&cli.log_format);
             run_node(
                 &a.store,
+                &cli.etcd_tls(),
                 NodeConfig {
                     api: None,
                     controllers: false,
                     agent: Some(a.agent.config()?),
                     manifests: None,
+                    control: Default::default(),
                 },
                 false,
             )

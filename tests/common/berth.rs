@@ -100,10 +100,12 @@ impl Berth {
             .open(self.log_path())
             .unwrap();
         let mut cmd = Command::new(berth_bin());
-        cmd.arg("up")
-            .arg("--data-dir")
-            .arg(self.data.path())
-            .arg("--api")
+        cmd.arg("up");
+        // A test may put the data dir elsewhere (e.g. on a tiny tmpfs); logs stay in `data`.
+        if !self.extra_args.iter().any(|a| a == "--data-dir") {
+            cmd.arg("--data-dir").arg(self.data.path());
+        }
+        cmd.arg("--api")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--instance-id")
             .arg(&self.instance)
@@ -152,6 +154,26 @@ impl Berth {
     /// The admin token `berth up` wrote into this instance's CLI config.
     pub fn token(&self) -> String {
         token_for_port(self.port).expect("berth up wrote a token")
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Wait for the process to exit by itself (at most `timeout`): its status, if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    self.child = None;
+                    return Some(st);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
     }
 
     /// SIGKILL, no chance to clean up.

@@ -1,4 +1,5 @@
 pub mod berth;
 pub mod etcd;
 pub mod instances;
+pub mod link;
 pub mod manifests;

@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Longest any single wait may take before the test fails (tests finish far sooner).
 pub const DEADLINE: Duration = Duration::from_secs(10);
+/// The lost-instance grace the harness's controllers run with (the product default is 5 min).
+pub const LOST_GRACE: Duration = Duration::from_secs(2);
 
 pub struct Harness {
     pub store: DynStore,
@@ -40,7 +42,10 @@ impl Harness {
         let mirror = Mirror::new(store.clone()).await;
         let shutdown = CancellationToken::new();
         let registry = Registry::default();
-        let handles = berth_controllers::all(store.clone(), &registry)
+        let control = berth_controllers::ControlConfig {
+            lost_instance_grace: LOST_GRACE,
+        };
+        let handles = berth_controllers::all_with(store.clone(), &registry, &control)
             .into_iter()
             .map(|c| tokio::spawn(c.run(shutdown.clone())))
             .collect();

@@ -1,10 +1,9 @@
 //! recovery controller: unhealthy tasks, essential-container exits and lost instances are
 //! replaced.
 
-use berth_controllers::recovery::LOST_INSTANCE_GRACE;
 use berth_core::model::{stop_codes, HealthStatus, TaskState};
 
-use crate::harness::{assert_stopped_with, Harness, Web};
+use crate::harness::{assert_stopped_with, Harness, Web, LOST_GRACE};
 
 #[tokio::test]
 async fn an_unhealthy_task_is_stopped_and_replaced() {
@@ -134,8 +133,8 @@ async fn a_lost_instances_tasks_are_replaced_after_the_grace() {
     );
     let waited = (t.status.stopped_at.unwrap() - cut).to_std().unwrap();
     assert!(
-        waited >= LOST_INSTANCE_GRACE,
-        "declared lost after {waited:?}, before the grace {LOST_INSTANCE_GRACE:?}"
+        waited >= LOST_GRACE,
+        "declared lost after {waited:?}, before the grace {LOST_GRACE:?}"
     );
     let inst = h
         .mirror

@@ -351,6 +351,29 @@ pub async fn stop(docker: &Docker, id: &str, timeout_secs: u32) -> anyhow::Resul
     }
 }
 
+/// SIGTERM, then SIGKILL after the container's own stop timeout (set from its definition's
+/// `stopTimeout` at creation).
+pub async fn stop_graceful(docker: &Docker, id: &str) -> anyhow::Result<()> {
+    match docker
+        .stop_container(
+            id,
+            Some(StopContainerOptions {
+                t: None,
+                signal: None,
+            }),
+        )
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code, .. })
+            if status_code == 304 || status_code == 404 =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub async fn remove(docker: &Docker, id: &str) -> anyhow::Result<()> {
     match docker
         .remove_container(

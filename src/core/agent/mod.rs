@@ -22,7 +22,7 @@ use crate::model::{keys, ContainerInstance, ContainerInstanceSpec, Kind, Resourc
 use crate::objects::{self, ObjectError};
 use crate::runtime::queue::Queue;
 use crate::runtime::{Controller, ControllerOptions, Registry, Trigger};
-use crate::store::{DynStore, Op, StoreError, Txn};
+use crate::store::{Compare, DynStore, Op, StoreError, Txn};
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -44,6 +44,9 @@ pub struct AgentConfig {
     pub stats_interval: Duration,
     /// Where the agent serves container logs (advertised on its instance record).
     pub logs_addr: std::net::SocketAddr,
+    /// Stop this instance's tasks when the lease could not be renewed for this long (the
+    /// cluster's lost-instance grace).
+    pub self_fence_after: Duration,
 }
 
 impl AgentConfig {
@@ -60,6 +63,7 @@ impl AgentConfig {
             data_dir: std::env::temp_dir().join(format!("berth-agent-{instance_id}")),
             stats_interval: stats::DEFAULT_INTERVAL,
             logs_addr: ([127, 0, 0, 1], 0).into(),
+            self_fence_after: Duration::from_secs(300),
         }
     }
 }
@@ -122,43 +126,162 @@ async fn register(store: &DynStore, docker: &Docker, cfg: &AgentConfig) -> anyho
     )
 }
 
-/// Hold the instance's lease key while the agent lives; re-acquire it if it expired.
-async fn hold_lease(store: DynStore, cfg: AgentConfig, shutdown: CancellationToken) {
-    let key = keys::instance_lease_key(&cfg.instance_id);
-    let mut lease: Option<i64> = None;
-    loop {
-        if lease.is_none() {
-            match acquire(&store, &key, cfg.lease_ttl).await {
-                Ok(l) => lease = Some(l),
-                Err(e) => tracing::warn!(error = %e, "could not acquire the instance lease"),
-            }
-        } else if let Some(l) = lease {
-            match store.lease_keep_alive(l).await {
-                Ok(()) => {}
-                Err(StoreError::LeaseNotFound(_)) => {
-                    tracing::warn!(instance = %cfg.instance_id, "instance lease expired; re-registering");
-                    lease = None;
-                    continue;
-                }
-                Err(e) => tracing::warn!(error = %e, "lease keep-alive failed"),
-            }
+/// What an instance's lease key holds: which agent process holds the instance.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseHolder {
+    pub holder: String,
+}
+
+/// Why the instance lease could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error(
+        "instance id {instance:?} is held by another live agent ({holder}); choose another \
+         --instance-id, or stop that agent and wait for its lease to lapse"
+    )]
+    Taken { instance: String, holder: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the store did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// This agent's holder id: random, kept in its data directory so a restarted agent takes its
+/// own still-live lease back at once, while a second process claiming the id is refused.
+fn holder_id(cfg: &AgentConfig) -> anyhow::Result<String> {
+    let path = cfg.data_dir.join("holder-id");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        if !s.trim().is_empty() {
+            return Ok(s.trim().to_string());
         }
+    }
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let id = format!("{}-{}", cfg.instance_id, crate::model::new_id());
+    std::fs::write(&path, &id)?;
+    Ok(id)
+}
+
+/// Take the instance's lease key: absent, or held by this very agent before a restart.
+async fn acquire(
+    store: &DynStore,
+    instance: &str,
+    holder: &str,
+    ttl: Duration,
+) -> Result<i64, LeaseError> {
+    let key = keys::instance_lease_key(instance);
+    let value = serde_json::to_vec(&LeaseHolder {
+        holder: holder.to_string(),
+    })
+    .expect("lease holder serialises");
+    loop {
+        let existing = store.get(&key).await?;
+        let fence = match &existing {
+            None => Compare::absent(&key),
+            Some(kv) => {
+                let other = serde_json::from_slice::<LeaseHolder>(&kv.value)
+                    .map(|h| h.holder)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&kv.value).into_owned());
+                if other != holder {
+                    return Err(LeaseError::Taken {
+                        instance: instance.to_string(),
+                        holder: other,
+                    });
+                }
+                Compare::mod_revision(&key, kv.mod_revision)
+            }
+        };
+        let l = store.lease_grant(ttl).await?;
+        let res = store
+            .txn(
+                Txn::new()
+                    .when(fence)
+                    .and_then(Op::put_with_lease(&key, value.clone(), l)),
+            )
+            .await?;
+        if res.succeeded {
+            return Ok(l);
+        }
+        let _ = store.lease_revoke(l).await;
+    }
+}
+
+/// A store call on the lease path, bounded: a partitioned store must not stall the clock
+/// that decides self-fencing.
+async fn bounded<T>(
+    d: Duration,
+    f: impl std::future::Future<Output = Result<T, LeaseError>>,
+) -> Result<T, LeaseError> {
+    tokio::time::timeout(d, f)
+        .await
+        .unwrap_or(Err(LeaseError::Timeout(d)))
+}
+
+/// Hold the instance's lease key while the agent lives; re-acquire it if it expired. An agent
+/// that cannot renew for `self_fence_after` stops its own containers gracefully (the control
+/// plane replaces them elsewhere after the same grace): never two live copies of a task.
+async fn hold_lease(
+    store: DynStore,
+    cfg: AgentConfig,
+    holder: String,
+    first: i64,
+    runner: Arc<runner::TaskRunner>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut lease = Some(first);
+    let mut last_renewed = tokio::time::Instant::now();
+    let call = cfg.lease_ttl / 2;
+    loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(cfg.lease_ttl / 4) => {}
+        }
+        match lease {
+            None => match bounded(
+                call,
+                acquire(&store, &cfg.instance_id, &holder, cfg.lease_ttl),
+            )
+            .await
+            {
+                Ok(l) => {
+                    lease = Some(l);
+                    last_renewed = tokio::time::Instant::now();
+                    tracing::info!(instance = %cfg.instance_id, "instance lease re-acquired");
+                }
+                Err(e @ LeaseError::Taken { .. }) => {
+                    runner.fence().await;
+                    shutdown.cancel();
+                    return Err(e.into());
+                }
+                Err(e) => tracing::warn!(error = %e, "could not acquire the instance lease"),
+            },
+            Some(l) => match bounded(call, async { Ok(store.lease_keep_alive(l).await?) }).await {
+                Ok(()) => last_renewed = tokio::time::Instant::now(),
+                Err(LeaseError::Store(StoreError::LeaseNotFound(_))) => {
+                    tracing::warn!(instance = %cfg.instance_id, "instance lease expired; re-registering");
+                    lease = None;
+                }
+                Err(e) => tracing::warn!(error = %e, "lease keep-alive failed"),
+            },
+        }
+        if last_renewed.elapsed() >= cfg.self_fence_after {
+            if !runner.is_fenced() {
+                tracing::error!(
+                    instance = %cfg.instance_id,
+                    after = ?cfg.self_fence_after,
+                    "cannot renew the instance lease: stopping this instance's tasks (self-fencing)"
+                );
+                runner.fence().await;
+            }
+        } else if runner.is_fenced() && lease.is_some() {
+            tracing::info!(instance = %cfg.instance_id, "lease held again; running tasks again");
+            runner.unfence();
         }
     }
     if let Some(l) = lease {
         let _ = store.lease_revoke(l).await;
     }
-}
-
-async fn acquire(store: &DynStore, key: &str, ttl: Duration) -> Result<i64, StoreError> {
-    let l = store.lease_grant(ttl).await?;
-    store
-        .txn(Txn::new().and_then(Op::put_with_lease(key, b"connected".to_vec(), l)))
-        .await?;
-    Ok(l)
+    Ok(())
 }
 
 /// Enqueue the task of every container event of this agent: Docker tells of a death within
@@ -233,14 +356,24 @@ pub async fn run(
     registry: Registry,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // The lease first: a second claimant of a live instance id is refused before it writes.
+    let holder = holder_id(&cfg)?;
+    let first = acquire(&store, &cfg.instance_id, &holder, cfg.lease_ttl).await?;
     register(&store, &docker, &cfg).await?;
-    let lease = tokio::spawn(hold_lease(store.clone(), cfg.clone(), shutdown.clone()));
-    let runner = Arc::new(runner::TaskRunner {
-        store: store.clone(),
-        docker: docker.clone(),
-        instance: cfg.instance_id.clone(),
-        pause_image: cfg.pause_image.clone(),
-    });
+    let runner = Arc::new(runner::TaskRunner::new(
+        store.clone(),
+        docker.clone(),
+        &cfg.instance_id,
+        &cfg.pause_image,
+    ));
+    let lease = tokio::spawn(hold_lease(
+        store.clone(),
+        cfg.clone(),
+        holder,
+        first,
+        runner.clone(),
+        shutdown.clone(),
+    ));
     let me = cfg.instance_id.clone();
     let mine = move |kv: &crate::store::KeyValue| -> Vec<String> {
         match serde_json::from_slice::<Task>(&kv.value) {
@@ -291,6 +424,6 @@ pub async fn run(
     let _ = events.await;
     let _ = stats.await;
     let _ = logs.await;
-    let _ = lease.await;
+    lease.await??;
     Ok(())
 }

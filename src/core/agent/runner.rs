@@ -2,6 +2,7 @@
 //! reports what it observes back into the task's status.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -27,6 +28,8 @@ pub struct TaskRunner {
     pub instance: String,
     /// Image of awsvpc tasks' pause containers (needs `sleep`).
     pub pause_image: String,
+    /// Set while the agent has lost its lease for longer than the grace: nothing is started.
+    fenced: AtomicBool,
 }
 
 /// Why a task must stop, as ECS reports it.
@@ -36,6 +39,48 @@ struct StopCause {
 }
 
 impl TaskRunner {
+    pub fn new(store: DynStore, docker: Docker, instance: &str, pause_image: &str) -> Self {
+        TaskRunner {
+            store,
+            docker,
+            instance: instance.to_string(),
+            pause_image: pause_image.to_string(),
+            fenced: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::SeqCst)
+    }
+
+    /// Self-fencing: stop every container of this instance gracefully (SIGTERM, each
+    /// container's stopTimeout, SIGKILL) and start nothing until [`TaskRunner::unfence`].
+    /// Containers are stopped, not removed: the task records decide later what becomes of them.
+    pub async fn fence(&self) {
+        self.fenced.store(true, Ordering::SeqCst);
+        let owned = match d::list_owned(&self.docker, &self.instance).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "self-fencing: cannot list this instance's containers");
+                return;
+            }
+        };
+        let stops = owned
+            .iter()
+            .filter(|c| c.state.as_ref().is_some_and(|s| s.to_string() == "running"))
+            .filter_map(|c| c.id.clone())
+            .map(|id| async move {
+                if let Err(e) = d::stop_graceful(&self.docker, &id).await {
+                    tracing::warn!(container = %id, error = %e, "self-fencing: stop failed");
+                }
+            });
+        futures::future::join_all(stops).await;
+    }
+
+    pub fn unfence(&self) {
+        self.fenced.store(false, Ordering::SeqCst);
+    }
+
     async fn inspect(&self, id: &str) -> anyhow::Result<Option<Observed>> {
         match self
             .docker
@@ -511,7 +556,11 @@ impl TaskRunner {
         let Some(delay) = delay else {
             return Ok(None);
         };
-        let since = task.status.stopping_at.unwrap_or_else(now);
+        let since = task
+            .status
+            .stopping_at
+            .or(task.status.stopped_at)
+            .unwrap_or_else(now);
         if now() - since > chrono::Duration::seconds(delay as i64 + 5) {
             return Ok(None);
         }
@@ -653,18 +702,37 @@ impl Reconciler for TaskRunner {
         };
         if task.status.container_instance.as_deref() != Some(self.instance.as_str()) {
             // Not (or no longer) ours: whatever we still run for it must go.
+            // SIGTERM and the container's own stopTimeout, never a bare SIGKILL.
             let leftovers = d::list_task(&self.docker, &self.instance, id).await?;
             for c in leftovers {
                 if let Some(cid) = c.id.as_deref() {
-                    d::stop(&self.docker, cid, 10).await?;
+                    d::stop_graceful(&self.docker, cid).await?;
                     d::remove(&self.docker, cid).await?;
                 }
             }
             return Ok(Action::Done);
         }
         if task.is_stopped() {
+            // Stopped while we could not see it (declared lost, say): drain, then stop what
+            // still runs gracefully before removing it.
+            if !self.observed(id).await?.values().any(|o| o.running()) {
+                self.remove_all(id).await?;
+                return Ok(Action::Done);
+            }
+            if let Some(wait) = self.draining(&task).await? {
+                return Ok(Action::RequeueAfter(wait));
+            }
+            for c in d::list_task(&self.docker, &self.instance, id).await? {
+                if let Some(cid) = c.id.as_deref() {
+                    d::stop_graceful(&self.docker, cid).await?;
+                }
+            }
             self.remove_all(id).await?;
             return Ok(Action::Done);
+        }
+        if self.is_fenced() {
+            // Self-fenced: start nothing until the lease is held again.
+            return Ok(Action::RequeueAfter(Duration::from_secs(2)));
         }
         if task.status.desired_status == DesiredStatus::Stopped {
             if let Some(wait) = self.draining(&task).await? {

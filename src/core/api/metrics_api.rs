@@ -21,7 +21,10 @@ fn u32_of(v: &Value) -> u32 {
     v.as_u64().unwrap_or(0) as u32
 }
 
-async fn prometheus(Extension(hub): Extension<Arc<Hub>>) -> Response {
+async fn prometheus(
+    axum::extract::State(st): axum::extract::State<ApiState>,
+    Extension(hub): Extension<Arc<Hub>>,
+) -> Response {
     hub.wait_synced().await;
     let services = hub
         .rows(Cat::Service)
@@ -61,6 +64,7 @@ async fn prometheus(Extension(hub): Extension<Arc<Hub>>) -> Response {
         services,
         instances,
         tasks_by_state,
+        leadership: Some(st.leadership.get()),
     });
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }

@@ -5,6 +5,7 @@ mod auth_api;
 mod auth_state;
 pub mod dashboard;
 mod error;
+pub(crate) mod health;
 mod hub;
 mod metrics_api;
 pub mod middleware;
@@ -28,10 +29,11 @@ pub use state::{ApiState, MAX_BODY_BYTES};
 
 pub fn router(state: ApiState) -> Router {
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health::healthz))
         .route("/v1/apply", post(objects_api::apply))
         .route("/v1/delete", post(objects_api::delete_documents))
-        .route("/v1/controllers", get(objects_api::controllers))
+        .route("/v1/controllers", get(health::controllers))
+        .route("/v1/controllers/leader", get(health::leader))
         .route(
             "/v1/tasks",
             post(tasks_api::run_task).get(objects_api::list_tasks),
@@ -65,6 +67,7 @@ pub fn live_routes(state: &ApiState) -> Router<ApiState> {
         .layer(axum::Extension(hub::Hub::start(
             state.store.clone(),
             state.registry.clone(),
+            state.leadership.clone(),
         )))
 }
 

@@ -294,7 +294,3 @@ pub async fn delete_documents(
     let results = apply::delete_documents(&*st.store, &req.documents).await?;
     Ok(Json(json!({ "results": results })))
 }
-
-pub async fn controllers(State(st): State<ApiState>) -> Json<Value> {
-    Json(json!(st.registry.snapshot()))
-}

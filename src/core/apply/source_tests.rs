@@ -262,6 +262,51 @@ async fn prune_drains_services_and_deactivates_task_definitions() {
 }
 
 #[tokio::test]
+async fn a_pruned_service_its_source_holds_again_is_taken_back() {
+    let (_d, s) = store();
+    let files = vec![
+        ("web.yaml", td("web", "img:1") + &svc("web", "web", 2)),
+        ("job.yaml", td("job", "img:1")),
+    ];
+    run(&s, &docs(&files, "c1"), true).await;
+    let only_job = [("job.yaml", td("job", "img:1"))];
+    run(&s, &docs(&only_job, "c2"), true).await;
+    assert!(service(&s, "web")
+        .await
+        .metadata
+        .deletion_timestamp
+        .is_some());
+    // The file comes back before the service is gone: its deletion is cancelled, not refused.
+    let r = run(&s, &docs(&files, "c3"), true).await;
+    assert!(
+        lines(&r).contains(&"service/web configured".to_string()),
+        "{:?}",
+        lines(&r)
+    );
+    let web = service(&s, "web").await;
+    assert!(web.metadata.deletion_timestamp.is_none());
+    assert_eq!(web.status.status, "ACTIVE");
+    assert_eq!(web.spec.desired_count, 2);
+    let td = latest_taskdef(&s, "web").await.unwrap().unwrap();
+    assert_eq!(td.status.status, "ACTIVE");
+    // Another source (or a plain apply) still may not resurrect a service being deleted.
+    run(&s, &docs(&only_job, "c4"), true).await;
+    let opts = SourceApplyOptions {
+        dry_run: false,
+        prune: false,
+    };
+    let mut other = docs(&files, "c5");
+    for d in &mut other {
+        let a = &mut d.resource.metadata_mut().annotations;
+        a.insert(ownership::SOURCE.into(), "other".into());
+    }
+    let e = apply_source(&s, "other", &other, &opts, &no_status)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("being deleted"), "{e}");
+}
+
+#[tokio::test]
 async fn prune_finds_owned_objects_without_an_inventory_and_spares_other_owners() {
     let (_d, s) = store();
     let files = vec![("a.yaml", td("a", "img:1")), ("b.yaml", td("b", "img:1"))];

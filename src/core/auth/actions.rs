@@ -140,7 +140,9 @@ pub fn classify(method: &Method, path: &str, body: &[u8]) -> Classified {
         ["ui", ..] | [""] | [] if get => t("berth:GetDashboard", "*"),
         ["v1", "apply"] if post => Classified::Protected(apply_targets(body)),
         ["v1", "delete"] if post => Classified::Protected(delete_targets(body)),
-        ["v1", "controllers"] if get => t("berth:DescribeControllers", "*"),
+        ["v1", "controllers"] | ["v1", "controllers", "leader"] if get => {
+            t("berth:DescribeControllers", "*")
+        }
         ["v1", "audit"] if get => t("berth:LookupEvents", "*"),
         ["v1", "auth", "whoami"] if get => Classified::Protected(vec![]),
         ["v1", "auth", "can-i"] if post => Classified::Protected(vec![]),

@@ -79,6 +79,10 @@ pub struct Timing {
     pub resync: Duration,
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// A plain folder (or a work tree with no commit) prunes only from content that read the
+    /// same for at least this long: a file emptied or truncated for a moment (an editor saving,
+    /// a copy in progress) must not drain a service.
+    pub prune_settle: Duration,
 }
 
 impl Default for Timing {
@@ -90,6 +94,7 @@ impl Default for Timing {
             resync: Duration::from_secs(30),
             retry_min: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
+            prune_settle: Duration::from_secs(2),
         }
     }
 }
@@ -109,6 +114,10 @@ struct SourceController {
     own_revision: Arc<AtomicI64>,
     /// The error set last logged, so a broken folder is logged once, not every retry.
     last_logged: Option<Vec<ManifestError>>,
+    /// The folder's content (fingerprint) as last read, and since when it has read so.
+    stable: Option<(u64, Instant)>,
+    /// A pass sooner than the resync (a prune waiting for the folder to settle).
+    next_pass: Option<Duration>,
 }
 
 /// Start the source controller. Returns its task and a signal that fires once the first pass
@@ -158,6 +167,8 @@ pub async fn start(
         last_applied: None,
         own_revision: Arc::new(AtomicI64::new(0)),
         last_logged: None,
+        stable: None,
+        next_pass: None,
     };
     let (tx, rx) = oneshot::channel();
     Ok((tokio::spawn(ctl.run(shutdown, tx)), rx))
@@ -313,6 +324,7 @@ impl SourceController {
                     }
                 };
             }
+            self.next_pass = None;
             let ok = self.pass().await;
             if let Some(tx) = first.take() {
                 let _ = tx.send(());
@@ -330,6 +342,7 @@ impl SourceController {
             } else {
                 wait
             };
+            let wait = self.next_pass.map_or(wait, |n| wait.min(n));
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = fs_kick.notified() => {
@@ -428,6 +441,9 @@ impl SourceController {
             }
         };
         let key = (scan.fingerprint, scan.head.clone());
+        if self.stable.is_none_or(|(f, _)| f != scan.fingerprint) {
+            self.stable = Some((scan.fingerprint, Instant::now()));
+        }
         let new_content = self.last_applied.as_ref() != Some(&key);
         if new_content || self.self_heal {
             self.sync(prev, base, scan, key, new_content).await
@@ -444,9 +460,19 @@ impl SourceController {
         key: (u64, Option<String>),
         new_content: bool,
     ) -> bool {
+        // Never prune from content that may be half written: a commit's tree is whole, but
+        // only while HEAD stayed put during the read; a plain folder must read the same for
+        // `prune_settle` first.
+        let settle_left = match (scan.from_commit, self.stable) {
+            (true, _) if scan.settled => Duration::ZERO,
+            (true, _) => self.timing.quiet,
+            (false, Some((_, since))) => self.timing.prune_settle.saturating_sub(since.elapsed()),
+            (false, None) => self.timing.prune_settle,
+        };
+        let prune_now = self.prune && settle_left.is_zero();
         let opts = SourceApplyOptions {
             dry_run: false,
-            prune: self.prune,
+            prune: prune_now,
         };
         let status_key = record::source_key(&self.name);
         let (head, dirty) = (scan.head.clone(), scan.dirty);
@@ -468,7 +494,19 @@ impl SourceController {
                 if let Some(rev) = report.committed {
                     self.own_revision.store(rev, Ordering::Relaxed);
                 }
-                self.last_applied = Some(key);
+                if self.prune && !prune_now && !report.extraneous.is_empty() {
+                    // Prune later, if the folder still reads the same then.
+                    tracing::info!(
+                        source = %self.name,
+                        extraneous = report.extraneous.len(),
+                        wait_ms = settle_left.as_millis() as u64,
+                        "the folder changed a moment ago; pruning waits until it settles"
+                    );
+                    self.next_pass = Some(settle_left + Duration::from_millis(10));
+                    self.last_applied = None;
+                } else {
+                    self.last_applied = Some(key);
+                }
                 self.last_logged = None;
                 let changes = report.changes();
                 if changes > 0 || new_content {

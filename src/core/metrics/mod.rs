@@ -52,6 +52,8 @@ pub struct Snapshot {
     pub instances: Vec<InstanceInfo>,
     /// Task count by lastStatus.
     pub tasks_by_state: BTreeMap<String, u64>,
+    /// Who leads the controllers, as this process sees it.
+    pub leadership: Option<crate::store::election::LeaderStatus>,
 }
 
 /// Encode a snapshot as OpenMetrics text.
@@ -202,6 +204,27 @@ impl Collector for Snapshot {
                 })
                 .collect::<Vec<_>>(),
         )?;
+        if let Some(l) = &self.leadership {
+            let me = vec![("candidate", l.me.clone())];
+            gauges(
+                &mut enc,
+                "berth_leader_is_self",
+                "1 while this process is the elected leader of the controllers",
+                &[(me.clone(), if l.is_leader { 1.0 } else { 0.0 })],
+            )?;
+            gauges(
+                &mut enc,
+                "berth_leader_term",
+                "The current leadership term (the leader key's revision; 0: no leader)",
+                &[(me.clone(), l.term as f64)],
+            )?;
+            counters(
+                &mut enc,
+                "berth_leader_changes",
+                "Leadership changes this process has seen",
+                &[(me, l.changes)],
+            )?;
+        }
         if !self.durations.is_empty() {
             let mut m = enc.encode_descriptor(
                 "berth_controller_reconcile_duration_seconds",
@@ -351,6 +374,7 @@ mod tests {
         );
         agg.service_cluster.insert("web".into(), "default".into());
         let text = render(Snapshot {
+            leadership: None,
             controllers: vec![ControllerStatus {
                 name: "service".into(),
                 queue_depth: 2,

@@ -611,7 +611,7 @@ impl State {
     }
 }
 
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere must not wedge the store; the state itself is only mutated by apply().
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -928,6 +928,8 @@ impl Reply {
 
 struct Shared {
     state: Mutex<State>,
+    /// Set once the writer has failed: nothing more will be written by this process.
+    failed: Mutex<Option<String>>,
     /// Wakes the lease expiry task (new lease, or store closing).
     lease_wake: Notify,
 }
@@ -953,6 +955,11 @@ impl Drop for CloseOnExit {
 }
 
 impl Writer {
+    fn fail(&mut self, msg: &str) {
+        self.failed = Some(msg.to_string());
+        *lock(&self.shared.failed) = Some(msg.to_string());
+    }
+
     fn run(mut self, rx: mpsc::Receiver<Request>) {
         let _close = CloseOnExit(self.shared.clone());
         while let Ok(first) = rx.recv() {
@@ -1027,7 +1034,7 @@ impl Writer {
             if let Err(e) = self.wal.append(&buf) {
                 let msg = format!("write-ahead log append failed: {e}");
                 tracing::error!("{msg}");
-                self.failed = Some(msg.clone());
+                self.fail(&msg);
                 for r in replies {
                     r.fail(StoreError::Io(msg.clone())).send();
                 }
@@ -1049,7 +1056,9 @@ impl Writer {
                         // Evaluation and apply disagree: a bug. Stop writing rather than diverge.
                         let msg = format!("internal store error applying committed record: {e}");
                         tracing::error!("{msg}");
+                        // (Not `self.fail`: `st` still borrows the shared state.)
                         self.failed = Some(msg.clone());
+                        *lock(&self.shared.failed) = Some(msg.clone());
                         replies = replies
                             .into_iter()
                             .map(|r| r.fail(StoreError::Io(msg.clone())))
@@ -1241,6 +1250,7 @@ impl EmbeddedStore {
         };
         let shared = Arc::new(Shared {
             state: Mutex::new(st),
+            failed: Mutex::new(None),
             lease_wake: Notify::new(),
         });
         let (tx, rx) = mpsc::channel();
@@ -1436,6 +1446,9 @@ impl Stream for EmbeddedWatch {
 
 #[async_trait]
 impl Store for EmbeddedStore {
+    fn failure(&self) -> Option<String> {
+        lock(&self.inner.shared.failed).clone()
+    }
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         self.ensure_expiry_task();
         Ok(self.state().kv.get(key).cloned())

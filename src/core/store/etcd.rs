@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, Error as EtcdError, EventType,
-    GetOptions, PutOptions, Txn as EtcdTxn, TxnOp, WatchOptions, Watcher,
+    Certificate, Client, Compare as EtcdCompare, CompareOp, ConnectOptions, Error as EtcdError,
+    EventType, GetOptions, Identity, PutOptions, TlsOptions, Txn as EtcdTxn, TxnOp, WatchOptions,
+    Watcher,
 };
 use futures::StreamExt;
 
@@ -36,6 +37,7 @@ const CODE_INVALID_ARGUMENT: i32 = 3;
 const CODE_NOT_FOUND: i32 = 5;
 const CODE_FAILED_PRECONDITION: i32 = 9;
 const CODE_OUT_OF_RANGE: i32 = 11;
+const CODE_UNAVAILABLE: i32 = 14;
 /// How often the store compacts etcd (kube-apiserver's default `--etcd-compaction-interval`).
 pub const COMPACTION_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
@@ -88,6 +90,45 @@ fn is_lease_not_found(e: &EtcdError) -> bool {
     }
 }
 
+/// Attempts of one request when the member the balancer picked is down.
+const ATTEMPTS: u32 = 8;
+
+/// Whether the request never reached etcd (no connection could be made), so sending it again
+/// cannot apply it twice, even a write.
+fn not_sent(e: &EtcdError) -> bool {
+    let m = e.to_string();
+    m.contains("tcp connect error") || m.contains("Connection refused") || m.contains("dns error")
+}
+
+/// Whether trying again may help: the member was unreachable or had no leader.
+fn transient(e: &EtcdError) -> bool {
+    match e {
+        EtcdError::GRpcStatus(s) => s.code() as i32 == CODE_UNAVAILABLE,
+        EtcdError::TransportError(_) | EtcdError::IoError(_) => true,
+        _ => false,
+    }
+}
+
+/// Send a request again when a member is down: with several endpoints the balancer may pick a
+/// dead one, and the next attempt picks another. Reads retry any transient error; writes only
+/// those where the request was never sent.
+async fn retrying<T, F, Fut>(write: bool, mut f: F) -> std::result::Result<T, EtcdError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<T, EtcdError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match f().await {
+            Err(e) if attempt < ATTEMPTS && (not_sent(&e) || (!write && transient(&e))) => {
+                tokio::time::sleep(Duration::from_millis(25 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
 async fn timed<T>(fut: impl Future<Output = std::result::Result<T, EtcdError>>) -> Result<T> {
     match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
         Ok(r) => r.map_err(map_err),
@@ -131,11 +172,44 @@ fn convert_op(op: &Op) -> TxnOp {
     }
 }
 
+/// TLS to etcd (`etcds://` URLs): the CA that signed etcd's server certificate and, for
+/// client-certificate authentication, this client's certificate and key (PEM files).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdTls {
+    pub ca: Option<std::path::PathBuf>,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl EtcdTls {
+    fn options(&self) -> anyhow::Result<TlsOptions> {
+        let read = |p: &std::path::Path, what: &str| {
+            std::fs::read(p)
+                .map_err(|e| anyhow::anyhow!("reading the etcd {what} {}: {e}", p.display()))
+        };
+        let mut tls = TlsOptions::new();
+        if let Some(ca) = &self.ca {
+            tls = tls.ca_certificate(Certificate::from_pem(read(ca, "CA certificate")?));
+        }
+        match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => {
+                tls = tls.identity(Identity::from_pem(
+                    read(c, "client certificate")?,
+                    read(k, "client key")?,
+                ));
+            }
+            (None, None) => {}
+            _ => anyhow::bail!("--etcd-cert and --etcd-key go together"),
+        }
+        Ok(tls)
+    }
+}
+
 impl EtcdStore {
     /// Connect to etcd (`http://host:2379` endpoints), check that it answers, and compact it
     /// every [`COMPACTION_INTERVAL`].
     pub async fn connect(endpoints: &[String]) -> anyhow::Result<Self> {
-        Self::connect_with_compaction(endpoints, Some(COMPACTION_INTERVAL)).await
+        Self::connect_with(endpoints, None, Some(COMPACTION_INTERVAL)).await
     }
 
     /// [`connect`](Self::connect) with another compaction period (`None`: never compact).
@@ -143,11 +217,23 @@ impl EtcdStore {
         endpoints: &[String],
         compaction: Option<Duration>,
     ) -> anyhow::Result<Self> {
-        let opts = ConnectOptions::new()
+        Self::connect_with(endpoints, None, compaction).await
+    }
+
+    /// Connect over TLS when `tls` is given (`https://` endpoints).
+    pub async fn connect_with(
+        endpoints: &[String],
+        tls: Option<&EtcdTls>,
+        compaction: Option<Duration>,
+    ) -> anyhow::Result<Self> {
+        let mut opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             // etcd rejects pings more frequent than every 5 s by default.
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             .with_require_leader(true);
+        if let Some(tls) = tls {
+            opts = opts.with_tls(tls.options()?);
+        }
         let client = Client::connect(endpoints, Some(opts))
             .await
             .map_err(|e| anyhow::anyhow!("connecting to etcd at {endpoints:?}: {e}"))?;
@@ -350,14 +436,22 @@ impl Store for EtcdStore {
         if key.is_empty() {
             return Ok(None);
         }
-        let mut kv = self.kv();
-        let resp = timed(kv.get(key, None)).await?;
+        let kv = self.kv();
+        let resp = timed(retrying(false, || {
+            let mut kv = kv.clone();
+            async move { kv.get(key, None).await }
+        }))
+        .await?;
         Ok(resp.kvs().first().map(convert_kv))
     }
 
     async fn range(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)> {
-        let mut kv = self.kv();
-        let resp = timed(kv.get(prefix, Some(GetOptions::new().with_prefix()))).await?;
+        let kv = self.kv();
+        let resp = timed(retrying(false, || {
+            let mut kv = kv.clone();
+            async move { kv.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        }))
+        .await?;
         let rev = resp.header().map_or(0, |h| h.revision());
         Ok((resp.kvs().iter().map(convert_kv).collect(), rev))
     }
@@ -378,8 +472,12 @@ impl Store for EtcdStore {
             .when(compares)
             .and_then(success)
             .or_else(failure);
-        let mut kv = self.kv();
-        let resp = match tokio::time::timeout(REQUEST_TIMEOUT, kv.txn(req)).await {
+        let kv = self.kv();
+        let send = retrying(true, || {
+            let (mut kv, req) = (kv.clone(), req.clone());
+            async move { kv.txn(req).await }
+        });
+        let resp = match tokio::time::timeout(REQUEST_TIMEOUT, send).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) if is_lease_not_found(&e) => {
                 return Err(StoreError::LeaseNotFound(Self::first_lease(&txn)))
@@ -425,14 +523,24 @@ impl Store for EtcdStore {
     async fn lease_grant(&self, ttl: Duration) -> Result<i64> {
         // etcd TTLs are whole seconds (and at least ~2 s in practice); round up.
         let secs = (ttl.as_millis().div_ceil(1000) as i64).max(1);
-        let mut lc = self.client.lease_client();
-        Ok(timed(lc.grant(secs, None)).await?.id())
+        let lc = self.client.lease_client();
+        // An extra lease from a retried grant is harmless: nothing is attached, it expires.
+        Ok(timed(retrying(false, || {
+            let mut lc = lc.clone();
+            async move { lc.grant(secs, None).await }
+        }))
+        .await?
+        .id())
     }
 
     async fn lease_keep_alive(&self, lease: i64) -> Result<()> {
-        let mut lc = self.client.lease_client();
+        let lc = self.client.lease_client();
         // One request/response round trip; etcd-client reports TTL <= 0 as "lease not found".
-        match tokio::time::timeout(REQUEST_TIMEOUT, lc.keep_alive(lease)).await {
+        let send = retrying(false, || {
+            let mut lc = lc.clone();
+            async move { lc.keep_alive(lease).await }
+        });
+        match tokio::time::timeout(REQUEST_TIMEOUT, send).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) if is_lease_not_found(&e) => Err(StoreError::LeaseNotFound(lease)),
             Ok(Err(e)) => Err(map_err(e)),
@@ -453,8 +561,15 @@ impl Store for EtcdStore {
     }
 
     async fn revision(&self) -> Result<i64> {
-        let mut kv = self.kv();
-        let resp = timed(kv.get("\0", Some(GetOptions::new().with_count_only()))).await?;
+        let kv = self.kv();
+        let resp = timed(retrying(false, || {
+            let mut kv = kv.clone();
+            async move {
+                kv.get("\0", Some(GetOptions::new().with_count_only()))
+                    .await
+            }
+        }))
+        .await?;
         resp.header()
             .map(|h| h.revision())
             .ok_or_else(|| StoreError::Unavailable("etcd response without header".into()))

@@ -4,6 +4,7 @@
 //! and [`etcd::EtcdStore`]. Both give a global monotonic revision, compare-and-swap
 //! transactions on a key's mod revision, ordered gap-free watches from a revision, and leases.
 
+pub mod election;
 pub mod embedded;
 pub mod etcd;
 
@@ -208,6 +209,12 @@ pub trait Store: Send + Sync + 'static {
     async fn lease_revoke(&self, lease: i64) -> Result<()>;
     /// The store's current revision.
     async fn revision(&self) -> Result<i64>;
+    /// Why this store can no longer write, once it cannot (the embedded store after an I/O
+    /// error). The process should then exit loudly so a supervisor restarts it and the log
+    /// replays; `None` while healthy or when the backend recovers by itself (etcd).
+    fn failure(&self) -> Option<String> {
+        None
+    }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<i64> {
         Ok(self
@@ -225,19 +232,38 @@ pub trait Store: Send + Sync + 'static {
 
 pub type DynStore = Arc<dyn Store>;
 
-/// Open a store from a URL: `embedded:///path/to/dir` (or a bare path) or
-/// `etcd://host:2379,host2:2379`.
+/// Open a store from a URL: `embedded:///path/to/dir` (or a bare path),
+/// `etcd://host:2379,host2:2379`, or `etcds://…` (TLS, with the default [`etcd::EtcdTls`]:
+/// the system's roots, no client certificate).
 pub async fn open(url: &str) -> anyhow::Result<DynStore> {
-    if let Some(rest) = url.strip_prefix("etcd://") {
+    open_with(url, &etcd::EtcdTls::default()).await
+}
+
+/// [`open`] with TLS settings for `etcds://` URLs (a CA, a client certificate and key).
+pub async fn open_with(url: &str, tls: &etcd::EtcdTls) -> anyhow::Result<DynStore> {
+    let (rest, scheme) = if let Some(rest) = url.strip_prefix("etcds://") {
+        (Some(rest), "https")
+    } else if let Some(rest) = url.strip_prefix("etcd://") {
+        (Some(rest), "http")
+    } else {
+        (None, "")
+    };
+    if let Some(rest) = rest {
         let endpoints: Vec<String> = rest
             .split(',')
             .filter(|s| !s.is_empty())
-            .map(|s| format!("http://{}", s.trim_end_matches('/')))
+            .map(|s| format!("{scheme}://{}", s.trim_end_matches('/')))
             .collect();
         if endpoints.is_empty() {
             anyhow::bail!("store URL {url:?} names no etcd endpoint");
         }
-        Ok(Arc::new(etcd::EtcdStore::connect(&endpoints).await?))
+        if scheme == "http" && *tls != etcd::EtcdTls::default() {
+            anyhow::bail!("--etcd-ca/--etcd-cert/--etcd-key need an etcds:// store URL (TLS)");
+        }
+        let tls = (scheme == "https").then_some(tls);
+        Ok(Arc::new(
+            etcd::EtcdStore::connect_with(&endpoints, tls, Some(etcd::COMPACTION_INTERVAL)).await?,
+        ))
     } else {
         let path = url.strip_prefix("embedded://").unwrap_or(url);
         Ok(Arc::new(embedded::EmbeddedStore::open(path)?))

@@ -255,6 +255,13 @@
   }
 
   function renderControllers() {
+    const lead = (S.controllers || []).find(c => 'leader' in c);
+    const el = $('#leader');
+    if (el) {
+      el.textContent = !lead ? 'reconcile status'
+        : lead.leader ? `leader ${lead.leader} · term ${lead.term}${lead.active ? ' (this process)' : ''}`
+        : 'no leader elected';
+    }
     const tb = $('#controllers tbody');
     tb.innerHTML = (S.controllers || []).map(c =>
       `<tr data-controller="${esc(c.name)}"><td class="name">${esc(c.name)}</td>` +

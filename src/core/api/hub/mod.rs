@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, watch};
 mod rows;
 use crate::metrics::{self, aggregate, Aggregate, InstanceSample, TaskInfo, STATS_PREFIX};
 use crate::runtime::{watcher, Registry, WatcherEvent};
+use crate::store::election::Leadership;
 use crate::store::{DynStore, KeyValue};
 
 /// How often coalesced changes go out.
@@ -103,6 +104,7 @@ pub struct Hub {
     tx: broadcast::Sender<Message>,
     events_tx: broadcast::Sender<Value>,
     registry: Registry,
+    leadership: Leadership,
     synced: watch::Sender<bool>,
 }
 
@@ -112,7 +114,7 @@ fn ms_now() -> i64 {
 
 impl Hub {
     /// Start mirroring the store. Background work stops once the hub is dropped.
-    pub fn start(store: DynStore, registry: Registry) -> Arc<Hub> {
+    pub fn start(store: DynStore, registry: Registry, leadership: Leadership) -> Arc<Hub> {
         let (tx, _) = broadcast::channel(512);
         let (events_tx, _) = broadcast::channel(1024);
         let (synced, _) = watch::channel(false);
@@ -121,6 +123,7 @@ impl Hub {
             tx,
             events_tx,
             registry,
+            leadership,
             synced,
         });
         let weak = Arc::downgrade(&hub);
@@ -342,7 +345,7 @@ impl Hub {
     }
 
     fn tick_controllers(&self) {
-        let snap = json!(self.registry.snapshot());
+        let snap = crate::api::health::controller_rows(&self.registry, &self.leadership);
         let mut st = self.state.lock().unwrap();
         if st.controllers == snap {
             return;
