@@ -17,6 +17,20 @@ const CONVERGE: Duration = Duration::from_secs(90);
 /// A service whose httpd serves `/www/<path>/index.html` = `body`, `/id.html` = its hostname,
 /// and `/health.html`.
 fn site(name: &str, replicas: u32, path: &str, body: &str, tg: &str, version: &str) -> String {
+    site_with(name, replicas, path, body, tg, version, false)
+}
+
+/// [`site`], optionally with a container health check (the task is HEALTHY only once it
+/// passes), which changes when the deployment counts a new task.
+fn site_with(
+    name: &str,
+    replicas: u32,
+    path: &str,
+    body: &str,
+    tg: &str,
+    version: &str,
+    container_check: bool,
+) -> String {
     let script = format!(
         "mkdir -p /www/{path} && echo {body} > /www/{path}/index.html && hostname > /www/id.html && echo ok > /www/health.html && exec httpd -f -p 8080 -h /www"
     );
@@ -27,7 +41,12 @@ fn site(name: &str, replicas: u32, path: &str, body: &str, tg: &str, version: &s
             .memory(16)
             .port(8080)
             .env(&[("VERSION", version)])
-            .stop_timeout(1)],
+            .stop_timeout(1)
+            .with(if container_check {
+                r#"healthCheck: {command: ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/health.html"], interval: 1, timeout: 1, retries: 2}"#
+            } else {
+                "essential: true"
+            })],
     );
     let lb =
         format!("loadBalancers: [{{targetGroup: {tg}, containerName: web, containerPort: 8080}}]");
@@ -46,13 +65,17 @@ fn site(name: &str, replicas: u32, path: &str, body: &str, tg: &str, version: &s
 }
 
 fn target_group(name: &str) -> String {
+    target_group_with(name, 2, 5)
+}
+
+fn target_group_with(name: &str, healthy_threshold: u32, deregistration_delay: u32) -> String {
     format!(
         r#"apiVersion: berth.dev/v1
 kind: TargetGroup
 metadata: {{name: {name}}}
 spec:
-  healthCheck: {{path: /health.html, intervalSeconds: 1, timeoutSeconds: 1, healthyThresholdCount: 2, unhealthyThresholdCount: 2}}
-  deregistrationDelaySeconds: 5
+  healthCheck: {{path: /health.html, intervalSeconds: 1, timeoutSeconds: 1, healthyThresholdCount: {healthy_threshold}, unhealthyThresholdCount: 2}}
+  deregistrationDelaySeconds: {deregistration_delay}
 "#
     )
 }
@@ -211,6 +234,72 @@ fn zero_failed_requests_while_rolling_and_stopping() {
     eprintln!("{ok} requests succeeded, {bad} failed");
     assert!(ok > 100, "too few requests: {ok}");
     assert_eq!(bad, 0, "failed requests: {:?}", why.lock().unwrap());
+}
+
+/// Issue 16 item 12: with a container health check, a healthy threshold of 1 and a 3 s
+/// deregistration delay, requests failed in one window of the rollout. Every combination of
+/// those settings must roll with zero failed requests.
+#[test]
+fn zero_failed_requests_while_rolling_for_every_combination_of_settings() {
+    let b = Berth::up(None);
+    for (threshold, delay, container_check) in
+        [(1, 3, true), (1, 3, false), (2, 3, true), (1, 0, true)]
+    {
+        let name = unique("combo");
+        let tg = format!("{name}-tg");
+        let port = free_port();
+        let dir = manifest_dir(&[
+            ("tg.yaml", target_group_with(&tg, threshold, delay)),
+            (
+                "svc.yaml",
+                site_with(&name, 3, "r", "v1", &tg, "1", container_check),
+            ),
+            (
+                "lb.yaml",
+                load_balancer(&unique("front"), port, &[("/r/*", &tg, 1)]),
+            ),
+        ]);
+        b.apply(dir.path());
+        wait_for("rollout complete", CONVERGE, || {
+            let s = b.get_json(&["services", &name]);
+            (s["status"]["deployments"][0]["rolloutState"] == "COMPLETED").then_some(())
+        });
+        wait_serving(port, "/r/", "v1");
+        let stop = Arc::new(AtomicBool::new(false));
+        // Several clients at once, as a real front end sees them.
+        let hammers: Vec<Hammer> = (0..6).map(|_| hammer(port, stop.clone())).collect();
+        write(
+            dir.path(),
+            "svc.yaml",
+            &site_with(&name, 3, "r", "v2", &tg, "2", container_check),
+        );
+        b.apply(dir.path());
+        let rs = b.cli(&["rollout", "status", &name, "--timeout", "120s"]);
+        assert!(
+            rs.status.success(),
+            "{}",
+            String::from_utf8_lossy(&rs.stderr)
+        );
+        wait_serving(port, "/r/", "v2");
+        // The old tasks' deregistration and stop must not fail a request either.
+        std::thread::sleep(Duration::from_secs(delay as u64 + 3));
+        stop.store(true, Ordering::SeqCst);
+        let (mut ok, mut bad, mut why) = (0, 0, Vec::new());
+        for (o, b_, w, h) in hammers {
+            h.join().unwrap();
+            ok += o.load(Ordering::SeqCst);
+            bad += b_.load(Ordering::SeqCst);
+            why.extend(w.lock().unwrap().drain(..));
+        }
+        eprintln!("threshold {threshold}, delay {delay}s, container check {container_check}: {ok} ok, {bad} failed");
+        assert!(ok > 100, "too few requests: {ok}");
+        assert_eq!(
+            bad,
+            0,
+            "threshold {threshold}, delay {delay}s, container check {container_check}: failed requests: {why:?}"
+        );
+        b.cli_ok(&["delete", "services", &name]);
+    }
 }
 
 #[test]

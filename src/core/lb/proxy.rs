@@ -34,6 +34,8 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A target must answer within this.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+/// Tries of an idempotent request whose target refused the connection (each on another target).
+const ATTEMPTS: u32 = 3;
 
 pub fn client() -> Client {
     let mut http = HttpConnector::new();
@@ -197,14 +199,14 @@ async fn handle(
         .boxed();
     let mut body = Some(limited);
     let mut excluded: Option<SocketAddr> = None;
-    for attempt in 0..2 {
+    for attempt in 0..ATTEMPTS {
         let Some(target) = pick(
             &group.targets,
             group.spec.algorithm,
             &group.cursor,
             excluded.as_ref(),
         ) else {
-            return plain(StatusCode::SERVICE_UNAVAILABLE, "no healthy targets");
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "no registered targets");
         };
         let guard = InFlight::new(target.clone());
         let uri = format!(
@@ -254,7 +256,7 @@ async fn handle(
                 if connect_failed && target.eject() {
                     tracing::warn!(target = %target.addr, task = %target.task_id, "ejected after a connection failure");
                 }
-                if connect_failed && retryable && attempt == 0 {
+                if connect_failed && retryable && attempt + 1 < ATTEMPTS {
                     excluded = Some(target.addr);
                     continue;
                 }

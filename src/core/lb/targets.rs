@@ -125,16 +125,31 @@ impl Drop for InFlight {
 }
 
 /// Choose a routable target, skipping `exclude` (a target that just failed to connect).
+///
+/// When no registered target is both healthy and taking requests (a new target not yet
+/// checked while the old ones drain, a burst of connection errors ejecting every target), the
+/// group fails open as an ALB does: any target that is not draining, and failing that any
+/// draining one (its containers run until it is drained). A 503 only when nothing is
+/// registered.
 pub fn pick(
     targets: &[Arc<TargetRuntime>],
     algorithm: Algorithm,
     cursor: &AtomicUsize,
     exclude: Option<&SocketAddr>,
 ) -> Option<Arc<TargetRuntime>> {
-    let ok: Vec<&Arc<TargetRuntime>> = targets
-        .iter()
-        .filter(|t| t.routable() && Some(&t.addr) != exclude)
-        .collect();
+    let candidates = |f: &dyn Fn(&TargetRuntime) -> bool| -> Vec<&Arc<TargetRuntime>> {
+        targets
+            .iter()
+            .filter(|t| Some(&t.addr) != exclude && f(t))
+            .collect()
+    };
+    let mut ok = candidates(&|t| t.routable());
+    if ok.is_empty() {
+        ok = candidates(&|t| !t.draining.load(Ordering::Acquire));
+    }
+    if ok.is_empty() {
+        ok = candidates(&|_| true);
+    }
     if ok.is_empty() {
         return None;
     }
@@ -208,5 +223,53 @@ mod tests {
         ts[2].draining.store(true, Ordering::SeqCst);
         let p = pick(&ts, Algorithm::RoundRobin, &c, Some(&ts[0].addr)).unwrap();
         assert_eq!(p.addr.port(), 2);
+    }
+
+    #[test]
+    fn fails_open_when_no_target_is_healthy_and_taking_requests() {
+        let hc = TargetHealthCheck::default();
+        let c = AtomicUsize::new(0);
+        // The old target drains while the new one has not been checked yet.
+        let old = t(1);
+        old.draining.store(true, Ordering::SeqCst);
+        let fresh = Arc::new(TargetRuntime::new(
+            "tg",
+            "new",
+            "s",
+            "127.0.0.1:2".parse().unwrap(),
+        ));
+        let ts = vec![old.clone(), fresh.clone()];
+        assert_eq!(
+            pick(&ts, Algorithm::RoundRobin, &c, None)
+                .unwrap()
+                .addr
+                .port(),
+            2
+        );
+        // A healthy one is preferred as soon as there is one.
+        fresh.observe(true, &hc);
+        fresh.observe(true, &hc);
+        let third = t(3);
+        let ts = vec![old.clone(), fresh.clone(), third];
+        for _ in 0..4 {
+            assert_ne!(
+                pick(&ts, Algorithm::RoundRobin, &c, None)
+                    .unwrap()
+                    .addr
+                    .port(),
+                1
+            );
+        }
+        // Only draining targets left: still better than a 503.
+        let ts = vec![old.clone()];
+        assert_eq!(
+            pick(&ts, Algorithm::RoundRobin, &c, None)
+                .unwrap()
+                .addr
+                .port(),
+            1
+        );
+        assert!(pick(&ts, Algorithm::RoundRobin, &c, Some(&old.addr)).is_none());
+        assert!(pick(&[], Algorithm::RoundRobin, &c, None).is_none());
     }
 }
