@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run berth's whole test suite: unit tests, property tests, the store conformance suite against
 # the embedded store and a real etcd, and the end-to-end tests on the real Docker daemon.
-# Needs: Docker, `etcd` (Debian etcd-server), `protoc` (protobuf-compiler), busybox-static.
+# Needs: Docker, `etcd` (Debian etcd-server), `protoc` (protobuf-compiler), busybox-static,
+# openssl, iproute2, iptables and curl, and root (namespaced hosts, a tiny tmpfs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 docker image inspect local/busybox:1 >/dev/null 2>&1 || scripts/build-image.sh

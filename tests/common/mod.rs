@@ -3,3 +3,4 @@ pub mod etcd;
 pub mod instances;
 pub mod link;
 pub mod manifests;
+pub mod netns;
