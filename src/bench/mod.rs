@@ -2,6 +2,7 @@
 //! A layer above `node` (it starts whole nodes) and below `cli` (ARCHITECTURE.md). The shared
 //! harness is in `harness` (a node to measure, the raw-Docker side) and `etcd` (an etcd server).
 
+pub mod chaos;
 pub mod converge;
 pub mod dashboard;
 pub mod etcd;
@@ -18,6 +19,16 @@ use clap::Subcommand;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
+    /// Kill containers, agents, control planes and an etcd member at random while services
+    /// run on a real cluster; check the invariants throughout (exit non-zero on a violation).
+    Chaos {
+        #[arg(long, default_value_t = 2.0)]
+        minutes: f64,
+        #[arg(long, default_value_t = 3)]
+        services: u32,
+        #[arg(long, default_value_t = 3)]
+        replicas: u32,
+    },
     /// The dashboard with N simulated tasks (time to first render, payload size, live update
     /// latency) and the agent's stats sampling cost per 100 containers.
     Dashboard {
@@ -109,6 +120,18 @@ pub enum BenchCommand {
 
 pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
     match cmd {
+        BenchCommand::Chaos {
+            minutes,
+            services,
+            replicas,
+        } => {
+            self::chaos::run(&self::chaos::Options {
+                minutes: *minutes,
+                services: *services,
+                replicas: *replicas,
+            })
+            .await
+        }
         BenchCommand::Dashboard {
             tasks,
             containers,
