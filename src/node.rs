@@ -123,6 +123,7 @@ pub async fn start(store: DynStore, cfg: NodeConfig) -> anyhow::Result<Node> {
                 store.clone(),
                 docker.clone(),
                 agent_cfg.instance_id.clone(),
+                agent_cfg.secrets.clone(),
                 shutdown.clone(),
             ),
         ));

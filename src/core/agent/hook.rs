@@ -9,6 +9,7 @@ use crate::store::Store;
 /// the extra environment (task credentials URI and token when the task has a role).
 pub async fn before_start(
     store: &dyn Store,
+    secrets: &super::secrets::Secrets,
     instance: &str,
     task: &Task,
     td: &TaskDefinition,
@@ -19,5 +20,5 @@ pub async fn before_start(
     if let Err(m) = crate::apply::safety::check_against(&td.spec, &task.spec.cluster, &settings) {
         anyhow::bail!("{m}");
     }
-    super::credentials_endpoint::task_env(store, instance, task, td).await
+    super::credentials_endpoint::task_env(store, secrets, instance, task, td).await
 }

@@ -4,8 +4,10 @@
 pub mod credentials_endpoint;
 pub mod docker;
 pub mod hook;
+pub mod join;
 pub mod logs;
 pub mod runner;
+pub mod secrets;
 pub mod simulated;
 pub mod stats;
 
@@ -44,6 +46,9 @@ pub struct AgentConfig {
     pub stats_interval: Duration,
     /// Where the agent serves container logs (advertised on its instance record).
     pub logs_addr: std::net::SocketAddr,
+    /// Where task tokens and role credentials come from: the server key in the store
+    /// (in-process agent) or the API server (a joined agent).
+    pub secrets: secrets::Secrets,
 }
 
 impl AgentConfig {
@@ -60,6 +65,7 @@ impl AgentConfig {
             data_dir: std::env::temp_dir().join(format!("berth-agent-{instance_id}")),
             stats_interval: stats::DEFAULT_INTERVAL,
             logs_addr: ([127, 0, 0, 1], 0).into(),
+            secrets: secrets::Secrets::Local,
         }
     }
 }
@@ -240,6 +246,7 @@ pub async fn run(
         docker: docker.clone(),
         instance: cfg.instance_id.clone(),
         pause_image: cfg.pause_image.clone(),
+        secrets: cfg.secrets.clone(),
     });
     let me = cfg.instance_id.clone();
     let mine = move |kv: &crate::store::KeyValue| -> Vec<String> {

@@ -27,6 +27,8 @@ pub struct TaskRunner {
     pub instance: String,
     /// Image of awsvpc tasks' pause containers (needs `sleep`).
     pub pause_image: String,
+    /// Where task tokens come from (the server key here, or the API server).
+    pub secrets: super::secrets::Secrets,
 }
 
 /// Why a task must stop, as ECS reports it.
@@ -79,7 +81,9 @@ impl TaskRunner {
         c: &ContainerDefinition,
     ) -> anyhow::Result<Observed> {
         let name = d::container_name(&task.metadata.name, &c.name);
-        let extra = super::hook::before_start(&*self.store, &self.instance, task, td).await?;
+        let extra =
+            super::hook::before_start(&*self.store, &self.secrets, &self.instance, task, td)
+                .await?;
         let mut body = d::create_body(task, td, c, &self.instance, &extra);
         if td.spec.network_mode() == NetworkMode::Awsvpc {
             // Join the task's own network namespace, held by its pause container.
@@ -495,6 +499,18 @@ fn restart_allowed(c: &ContainerDefinition, o: &Observed) -> bool {
 }
 
 impl TaskRunner {
+    /// Not (or no longer) ours: whatever we still run for it must go.
+    async fn not_ours(&self, id: &str) -> anyhow::Result<Action> {
+        let leftovers = d::list_task(&self.docker, &self.instance, id).await?;
+        for c in leftovers {
+            if let Some(cid) = c.id.as_deref() {
+                d::stop(&self.docker, cid, 10).await?;
+                d::remove(&self.docker, cid).await?;
+            }
+        }
+        Ok(Action::Done)
+    }
+
     /// A task still registered behind a load balancer is deregistered and drained before its
     /// containers get SIGTERM: while its target record exists (up to the deregistration delay
     /// plus a margin, in case no controller is there to finish it), hold the task in
@@ -625,7 +641,15 @@ pub fn start_order(defs: &[ContainerDefinition]) -> Vec<ContainerDefinition> {
 #[async_trait]
 impl Reconciler for TaskRunner {
     async fn reconcile(&self, id: &str) -> anyhow::Result<Action> {
-        let task: Option<Task> = objects::get(&*self.store, &keys::key(Kind::Task, id)).await?;
+        let task: Option<Task> = match objects::get(&*self.store, &keys::key(Kind::Task, id)).await
+        {
+            Ok(t) => t,
+            // A joined agent may not read another instance's task: not ours.
+            Err(objects::ObjectError::Store(e)) if crate::store::remote::is_denied(&e) => {
+                return self.not_ours(id).await;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let Some(task) = task else {
             // An orphan: its task record is gone. Removed once older than the grace period,
             // so a record that is only briefly invisible never costs a running container.
@@ -652,15 +676,7 @@ impl Reconciler for TaskRunner {
             });
         };
         if task.status.container_instance.as_deref() != Some(self.instance.as_str()) {
-            // Not (or no longer) ours: whatever we still run for it must go.
-            let leftovers = d::list_task(&self.docker, &self.instance, id).await?;
-            for c in leftovers {
-                if let Some(cid) = c.id.as_deref() {
-                    d::stop(&self.docker, cid, 10).await?;
-                    d::remove(&self.docker, cid).await?;
-                }
-            }
-            return Ok(Action::Done);
+            return self.not_ours(id).await;
         }
         if task.is_stopped() {
             self.remove_all(id).await?;
