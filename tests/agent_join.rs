@@ -144,7 +144,12 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(server: &Server, instance: &str, data: &Path, join_token: Option<&str>) -> Agent {
+    fn start(
+        server: &Server,
+        instance: &str,
+        data: &Path,
+        join_token_file: Option<&Path>,
+    ) -> Agent {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -166,9 +171,9 @@ impl Agent {
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log);
-        if let Some(t) = join_token {
-            // Through the environment, so the token is not in the process list.
-            c.env("BERTH_JOIN_TOKEN", t);
+        if let Some(f) = join_token_file {
+            // From a file: the token is neither in the process list nor in its environment.
+            c.arg("--join-token-file").arg(f);
         }
         Agent {
             child: c.spawn().unwrap(),
@@ -268,8 +273,12 @@ fn a_joined_agent_runs_tasks_through_the_api_with_only_its_own_instance() {
         .trim()
         .to_string();
     assert!(token.starts_with("bjt_"), "{token}");
-    let boot = std::fs::read_to_string(s.data.path().join("join-token")).unwrap();
-    assert!(boot.trim().starts_with("bjt_"));
+    let boot_file = s.data.path().join("join-token");
+    let boot = std::fs::read_to_string(&boot_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(boot.starts_with("bjt_"));
     let listed = s.cli_ok(&["token", "list", "-o", "json"]);
     assert!(
         listed.contains("\"test\"") && !listed.contains(&token),
@@ -284,7 +293,8 @@ fn a_joined_agent_runs_tasks_through_the_api_with_only_its_own_instance() {
 
     // The agent joins and registers its instance.
     let i1 = unique("aj");
-    let mut agent = Agent::start(&s, &i1, &dirs.path().join("a1"), Some(&token));
+    // With the token `berth server --agent-join-token-file` wrote.
+    let mut agent = Agent::start(&s, &i1, &dirs.path().join("a1"), Some(&boot_file));
     wait_for(
         "the joined instance connected",
         Duration::from_secs(60),
@@ -296,7 +306,7 @@ fn a_joined_agent_runs_tasks_through_the_api_with_only_its_own_instance() {
             (v["status"]["agentConnected"] == true).then_some(())
         },
     );
-    // Its process holds no store URL (nor the join token): only the API server's.
+    // Its process holds no store URL (nor a join token): only the API server's.
     let pid = agent.child.id();
     let args = read_proc(pid, "cmdline");
     let env = read_proc(pid, "environ");
@@ -310,7 +320,7 @@ fn a_joined_agent_runs_tasks_through_the_api_with_only_its_own_instance() {
             !text.contains("--store") && !text.contains(&store_dir),
             "{text}"
         );
-        assert!(!text.contains(&token), "{text}");
+        assert!(!text.contains(&token) && !text.contains(&boot), "{text}");
     }
     assert!(args.contains(&s.url()), "{args}");
 
@@ -419,12 +429,18 @@ fn a_joined_agent_runs_tasks_through_the_api_with_only_its_own_instance() {
         .map(|kv| kv["key"].as_str().unwrap().to_string())
         .collect();
     assert!(keys.contains(&task_key), "{keys:?}");
+    // Exactly its own keys, its task, and what that task needs.
+    let own = [
+        format!("/berth/auth/endpoints/{i1}"),
+        format!("/berth/containerinstances/{i1}"),
+        format!("/berth/leases/containerinstances/{i1}"),
+        format!("/berth/stats/{i1}"),
+        "/berth/clusters/default".to_string(),
+        task_key.clone(),
+    ];
     for k in &keys {
         assert!(
-            !k.starts_with("/berth/auth/")
-                && !k.starts_with("/berth/agent/")
-                && !k.starts_with("/berth/services/")
-                && !k.starts_with("/berth/roles/"),
+            own.contains(k) || k.starts_with(&format!("/berth/taskdefinitions/{name}/")),
             "{k} in {keys:?}"
         );
     }
