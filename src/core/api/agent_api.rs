@@ -53,10 +53,13 @@ const SCOPE_TTL: Duration = Duration::from_secs(2);
 const MIN_LEASE: Duration = Duration::from_secs(1);
 const MAX_LEASE: Duration = Duration::from_secs(600);
 
+/// Instance → (when read, its scope).
+type ScopeCache = Arc<Mutex<HashMap<String, (Instant, Arc<Scope>)>>>;
+
 #[derive(Clone)]
 struct AgentState {
     auth: AuthState,
-    scopes: Arc<Mutex<HashMap<String, (Instant, Arc<Scope>)>>>,
+    scopes: ScopeCache,
 }
 
 pub fn routes(auth: AuthState) -> Router {

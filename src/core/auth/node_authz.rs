@@ -507,7 +507,7 @@ mod tests {
     #[test]
     fn task_writes_are_status_only_and_own_tasks_only() {
         let mine = task("t1", Some(ME));
-        let s = scope_with(&[mine.clone()]);
+        let s = scope_with(std::slice::from_ref(&mine));
         let key = keys::key(Kind::Task, "t1");
         let cur = current(&key, mine.to_bytes(), 7);
         let owned = BTreeSet::new();
