@@ -561,6 +561,23 @@ fn a_joined_agent_runs_tasks_through_the_api_with_only_its_own_instance() {
     let keeps = s.audit("berth:AgentLeaseKeepAlive");
     assert!(keeps.iter().any(|r| r["decision"] == "denied"), "{keeps:?}");
 
+    // Revocation: of an instance's credential, and of a join token.
+    s.cli_ok(&["token", "revoke-agent", &i2]);
+    let (st, v) = agent_call(p, &c2, &i2, "revision", json!({}));
+    assert_eq!(st, 401, "{v}");
+    let listed: Value = serde_json::from_str(&s.cli_ok(&["token", "list", "-o", "json"])).unwrap();
+    let id = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["description"] == "test")
+        .and_then(|t| t["id"].as_str())
+        .unwrap()
+        .to_string();
+    s.cli_ok(&["token", "delete", &id]);
+    let (st, v) = join(p, Some(&token), &unique("aj3"));
+    assert_eq!(st, 401, "{v}");
+
     // A restart reuses the saved credential: no join token needed.
     agent.kill();
     let mut agent = Agent::start(&s, &i1, &dirs.path().join("a1"), None);

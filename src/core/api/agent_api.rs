@@ -18,7 +18,8 @@
 //! Agent requests carry `Authorization: Bearer <agent credential>` and `x-berth-instance`; a
 //! credential presented for another instance → 403. Every refusal, join and secret handed out
 //! is recorded in the audit trail (identity `agent/<instance>`); allowed store calls are not
-//! (they are the agent's steady traffic).
+//! (they are the agent's steady traffic). An open watch re-checks its credential every 10 s (on
+//! its next event) and ends with an error once it is revoked.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -41,7 +42,7 @@ use crate::audit::AuditRecord;
 use crate::auth::agent_join;
 use crate::auth::node_authz::{self, Scope, TxnDecision};
 use crate::model::{keys, Kind, Task};
-use crate::store::remote::{wire, INSTANCE_HEADER};
+use crate::store::remote::{wire, INSTANCE_HEADER, UNAUTHENTICATED};
 use crate::store::{KeyValue, Op, StoreError, Txn};
 
 use super::auth_state::{AuthState, Caller};
@@ -50,6 +51,8 @@ use super::error::ApiError;
 /// How long a cached scope (an instance's tasks) is trusted before it is re-read; a refusal
 /// on a cached scope is always re-decided on a fresh one.
 const SCOPE_TTL: Duration = Duration::from_secs(2);
+/// How often an open watch re-checks its agent credential (on its next event).
+const CREDENTIAL_RECHECK: Duration = Duration::from_secs(10);
 const MIN_LEASE: Duration = Duration::from_secs(1);
 const MAX_LEASE: Duration = Duration::from_secs(600);
 
@@ -551,13 +554,50 @@ async fn store_watch(State(st): State<AgentState>, parts: Parts, body: Bytes) ->
         Ok(s) => s,
         Err(e) => return store_error(&e),
     };
+    // The credential is checked again now and then: a revoked one ends the watch.
+    let credential = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|a| a[7.min(a.len())..].to_string())
+        .unwrap_or_default();
+    let checked = Arc::new(Mutex::new(Instant::now()));
     let st2 = st.clone();
     let mut last_progress = Instant::now();
     let lines = inner
         .then(move |item| {
             let st = st2.clone();
             let instance = instance.clone();
+            let credential = credential.clone();
+            let checked = checked.clone();
             async move {
+                let due = {
+                    let mut c = checked.lock().unwrap();
+                    let due = c.elapsed() >= CREDENTIAL_RECHECK;
+                    if due {
+                        *c = Instant::now();
+                    }
+                    due
+                };
+                if due {
+                    let valid = agent_join::credential_for(&*st.auth.store, &credential)
+                        .await
+                        .map(|c| c.is_some_and(|c| c.instance == instance))
+                        .unwrap_or(true);
+                    if !valid {
+                        let e = StoreError::Invalid(format!(
+                            "{UNAUTHENTICATED}the agent credential was revoked"
+                        ));
+                        return (
+                            wire::WatchLine {
+                                store_error: Some(wire::Error::from(&e)),
+                                ..Default::default()
+                            },
+                            true,
+                            0,
+                        );
+                    }
+                }
                 let evs = match item {
                     Ok(evs) => evs,
                     Err(e) => {
