@@ -688,6 +688,25 @@ async fn remote_store_sees_only_its_instances_tasks_in_order() {
         .await
         .unwrap_err();
     assert!(is_denied(&e), "{e:?}");
+    // Load-balancer targets (draining): only those of its own tasks.
+    use berth::model::lb::lb_keys;
+    for t in ["t-x1", "t-y1"] {
+        store
+            .put(&lb_keys::target("tg", t), b"{}".to_vec())
+            .await
+            .unwrap();
+    }
+    let (kvs, _) = remote.range(lb_keys::TARGETS).await.unwrap();
+    let keys_seen: Vec<&str> = kvs.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(keys_seen, [lb_keys::target("tg", "t-x1")]);
+    // Nothing else of the store shows through a wide range.
+    let (kvs, _) = remote.range("/").await.unwrap();
+    assert!(
+        kvs.iter()
+            .all(|kv| !kv.key.contains("t-y1") && !kv.key.starts_with("/berth/agent/")),
+        "{:?}",
+        kvs.iter().map(|kv| &kv.key).collect::<Vec<_>>()
+    );
 
     // Leases: its own, yes; another's (granted outside the agent API), no.
     let l = remote.lease_grant(Duration::from_secs(5)).await.unwrap();

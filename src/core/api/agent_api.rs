@@ -453,11 +453,38 @@ async fn store_range(State(st): State<AgentState>, parts: Parts, body: Bytes) ->
         Ok(x) => x,
         Err(e) => return store_error(&e),
     };
-    // Tasks are judged on their own values; anything else on a fresh scope.
-    let fresh = !req.prefix.starts_with(&keys::prefix(Kind::Task));
-    let scope = match st.scope(&instance, fresh).await {
-        Ok(s) => s,
-        Err(e) => return store_error(&e),
+    let scope = if req.prefix.starts_with(&keys::prefix(Kind::Task)) {
+        // Tasks are judged on their own values.
+        Arc::new(Scope::new(&instance))
+    } else if req.prefix.starts_with(crate::model::lb::lb_keys::TARGETS) {
+        // Target records (draining) on their task's own record: no task list needed.
+        let mut s = Scope::new(&instance);
+        let mut checked = BTreeSet::new();
+        for kv in &kvs {
+            let task = kv.key.rsplit('/').next().unwrap_or("").to_string();
+            if task.is_empty() || !checked.insert(task.clone()) {
+                continue;
+            }
+            match st.auth.store.get(&keys::key(Kind::Task, &task)).await {
+                Ok(Some(tkv)) => {
+                    if let Ok(t) = serde_json::from_slice::<Task>(&tkv.value) {
+                        if t.status.container_instance.as_deref() == Some(instance.as_str()) {
+                            s.tasks
+                                .insert(task, (String::new(), t.spec.cluster.clone()));
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => return store_error(&e),
+            }
+        }
+        Arc::new(s)
+    } else {
+        // Anything else on a fresh scope.
+        match st.scope(&instance, true).await {
+            Ok(s) => s,
+            Err(e) => return store_error(&e),
+        }
     };
     let kvs: Vec<wire::Kv> = kvs
         .iter()
