@@ -688,6 +688,31 @@ async fn remote_store_sees_only_its_instances_tasks_in_order() {
         .await
         .unwrap_err();
     assert!(is_denied(&e), "{e:?}");
+    // Task definitions: those its tasks name (here web), not others.
+    store
+        .put(&keys::taskdef_key("web", 1), b"{}".to_vec())
+        .await
+        .unwrap();
+    store
+        .put(&keys::taskdef_key("db", 1), b"{}".to_vec())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        // Once on whatever scope the server has, once more after its index caught up.
+        assert!(remote
+            .get(&keys::taskdef_key("web", 1))
+            .await
+            .unwrap()
+            .is_some());
+        let e = remote.get(&keys::taskdef_key("db", 1)).await.unwrap_err();
+        assert!(is_denied(&e), "{e:?}");
+        let (kvs, _) = remote
+            .range(&keys::taskdef_family_prefix("web"))
+            .await
+            .unwrap();
+        assert_eq!(kvs.len(), 1);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
     // Load-balancer targets (draining): only those of its own tasks.
     use berth::model::lb::lb_keys;
     for t in ["t-x1", "t-y1"] {

@@ -45,6 +45,7 @@ use crate::model::{keys, Kind, Task};
 use crate::store::remote::{wire, INSTANCE_HEADER, UNAUTHENTICATED};
 use crate::store::{KeyValue, Op, StoreError, Txn};
 
+use super::agent_index::AssignmentIndex;
 use super::auth_state::{AuthState, Caller};
 use super::error::ApiError;
 
@@ -63,12 +64,15 @@ type ScopeCache = Arc<Mutex<HashMap<String, (Instant, Arc<Scope>)>>>;
 struct AgentState {
     auth: AuthState,
     scopes: ScopeCache,
+    /// Started on the first agent request (there is a runtime then).
+    index: Arc<std::sync::OnceLock<AssignmentIndex>>,
 }
 
 pub fn routes(auth: AuthState) -> Router {
     let st = AgentState {
         auth,
         scopes: Arc::new(Mutex::new(HashMap::new())),
+        index: Arc::new(std::sync::OnceLock::new()),
     };
     Router::new()
         .route("/v1/agent/join", post(join))
@@ -228,7 +232,8 @@ impl AgentState {
         Ok(c.instance)
     }
 
-    /// The instance's scope: cached up to [`SCOPE_TTL`], or read now (`fresh`).
+    /// The instance's scope: cached up to [`SCOPE_TTL`] and built from the assignment index
+    /// (its own tasks only), or read from the store now (`fresh`: every task is listed).
     async fn scope(&self, instance: &str, fresh: bool) -> Result<Arc<Scope>, StoreError> {
         if !fresh {
             if let Some((at, s)) = self.scopes.lock().unwrap().get(instance) {
@@ -241,12 +246,29 @@ impl AgentState {
         let rec = store
             .get(&keys::key(Kind::ContainerInstance, instance))
             .await?;
-        let (tasks, _) = store.range(&keys::prefix(Kind::Task)).await?;
-        let s = Arc::new(Scope::from_values(
-            instance,
-            rec.as_ref().map(|kv| kv.value.as_slice()),
-            &tasks,
-        ));
+        let indexed = match fresh {
+            true => None,
+            false => self
+                .index
+                .get_or_init(|| AssignmentIndex::start(store.clone()))
+                .tasks_of(instance),
+        };
+        let s = match indexed {
+            Some(tasks) => {
+                let mut s =
+                    Scope::from_values(instance, rec.as_ref().map(|kv| kv.value.as_slice()), &[]);
+                s.tasks = tasks;
+                Arc::new(s)
+            }
+            None => {
+                let (tasks, _) = store.range(&keys::prefix(Kind::Task)).await?;
+                Arc::new(Scope::from_values(
+                    instance,
+                    rec.as_ref().map(|kv| kv.value.as_slice()),
+                    &tasks,
+                ))
+            }
+        };
         let mut m = self.scopes.lock().unwrap();
         if m.len() > 10_000 {
             m.retain(|_, (at, _)| at.elapsed() < SCOPE_TTL);
@@ -480,10 +502,21 @@ async fn store_range(State(st): State<AgentState>, parts: Parts, body: Bytes) ->
         }
         Arc::new(s)
     } else {
-        // Anything else on a fresh scope.
-        match st.scope(&instance, true).await {
+        // Anything else on the cached scope, or a fresh one if that refuses anything.
+        let cached = match st.scope(&instance, false).await {
             Ok(s) => s,
             Err(e) => return store_error(&e),
+        };
+        let all = kvs
+            .iter()
+            .all(|kv| node_authz::read(&cached, &kv.key, Some(&kv.value)).is_ok());
+        if all {
+            cached
+        } else {
+            match st.scope(&instance, true).await {
+                Ok(s) => s,
+                Err(e) => return store_error(&e),
+            }
         }
     };
     let kvs: Vec<wire::Kv> = kvs

@@ -2,6 +2,7 @@
 //! controllers or agents directly.
 
 mod agent_api;
+mod agent_index;
 mod auth_api;
 mod auth_state;
 pub mod dashboard;
