@@ -138,13 +138,21 @@ pub async fn start(store: DynStore, cfg: NodeConfig) -> anyhow::Result<Node> {
         ));
         let reg = registry.clone();
         let control = cfg.control.clone();
+        let audit = berth_core::audit::AuditLog::new(store.clone());
+        let me = leadership.get().me;
         tasks.push(tokio::spawn(election::run(
             store.clone(),
             leadership.clone(),
             ElectionConfig::default(),
             shutdown.clone(),
             move |fenced, term| {
-                let controllers = berth_controllers::all_with(fenced, &reg, &control);
+                // Every controller write is in the audit trail, as made by the leader.
+                let audited: DynStore = Arc::new(berth_core::audit::AuditedStore::new(
+                    fenced,
+                    audit.clone(),
+                    &format!("controllers@{me}"),
+                ));
+                let controllers = berth_controllers::all_with(audited, &reg, &control);
                 async move {
                     let running: Vec<_> = controllers
                         .into_iter()
@@ -164,12 +172,14 @@ pub async fn start(store: DynStore, cfg: NodeConfig) -> anyhow::Result<Node> {
         )));
     }
     if let Some(agent_cfg) = cfg.agent {
+        berth_core::apply::safety::protect(&agent_cfg.data_dir);
         let docker = berth_core::agent::docker::connect().await?;
         tasks.push(tokio::spawn(
             berth_core::agent::credentials_endpoint::serve_for_agent(
                 store.clone(),
                 docker.clone(),
                 agent_cfg.instance_id.clone(),
+                agent_cfg.secrets.clone(),
                 shutdown.clone(),
             ),
         ));

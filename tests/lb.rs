@@ -371,6 +371,14 @@ fn exec(b: &Berth, task: &Value, container: &str, cmd: &str) -> std::process::Ou
 #[test]
 fn awsvpc_host_and_none_modes() {
     let b = Berth::up(None);
+    // Host networking is a privileged setting (issue 16 item 3).
+    b.apply(
+        manifest_dir(&[(
+            "cluster.yaml",
+            "apiVersion: berth.dev/v1\nkind: Cluster\nmetadata: {name: default}\nspec: {settings: {allowPrivileged: true}}\n".to_string(),
+        )])
+        .path(),
+    );
     let fam = unique("vpc");
     let t1 = one_task(
         &b,

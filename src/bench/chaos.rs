@@ -120,9 +120,19 @@ impl Chaos {
             let data = dir.path().join(format!("cp{i}"));
             nodes.push(Node {
                 args: [
-                    "up", "--store", &url, "--api", &format!("127.0.0.1:{port}"), "--data-dir",
-                    data.to_str().unwrap_or_default(), "--instance-id", &format!("{id}-cp{i}"),
-                    "--lease-ttl", "3s", "--lost-instance-grace", "30s",
+                    "up",
+                    "--store",
+                    &url,
+                    "--api",
+                    &format!("127.0.0.1:{port}"),
+                    "--data-dir",
+                    data.to_str().unwrap_or_default(),
+                    "--instance-id",
+                    &format!("{id}-cp{i}"),
+                    "--lease-ttl",
+                    "3s",
+                    "--lost-instance-grace",
+                    "30s",
                 ]
                 .map(String::from)
                 .to_vec(),
@@ -135,8 +145,15 @@ impl Chaos {
         }
         nodes.push(Node {
             args: [
-                "agent", "--store", &url, "--instance-id", &format!("{id}-agent"),
-                "--lease-ttl", "3s", "--lost-instance-grace", "30s",
+                "agent",
+                "--store",
+                &url,
+                "--instance-id",
+                &format!("{id}-agent"),
+                "--lease-ttl",
+                "3s",
+                "--lost-instance-grace",
+                "30s",
             ]
             .map(String::from)
             .to_vec(),
@@ -196,19 +213,21 @@ impl Chaos {
     fn wait_api(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.config.join("berth/config.json").exists() && self.json(&["services"]).is_some() {
+            if self.config.join("berth/config.json").exists() && self.json(&["services"]).is_some()
+            {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        anyhow::bail!("the control plane did not come up; see {}", self.dir.path().display())
+        anyhow::bail!(
+            "the control plane did not come up; see {}",
+            self.dir.path().display()
+        )
     }
 
     fn apply(&self, yaml: &str, name: &str) -> bool {
         let d = self.dir.path().join("manifests").join(name);
-        if std::fs::create_dir_all(&d).is_err()
-            || std::fs::write(d.join("m.yaml"), yaml).is_err()
-        {
+        if std::fs::create_dir_all(&d).is_err() || std::fs::write(d.join("m.yaml"), yaml).is_err() {
             return false;
         }
         self.cli(&["apply", "-f", d.to_str().unwrap_or_default()])
@@ -237,7 +256,12 @@ impl Chaos {
     /// Running containers of one service, from Docker.
     fn running_containers(&self, service: &str) -> usize {
         Command::new("docker")
-            .args(["ps", "-q", "--filter", &format!("label=berth.service={service}")])
+            .args([
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=berth.service={service}"),
+            ])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
             .unwrap_or(0)
@@ -294,13 +318,19 @@ impl Chaos {
             }
             let containers = self.running_containers(&s);
             if containers != o.replicas as usize {
-                return Err(format!("{s}: {containers} containers for {} tasks", o.replicas));
+                return Err(format!(
+                    "{s}: {containers} containers for {} tasks",
+                    o.replicas
+                ));
             }
         }
         let out = Command::new("docker")
-            .args(["ps", "-a", "-q", "--filter", &format!("label=berth.cluster=default")])
+            .args(["ps", "-a", "-q", "--filter", "label=berth.cluster=default"])
             .args(["--filter", "label=berth.task"])
-            .args(["--format", "{{.Label \"berth.instance\"}} {{.Label \"berth.task\"}}"])
+            .args([
+                "--format",
+                "{{.Label \"berth.instance\"}} {{.Label \"berth.task\"}}",
+            ])
             .output()
             .map_err(|e| e.to_string())?;
         let tasks = self.json(&["tasks"]).ok_or("API unavailable")?;
@@ -365,11 +395,22 @@ impl Chaos {
                 }
             }
             if now >= next_action {
-                let kinds = ["container", "container", "agent", "control plane", "etcd member"];
-                match *kinds.choose(&mut rng).unwrap_or(&"container") {
+                let kinds = [
+                    "container",
+                    "container",
+                    "agent",
+                    "control plane",
+                    "etcd member",
+                ];
+                let kind = *kinds.choose(&mut rng).unwrap_or(&"container");
+                eprintln!(
+                    "chaos: t+{:.0}s: {kind}",
+                    (until - now).as_secs_f64().max(0.0)
+                );
+                match kind {
                     "container" => {
                         let out = Command::new("docker")
-                            .args(["ps", "-q", "--filter", &format!("label=berth.instance")])
+                            .args(["ps", "-q", "--filter", "label=berth.instance"])
                             .args(["--filter", "label=berth.service"])
                             .args(["--format", "{{.ID}} {{.Label \"berth.instance\"}}"])
                             .output()?;
@@ -387,19 +428,28 @@ impl Chaos {
                         let pick = if kind == "agent" { vec![2] } else { vec![0, 1] };
                         let i = *pick.choose(&mut rng).unwrap_or(&2);
                         // Keep one control plane up: the chaos is about recovery, not an outage.
-                        let cps_up = self.nodes.iter().filter(|n| n.api.is_some() && n.running()).count();
+                        let cps_up = self
+                            .nodes
+                            .iter()
+                            .filter(|n| n.api.is_some() && n.running())
+                            .count();
                         if kind == "etcd member" {
                             if down_etcd.is_none() {
                                 let m = rng.gen_range(0..self.etcd.len());
                                 self.etcd.kill(m);
-                                down_etcd = Some((m, now + Duration::from_secs(rng.gen_range(3..10))));
+                                down_etcd =
+                                    Some((m, now + Duration::from_secs(rng.gen_range(3..10))));
                                 *t.actions.entry("etcd member killed").or_default() += 1;
                             }
                         } else if self.nodes[i].running() && (kind == "agent" || cps_up > 1) {
                             self.nodes[i].kill();
                             down_nodes.push((i, now + Duration::from_secs(rng.gen_range(1..5))));
                             *t.actions
-                                .entry(if kind == "agent" { "agent killed" } else { "control plane killed" })
+                                .entry(if kind == "agent" {
+                                    "agent killed"
+                                } else {
+                                    "control plane killed"
+                                })
                                 .or_default() += 1;
                         }
                     }

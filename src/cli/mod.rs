@@ -54,10 +54,15 @@ pub struct Cli {
 pub enum Command {
     /// Run everything in one process: embedded store, controllers, an agent and the API.
     Up(UpArgs),
-    /// Run the control plane (API + controllers) against a shared store.
+    /// Run the control plane (API + controllers): on a shared store (etcd), or on its own
+    /// embedded store as the control plane of a small cluster of joined agents.
     Server(ServerArgs),
-    /// Run an agent for one container instance.
+    /// Run an agent for one container instance: joins through the API (`--server URL
+    /// --join-token T`); `--store URL` is the legacy/dev path with raw store access.
     Agent(AgentArgs),
+    /// Agent join tokens (`berth token create --agent`).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Run a load balancer alone (scale-out): listeners and targets follow the store.
     Lb {
         #[arg(long)]
@@ -146,6 +151,31 @@ pub enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Mint a join token (printed once; the server stores only its hash).
+    Create {
+        /// An agent join token (the only kind so far).
+        #[arg(long, required = true)]
+        agent: bool,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Expire it after this long (e.g. 24h); default: until deleted.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// List join tokens (ids, never the tokens).
+    List {
+        #[arg(short = 'o', long = "output")]
+        output: Option<String>,
+    },
+    /// Revoke a join token by id (agents that joined with it keep their credentials; revoke
+    /// one with `berth token revoke-agent INSTANCE`).
+    Delete { id: String },
+    /// Revoke an instance's agent credential (its agent must join again).
+    RevokeAgent { instance: String },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum RolloutCommand {
     /// Live progress of the PRIMARY deployment; exit 0 COMPLETED, 1 FAILED, 2 timeout.
     Status {
@@ -174,15 +204,26 @@ pub struct UpArgs {
     /// Use this store instead of the embedded one (etcd://host:2379,... or etcds://… for TLS).
     #[arg(long)]
     pub store: Option<String>,
+    /// Mint an agent join token at start and write it to this file (0600), for
+    /// `berth agent --server URL --join-token-file FILE` on other hosts.
+    #[arg(long)]
+    pub agent_join_token_file: Option<PathBuf>,
     #[command(flatten)]
     pub agent: AgentFlags,
 }
 
 #[derive(Args, Debug)]
 pub struct ServerArgs {
-    /// The shared store: etcd://host:2379,host2:2379 or etcds://… (TLS; see --etcd-ca).
+    /// The store: etcd://host:2379,… or etcds://… (TLS; see --etcd-ca); default: an embedded
+    /// store under --data-dir.
     #[arg(long)]
-    pub store: String,
+    pub store: Option<String>,
+    /// Data directory for the embedded store (default: ~/.local/share/berth).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Mint an agent join token at start and write it to this file (0600).
+    #[arg(long)]
+    pub agent_join_token_file: Option<PathBuf>,
     /// Watch this manifest folder (and its git HEAD) and keep it applied.
     #[arg(long)]
     pub manifests: Option<PathBuf>,
@@ -201,8 +242,25 @@ pub struct ServerArgs {
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
+    /// API server URL(s), comma-separated (failover in order): the agent joins through the API
+    /// and never sees the store.
+    #[arg(long, conflicts_with = "store", required_unless_present = "store")]
+    pub server: Option<String>,
+    /// The join token (`berth token create --agent`); needed only for the first join: the
+    /// agent keeps its own credential in its data dir.
+    #[arg(long, env = "BERTH_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// Read the join token from this file.
+    #[arg(long, conflicts_with = "join_token")]
+    pub join_token_file: Option<PathBuf>,
+    /// Where the agent keeps its credential and container logs (default:
+    /// ~/.local/share/berth/agent-ID).
     #[arg(long)]
-    pub store: String,
+    pub data_dir: Option<PathBuf>,
+    /// Legacy/dev: raw access to the store (etcd://…). Gives this host full control of the
+    /// cluster; use --server with a join token instead.
+    #[arg(long)]
+    pub store: Option<String>,
     #[command(flatten)]
     pub agent: AgentFlags,
 }
@@ -304,7 +362,15 @@ async fn run_node(
     tls: &berth_core::store::etcd::EtcdTls,
     cfg: NodeConfig,
     write_config: bool,
+    join_token_file: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
+    if !store_url.starts_with("etcd://") && !store_url.starts_with("etcds://") {
+        let dir = store_url.strip_prefix("embedded://").unwrap_or(store_url);
+        berth_core::apply::safety::protect(std::path::Path::new(dir));
+    }
+    if let Some(dir) = client::config_path().parent() {
+        berth_core::apply::safety::protect(dir);
+    }
     let store = berth_core::store::open_with(store_url, tls).await?;
     let admin_token = match cfg.controllers {
         true => auth::bootstrap(&*store, write_config).await?,
@@ -313,6 +379,13 @@ async fn run_node(
     let n = node::start(store.clone(), cfg).await?;
     if let Some(addr) = n.api_addr {
         tracing::info!(%addr, "berth API listening");
+        if let Some(path) = join_token_file {
+            write_join_token(&*store, path).await?;
+            tracing::info!(
+                path = %path.display(),
+                "agent join token written; on another host: berth agent --server http://{addr} --join-token-file FILE"
+            );
+        }
         if write_config {
             let path = client::save_config(&client::CliConfig {
                 endpoint: format!("http://{addr}"),
@@ -321,6 +394,12 @@ async fn run_node(
             tracing::info!(path = %path.display(), "wrote CLI config");
         }
     }
+    supervise(&store, n).await
+}
+
+/// Run a started node until a signal, its own stop, or a store that can no longer write (then
+/// exit loudly); a part's failure (e.g. a taken instance id) becomes the exit error.
+async fn supervise(store: &berth_core::store::DynStore, n: node::Node) -> anyhow::Result<()> {
     let token = n.token();
     let failed = async {
         loop {
@@ -353,6 +432,131 @@ async fn run_node(
         anyhow::bail!(why);
     }
     Ok(())
+}
+
+/// Mint an agent join token and write it to `path` (0600).
+async fn write_join_token(
+    store: &dyn berth_core::store::Store,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (token, _) = berth_core::auth::agent_join::create_join_token(
+        store,
+        "bootstrap",
+        "written at start",
+        None,
+    )
+    .await?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
+    f.write_all(format!("{token}\n").as_bytes())?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// `berth agent --server URL --join-token T`: join (or reuse the saved credential) and run
+/// the agent on the API's view of the store.
+async fn run_joined_agent(a: &AgentArgs, servers: &str) -> anyhow::Result<()> {
+    let mut cfg = a.agent.config()?;
+    if let Some(d) = &a.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    let join_token = match &a.join_token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => a.join_token.clone(),
+    };
+    let servers = berth_core::store::remote::parse_servers(servers);
+    let remote = berth_core::agent::join::connect(
+        servers,
+        join_token.as_deref(),
+        &cfg.instance_id,
+        &cfg.data_dir,
+        std::time::Duration::from_secs(60),
+    )
+    .await?;
+    cfg.secrets = berth_core::agent::secrets::Secrets::Remote(remote.clone());
+    let store: berth_core::store::DynStore = std::sync::Arc::new(remote);
+    let n = node::start(
+        store.clone(),
+        NodeConfig {
+            api: None,
+            controllers: false,
+            agent: Some(cfg),
+            manifests: None,
+            control: Default::default(),
+        },
+    )
+    .await?;
+    supervise(&store, n).await
+}
+
+async fn token_command(c: &Client, cmd: &TokenCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TokenCommand::Create {
+            agent: _,
+            description,
+            ttl,
+        } => {
+            let v = c
+                .post(
+                    "/v1/agent/join-tokens",
+                    &json!({"description": description, "ttl": ttl}),
+                )
+                .await?;
+            eprintln!(
+                "agent join token {} (shown once; the server stores only its hash). Join with:\n  berth agent --server {} --join-token <TOKEN>",
+                v["id"].as_str().unwrap_or(""),
+                c.endpoint()
+            );
+            println!("{}", v["token"].as_str().unwrap_or(""));
+        }
+        TokenCommand::List { output } => {
+            let v = c.get("/v1/agent/join-tokens").await?;
+            match output.as_deref() {
+                Some(o) => print_value(&v, o)?,
+                None => {
+                    println!("{:<18} {:<22} {:<12} DESCRIPTION", "ID", "CREATED", "BY");
+                    for t in v.as_array().into_iter().flatten() {
+                        println!(
+                            "{:<18} {:<22} {:<12} {}",
+                            t["id"].as_str().unwrap_or(""),
+                            t["createdAt"]
+                                .as_str()
+                                .unwrap_or("")
+                                .chars()
+                                .take(19)
+                                .collect::<String>(),
+                            t["createdBy"].as_str().unwrap_or(""),
+                            t["description"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+            }
+        }
+        TokenCommand::Delete { id } => {
+            c.delete(&format!("/v1/agent/join-tokens/{id}")).await?;
+            println!("join token {id} deleted");
+        }
+        TokenCommand::RevokeAgent { instance } => {
+            c.delete(&format!("/v1/agent/instances/{instance}/credential"))
+                .await?;
+            println!("agent credential of {instance} revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Entry point; returns the process exit code.
@@ -397,13 +601,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     },
                 },
                 true,
+                a.agent_join_token_file.as_deref(),
             )
             .await?;
         }
         Command::Server(a) => {
             init_tracing(&cli.log_format);
+            let store_url = a.store.clone().unwrap_or_else(|| {
+                a.data_dir
+                    .clone()
+                    .unwrap_or_else(default_data_dir)
+                    .join("store")
+                    .display()
+                    .to_string()
+            });
             run_node(
-                &a.store,
+                &store_url,
                 &cli.etcd_tls(),
                 NodeConfig {
                     api: Some(a.api),
@@ -419,6 +632,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     },
                 },
                 false,
+                a.agent_join_token_file.as_deref(),
             )
             .await?;
         }
@@ -437,20 +651,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Agent(a) => {
             init_tracing(&cli.log_format);
-            run_node(
-                &a.store,
-                &cli.etcd_tls(),
-                NodeConfig {
-                    api: None,
-                    controllers: false,
-                    agent: Some(a.agent.config()?),
-                    manifests: None,
-                    control: Default::default(),
-                },
-                false,
-            )
-            .await?;
+            match (&a.server, &a.store) {
+                (Some(servers), _) => run_joined_agent(a, servers).await?,
+                (None, Some(store)) => {
+                    tracing::warn!("berth agent --store gives this host raw store access (legacy/dev); join with --server URL --join-token T instead");
+                    let mut cfg = a.agent.config()?;
+                    if let Some(d) = &a.data_dir {
+                        cfg.data_dir = d.clone();
+                    }
+                    run_node(
+                        store,
+                        &cli.etcd_tls(),
+                        NodeConfig {
+                            api: None,
+                            controllers: false,
+                            agent: Some(cfg),
+                            manifests: None,
+                            control: Default::default(),
+                        },
+                        false,
+                        None,
+                    )
+                    .await?;
+                }
+                (None, None) => anyhow::bail!("berth agent needs --server URL --join-token T"),
+            }
         }
+        Command::Token(t) => return token_command(&client(), t).await,
         Command::Apply {
             path,
             dry_run,

@@ -7,6 +7,10 @@
 //! `AWS_CONTAINER_CREDENTIALS_FULL_URI` (that URL) and `AWS_CONTAINER_AUTHORIZATION_TOKEN`
 //! (derived from the server key and the task id, so it is never stored).
 //!
+//! A joined agent ([`Secrets::Remote`]) holds no server key: it asks the API server for the
+//! token and forwards each fetch to it (`api::agent_api`), which makes the same checks with
+//! [`answer_for`] and audits the fetch.
+//!
 //! The endpoint answers `{AccessKeyId, SecretAccessKey, Token, Expiration, RoleArn}` only to
 //! a request whose `Authorization` header is that task's token, only for a task placed on this
 //! instance and not stopped, and records every fetch (served or refused) in the audit trail
@@ -27,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
+use super::secrets::Secrets;
 use crate::audit::{AuditLog, AuditRecord};
 use crate::auth::crypto::{ct_eq, ServerKey};
 use crate::auth::identity::{self, Endpoint};
@@ -45,6 +50,7 @@ struct EndpointState {
     instance: String,
     key: Arc<OnceCell<ServerKey>>,
     audit: AuditLog,
+    secrets: Secrets,
 }
 
 /// The Docker bridge network's gateway address (what containers reach the host at).
@@ -84,9 +90,10 @@ pub async fn serve_for_agent(
     store: DynStore,
     docker: Docker,
     instance: String,
+    secrets: Secrets,
     shutdown: CancellationToken,
 ) {
-    if let Err(e) = serve_inner(store, docker, instance, shutdown).await {
+    if let Err(e) = serve_inner(store, docker, instance, secrets, shutdown).await {
         tracing::error!(error = %format!("{e:#}"), "task credentials endpoint failed");
     }
 }
@@ -95,6 +102,7 @@ async fn serve_inner(
     store: DynStore,
     docker: Docker,
     instance: String,
+    secrets: Secrets,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let gateway = bridge_gateway(&docker).await;
@@ -136,6 +144,7 @@ async fn serve_inner(
         store,
         instance,
         key: Arc::new(OnceCell::new()),
+        secrets,
     };
     let app = Router::new()
         .route("/v2/credentials/{task}", get(fetch))
@@ -163,6 +172,22 @@ async fn fetch(
     Path(task_id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
+    if let Secrets::Remote(r) = &st.secrets {
+        // The API server checks the token, the task and its placement, and audits the fetch.
+        let authz = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let ua = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let (status, body) =
+            Secrets::remote_credentials(r, &task_id, authz, &peer.ip().to_string(), ua).await;
+        tracing::info!(task = %task_id, status, source = %peer.ip(), "task credentials fetch (via the API server)");
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+        return (status, Json(body)).into_response();
+    }
     let mut rec = AuditRecord {
         request_id: crate::model::new_id()[..16].to_string(),
         identity: format!("task/{task_id}"),
@@ -185,7 +210,16 @@ async fn fetch(
         request_parameters: json!({"instance": st.instance}),
         ..Default::default()
     };
-    let (resp, decision, err) = answer(&st, &task_id, &headers).await;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let key = st
+        .key
+        .get_or_try_init(|| ServerKey::load_or_create(&*st.store))
+        .await
+        .cloned();
+    let (resp, decision, err) = answer_for(&*st.store, key, &st.instance, &task_id, token).await;
     rec.status = resp.0.as_u16();
     rec.decision = decision.into();
     rec.error_message = err;
@@ -199,13 +233,23 @@ async fn fetch(
     resp.1
 }
 
-type Answer = (
+/// ((status, response, (role, access key id, expiration) when served), audit decision, error).
+pub type Answer = (
     (StatusCode, Response, Option<(String, String, String)>),
     &'static str,
     Option<String>,
 );
 
-async fn answer(st: &EndpointState, task_id: &str, headers: &HeaderMap) -> Answer {
+/// Answer a fetch of `task_id`'s credentials presenting `authorization` (the header's value)
+/// on `instance`: the checks, in order, of the endpoint (also made by the API server for a
+/// joined agent's fetch).
+pub async fn answer_for(
+    store: &dyn Store,
+    key: anyhow::Result<ServerKey>,
+    instance: &str,
+    task_id: &str,
+    authorization: &str,
+) -> Answer {
     let deny = |status: StatusCode, code: &str, msg: &str, decision: &'static str| -> Answer {
         (
             (status, refuse(status, code, msg), None),
@@ -213,11 +257,10 @@ async fn answer(st: &EndpointState, task_id: &str, headers: &HeaderMap) -> Answe
             Some(msg.to_string()),
         )
     };
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim())
-        .unwrap_or("");
+    let token = authorization
+        .strip_prefix("Bearer ")
+        .unwrap_or(authorization)
+        .trim();
     if token.is_empty() {
         return deny(
             StatusCode::UNAUTHORIZED,
@@ -226,12 +269,8 @@ async fn answer(st: &EndpointState, task_id: &str, headers: &HeaderMap) -> Answe
             "unauthenticated",
         );
     }
-    let key = match st
-        .key
-        .get_or_try_init(|| ServerKey::load_or_create(&*st.store))
-        .await
-    {
-        Ok(k) => k.clone(),
+    let key = match key {
+        Ok(k) => k,
         Err(e) => {
             return deny(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -252,7 +291,7 @@ async fn answer(st: &EndpointState, task_id: &str, headers: &HeaderMap) -> Answe
             "denied",
         );
     }
-    let task: Option<Task> = crate::objects::get(&*st.store, &keys::key(Kind::Task, task_id))
+    let task: Option<Task> = crate::objects::get(store, &keys::key(Kind::Task, task_id))
         .await
         .ok()
         .flatten();
@@ -264,7 +303,7 @@ async fn answer(st: &EndpointState, task_id: &str, headers: &HeaderMap) -> Answe
             "denied",
         );
     };
-    if task.status.container_instance.as_deref() != Some(st.instance.as_str()) {
+    if task.status.container_instance.as_deref() != Some(instance) {
         return deny(
             StatusCode::FORBIDDEN,
             "AccessDenied",
@@ -274,7 +313,7 @@ async fn answer(st: &EndpointState, task_id: &str, headers: &HeaderMap) -> Answe
     }
     let deadline = tokio::time::Instant::now() + ISSUE_WAIT;
     let creds = loop {
-        match identity::get_task_creds(&*st.store, task_id).await {
+        match identity::get_task_creds(store, task_id).await {
             Ok(Some((c, _))) if c.expiration > crate::model::now() => break c,
             _ if tokio::time::Instant::now() >= deadline => {
                 return deny(
@@ -313,6 +352,7 @@ async fn answer(st: &EndpointState, task_id: &str, headers: &HeaderMap) -> Answe
 /// to be advertised (it starts alongside the agent).
 pub async fn task_env(
     store: &dyn Store,
+    secrets: &Secrets,
     instance: &str,
     task: &Task,
     td: &TaskDefinition,
@@ -333,13 +373,13 @@ pub async fn task_env(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let key = ServerKey::load_or_create(store).await?;
     let id = &task.metadata.name;
+    let token = secrets.container_token(store, id).await?;
     Ok(vec![
         (
             ENV_FULL_URI.to_string(),
             format!("{}/v2/credentials/{id}", ep.url),
         ),
-        (ENV_AUTH_TOKEN.to_string(), key.container_token_for(id)),
+        (ENV_AUTH_TOKEN.to_string(), token),
     ])
 }

@@ -277,10 +277,13 @@ fn binds(td: &TaskDefinition, c: &ContainerDefinition) -> Option<Vec<String>> {
         .iter()
         .filter_map(|m| {
             let vol = td.spec.volumes.iter().find(|v| v.name == m.source_volume)?;
+            // The normalized path, exactly what the safety checks looked at (no `..` for the
+            // kernel to resolve through a symlink).
             let src = vol
                 .host
                 .as_ref()
-                .and_then(|h| h.source_path.clone())
+                .and_then(|h| h.source_path.as_deref())
+                .map(crate::apply::safety::normalize)
                 .unwrap_or_else(|| vol.name.clone());
             let ro = if m.read_only { ":ro" } else { "" };
             Some(format!("{src}:{}{ro}", m.container_path))

@@ -4,8 +4,10 @@
 pub mod credentials_endpoint;
 pub mod docker;
 pub mod hook;
+pub mod join;
 pub mod logs;
 pub mod runner;
+pub mod secrets;
 pub mod simulated;
 pub mod stats;
 
@@ -47,6 +49,9 @@ pub struct AgentConfig {
     /// Stop this instance's tasks when the lease could not be renewed for this long (the
     /// cluster's lost-instance grace).
     pub self_fence_after: Duration,
+    /// Where task tokens and role credentials come from: the server key in the store
+    /// (in-process agent) or the API server (a joined agent).
+    pub secrets: secrets::Secrets,
 }
 
 impl AgentConfig {
@@ -64,6 +69,7 @@ impl AgentConfig {
             stats_interval: stats::DEFAULT_INTERVAL,
             logs_addr: ([127, 0, 0, 1], 0).into(),
             self_fence_after: Duration::from_secs(300),
+            secrets: secrets::Secrets::Local,
         }
     }
 }
@@ -365,6 +371,7 @@ pub async fn run(
         docker.clone(),
         &cfg.instance_id,
         &cfg.pause_image,
+        cfg.secrets.clone(),
     ));
     let lease = tokio::spawn(hold_lease(
         store.clone(),

@@ -28,6 +28,8 @@ pub struct TaskRunner {
     pub instance: String,
     /// Image of awsvpc tasks' pause containers (needs `sleep`).
     pub pause_image: String,
+    /// Where task tokens come from (the server key here, or the API server).
+    pub secrets: super::secrets::Secrets,
     /// Set while the agent has lost its lease for longer than the grace: nothing is started.
     fenced: AtomicBool,
 }
@@ -39,12 +41,19 @@ struct StopCause {
 }
 
 impl TaskRunner {
-    pub fn new(store: DynStore, docker: Docker, instance: &str, pause_image: &str) -> Self {
+    pub fn new(
+        store: DynStore,
+        docker: Docker,
+        instance: &str,
+        pause_image: &str,
+        secrets: super::secrets::Secrets,
+    ) -> Self {
         TaskRunner {
             store,
             docker,
             instance: instance.to_string(),
             pause_image: pause_image.to_string(),
+            secrets,
             fenced: AtomicBool::new(false),
         }
     }
@@ -124,7 +133,9 @@ impl TaskRunner {
         c: &ContainerDefinition,
     ) -> anyhow::Result<Observed> {
         let name = d::container_name(&task.metadata.name, &c.name);
-        let extra = super::hook::before_start(&*self.store, &self.instance, task, td).await?;
+        let extra =
+            super::hook::before_start(&*self.store, &self.secrets, &self.instance, task, td)
+                .await?;
         let mut body = d::create_body(task, td, c, &self.instance, &extra);
         if td.spec.network_mode() == NetworkMode::Awsvpc {
             // Join the task's own network namespace, held by its pause container.
@@ -540,6 +551,20 @@ fn restart_allowed(c: &ContainerDefinition, o: &Observed) -> bool {
 }
 
 impl TaskRunner {
+    /// Not (or no longer) ours: whatever we still run for it must go.
+    /// Not (or no longer) ours: whatever we still run for it must go, with SIGTERM and the
+    /// container's own stopTimeout, never a bare SIGKILL.
+    async fn not_ours(&self, id: &str) -> anyhow::Result<Action> {
+        let leftovers = d::list_task(&self.docker, &self.instance, id).await?;
+        for c in leftovers {
+            if let Some(cid) = c.id.as_deref() {
+                d::stop_graceful(&self.docker, cid).await?;
+                d::remove(&self.docker, cid).await?;
+            }
+        }
+        Ok(Action::Done)
+    }
+
     /// A task still registered behind a load balancer is deregistered and drained before its
     /// containers get SIGTERM: while its target record exists (up to the deregistration delay
     /// plus a margin, in case no controller is there to finish it), hold the task in
@@ -674,7 +699,15 @@ pub fn start_order(defs: &[ContainerDefinition]) -> Vec<ContainerDefinition> {
 #[async_trait]
 impl Reconciler for TaskRunner {
     async fn reconcile(&self, id: &str) -> anyhow::Result<Action> {
-        let task: Option<Task> = objects::get(&*self.store, &keys::key(Kind::Task, id)).await?;
+        let task: Option<Task> = match objects::get(&*self.store, &keys::key(Kind::Task, id)).await
+        {
+            Ok(t) => t,
+            // A joined agent may not read another instance's task: not ours.
+            Err(objects::ObjectError::Store(e)) if crate::store::remote::is_denied(&e) => {
+                return self.not_ours(id).await;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let Some(task) = task else {
             // An orphan: its task record is gone. Removed once older than the grace period,
             // so a record that is only briefly invisible never costs a running container.
@@ -701,16 +734,7 @@ impl Reconciler for TaskRunner {
             });
         };
         if task.status.container_instance.as_deref() != Some(self.instance.as_str()) {
-            // Not (or no longer) ours: whatever we still run for it must go.
-            // SIGTERM and the container's own stopTimeout, never a bare SIGKILL.
-            let leftovers = d::list_task(&self.docker, &self.instance, id).await?;
-            for c in leftovers {
-                if let Some(cid) = c.id.as_deref() {
-                    d::stop_graceful(&self.docker, cid).await?;
-                    d::remove(&self.docker, cid).await?;
-                }
-            }
-            return Ok(Action::Done);
+            return self.not_ours(id).await;
         }
         if task.is_stopped() {
             // Stopped while we could not see it (declared lost, say): drain, then stop what

@@ -62,6 +62,7 @@ pub fn controller_rows(registry: &Registry, leadership: &Leadership) -> Value {
                     o.insert("leader".into(), json!(l.leader));
                     o.insert("term".into(), json!(l.term));
                     o.insert("leaderSince".into(), json!(l.since));
+                    o.insert("leaderChangedAt".into(), json!(l.last_change));
                     o.insert("active".into(), json!(l.is_leader));
                 }
             }

@@ -447,7 +447,8 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
             };
             rec.status = d.status.as_u16();
             rec.error_message = Some(d.message.clone());
-            st.audit.append(rec).await;
+            // Rate-limited per source: anonymous clients cannot flush the trail.
+            st.audit.append_unauthenticated(rec).await;
             return denial_response(&d, &action, &request_id);
         }
     };
@@ -473,9 +474,29 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
     }
 
     parts.extensions.insert(caller);
+    rec.decision = "allowed".into();
+    if !is_read(&method) {
+        // A change is recorded before it is made: no record, no change. The final record
+        // (status, response) replaces this one under the same key.
+        rec.event_time = Some(crate::model::now());
+        rec.event_id = crate::model::new_id()[..12].to_string();
+        let mut pending = rec.clone();
+        pending.error_message = Some("in progress".into());
+        if !st.audit.append(pending).await {
+            let d = Denial {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "AuditUnavailable",
+                message:
+                    "the audit trail cannot be written right now; nothing was changed (try again)"
+                        .into(),
+                resource: None,
+                action: None,
+            };
+            return denial_response(&d, &action, &request_id);
+        }
+    }
     let req = Request::from_parts(parts, Body::from(bytes));
     let mut resp = next.run(req).await;
-    rec.decision = "allowed".into();
     rec.status = resp.status().as_u16();
 
     if !is_read(&method) {

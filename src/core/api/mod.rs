@@ -1,6 +1,8 @@
 //! The HTTP API (axum on hyper). Every write goes through the store; handlers never talk to
 //! controllers or agents directly.
 
+mod agent_api;
+mod agent_index;
 mod auth_api;
 mod auth_state;
 pub mod dashboard;
@@ -54,7 +56,11 @@ pub fn router(state: ApiState) -> Router {
     // The auth endpoints, then authentication, authorization and the audit trail in front of
     // everything (middleware.rs).
     let auth = AuthState::new(state.store);
-    middleware::wrap(app.merge(auth_api::routes(auth.clone())), auth)
+    middleware::wrap(
+        app.merge(auth_api::routes(auth.clone()))
+            .merge(agent_api::routes(auth.clone())),
+        auth,
+    )
 }
 
 /// The routes served from the live view (one [`hub::Hub`] per router): the dashboard, the

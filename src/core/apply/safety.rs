@@ -1,9 +1,11 @@
 //! Safe defaults (checked at apply, at run-task and again by the agent before it creates a
-//! container): no privileged containers, host PID/IPC namespaces, added capabilities or host
-//! devices unless the cluster's `settings.allowPrivileged` is true; no bind mounts of `/`,
-//! `/proc`, `/sys`, `/dev`, the Docker/containerd socket (or a directory holding it) or
-//! Docker's data root, and no working directory under `/proc`, unless
-//! `settings.allowHostMounts` is true.
+//! container): no privileged containers, host PID/IPC/network namespaces, added capabilities
+//! or host devices unless the cluster's `settings.allowPrivileged` is true; bind mounts only
+//! of paths under [`HOST_PATHS`] (an allow-list: `/etc`, `/root`, berth's data directory and
+//! the Docker socket are all outside it) and no working directory under `/proc`, unless
+//! `settings.allowHostMounts` is true. The agent re-checks each mount on its own host without
+//! following symlinks (`agent::hook`), so a path that spells an allowed place but leads
+//! elsewhere is refused too.
 //!
 //! A TaskDefinition is not tied to a cluster, so applying one that needs a setting is refused
 //! unless some cluster (stored, or in the same apply) allows it; a Service, a run-task and
@@ -70,10 +72,67 @@ const SOCKETS: [&str; 5] = [
     "/run/podman/podman.sock",
 ];
 
+/// Host paths a task may bind-mount without `settings.allowHostMounts` (and their subtrees).
+pub const HOST_PATHS: [&str; 5] = ["/srv", "/mnt", "/data", "/tmp", "/var/tmp"];
+
+/// Whether a normalized path lies in [`HOST_PATHS`].
+pub fn in_host_paths(p: &str) -> bool {
+    HOST_PATHS
+        .iter()
+        .any(|root| p == *root || p.starts_with(&format!("{root}/")))
+}
+
+/// berth's own directories on this host (the embedded store with the server key, the agent's
+/// data, the CLI config with the admin token), registered by the process at start. Process
+/// state on purpose: the checks below run deep in apply and in the agent, and these paths are
+/// facts about this host, not about any cluster.
+static PROTECTED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Never let a task mount `dir` (or anything holding it).
+pub fn protect(dir: &std::path::Path) {
+    let p = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let n = normalize(&p.to_string_lossy());
+    let mut v = PROTECTED.lock().unwrap_or_else(|e| e.into_inner());
+    if !v.contains(&n) {
+        v.push(n);
+    }
+}
+
+/// A protected directory that mounting `p` would expose (`p` inside it, or holding it).
+fn exposes_protected(p: &str) -> Option<String> {
+    let inside = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/")) || b == "/";
+    PROTECTED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|d| inside(p, d) || inside(d, p))
+        .cloned()
+}
+
 /// Why mounting this host path is dangerous, if it is.
 pub fn dangerous_host_path(path: &str) -> Option<String> {
     let p = normalize(path.trim());
     let under = |root: &str| p == root || p.starts_with(&format!("{root}/"));
+    if let Some(why) = known_dangerous(&p, &under) {
+        return Some(why);
+    }
+    if let Some(dir) = exposes_protected(&p) {
+        return Some(format!(
+            "bind mount of {p}, which exposes berth's own directory {dir} (the server key, \
+             tokens and store)"
+        ));
+    }
+    if !in_host_paths(&p) {
+        return Some(format!(
+            "bind mount of {p}, outside the host paths tasks may mount by default ({})",
+            HOST_PATHS.join(", ")
+        ));
+    }
+    None
+}
+
+/// The places named by why they are dangerous (clearer errors than "outside the allow-list").
+fn known_dangerous(p: &str, under: &dyn Fn(&str) -> bool) -> Option<String> {
     if p == "/" {
         return Some("bind mount of the host's root filesystem `/`".into());
     }
@@ -111,6 +170,15 @@ pub fn findings(spec: &TaskDefinitionSpec) -> Vec<Finding> {
             needs,
         })
     };
+    if spec.network_mode() == crate::model::NetworkMode::Host {
+        push(
+            "networkMode".into(),
+            "networkMode host shares the host's network namespace with the task (its ports, \
+             interfaces and local services, the agent's included)"
+                .into(),
+            Needs::Privileged,
+        );
+    }
     for (mode, field) in [(&spec.pid_mode, "pidMode"), (&spec.ipc_mode, "ipcMode")] {
         if mode
             .as_deref()
@@ -322,10 +390,25 @@ mod tests {
             "/var/lib/docker/volumes",
             "/x/../proc",
             "/home/me/.docker/run/docker.sock",
+            // Outside the allow-list (issue 16 item 3): the host's configuration, root's home,
+            // berth's own data directory (which holds the server key).
+            "/etc",
+            "/etc/shadow",
+            "/root",
+            "/root/.local/share/berth",
+            "/var/log/app",
+            "/home/proc",
+            "/tmp/../etc",
         ] {
             assert!(dangerous_host_path(bad).is_some(), "{bad}");
         }
-        for ok in ["/srv/www", "/var/log/app", "/data", "/home/proc"] {
+        for ok in [
+            "/srv/www",
+            "/data",
+            "/mnt/disk1",
+            "/tmp/scratch",
+            "/var/tmp",
+        ] {
             assert!(dangerous_host_path(ok).is_none(), "{ok}");
         }
     }

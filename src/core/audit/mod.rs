@@ -2,10 +2,17 @@
 //! appended durably as one record in the store (so it survives restarts, is shared by every
 //! control-plane replica with etcd, and is queryable by identity, action and time).
 //!
-//! Records live under `/berth/audit/<20-digit microseconds since the epoch>-<random>`, so a
-//! range is in time order. The API answers only after its record is committed (group-committed
-//! with concurrent requests). The trail keeps the newest [`max_records`] records (default
-//! 50 000; `BERTH_AUDIT_MAX_RECORDS`); older ones are pruned.
+//! Records live under `/berth/audit/<20-digit microseconds since the epoch>-<class>-<random>`,
+//! so a range is in time order. The API answers only after its record is committed
+//! (group-committed with concurrent requests); a change is recorded *before* it is made, and
+//! refused (503) when its record cannot be stored.
+//!
+//! Retention by class, so noise cannot flush what matters: accepted changes (`w`: allowed
+//! writes, GitOps syncs, controller writes) are kept for [`WRITE_RETENTION_DAYS`] days and up
+//! to [`max_write_records`]; everything else (`o`: reads, denials, anonymous 401s) is capped at
+//! [`max_records`] (default 50 000; `BERTH_AUDIT_MAX_RECORDS`). Unauthenticated requests are
+//! rate-limited per source address: the first few of a window are recorded one by one, the
+//! rest as one aggregate record with a count ([`AuditLog::append_unauthenticated`]).
 //!
 //! Secrets are never recorded: request and response elements pass through [`redact`] (any
 //! field whose name looks like a token, secret, password or key, and `{name, value}` pairs
@@ -27,6 +34,14 @@ pub const MAX_ELEMENT_BYTES: usize = 8 * 1024;
 /// Records per transaction (etcd refuses more than `--max-txn-ops`, default 128).
 const MAX_BATCH: usize = 100;
 const DEFAULT_MAX_RECORDS: usize = 50_000;
+/// Accepted changes are kept this long (and up to [`max_write_records`]).
+pub const WRITE_RETENTION_DAYS: i64 = 90;
+const DEFAULT_MAX_WRITE_RECORDS: usize = 1_000_000;
+/// Unauthenticated records written one by one per source address and window.
+const ANON_PER_WINDOW: u32 = 10;
+const ANON_WINDOW: Duration = Duration::from_secs(60);
+/// Source addresses tracked at once (a spray of addresses shares one "other" bucket).
+const ANON_SOURCES: usize = 1024;
 const PRUNE_EVERY: usize = 1_000;
 const REDACTED: &str = "[REDACTED]";
 
@@ -36,6 +51,14 @@ pub fn max_records() -> usize {
         .and_then(|v| v.parse().ok())
         .filter(|n| *n > 0)
         .unwrap_or(DEFAULT_MAX_RECORDS)
+}
+
+pub fn max_write_records() -> usize {
+    std::env::var("BERTH_AUDIT_MAX_WRITE_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_MAX_WRITE_RECORDS)
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -74,11 +97,34 @@ pub struct AuditRecord {
     pub request_parameters: Value,
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub response_elements: Value,
+    /// Requests this record stands for (an aggregate of rate-limited ones); 0 means 1.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub count: u64,
 }
 
-/// The store key of a record at `t`.
-pub fn record_key(t: DateTime<Utc>, id: &str) -> String {
-    format!("{PREFIX}{:020}-{id}", t.timestamp_micros().max(0))
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl AuditRecord {
+    /// An accepted change (kept by age, apart from the rest).
+    pub fn is_change(&self) -> bool {
+        self.decision == "allowed"
+            && !matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS" | "")
+    }
+}
+
+/// The store key of a record at `t`; `change` selects the retention class.
+pub fn record_key(t: DateTime<Utc>, change: bool, id: &str) -> String {
+    let class = if change { 'w' } else { 'o' };
+    format!("{PREFIX}{:020}-{class}-{id}", t.timestamp_micros().max(0))
+}
+
+/// The retention class and time of a record key: (is a change, microseconds).
+fn key_class(key: &str) -> (bool, i64) {
+    let rest = key.strip_prefix(PREFIX).unwrap_or("");
+    let ts = rest.get(..20).and_then(|t| t.parse().ok()).unwrap_or(0);
+    (rest.get(20..23) == Some("-w-"), ts)
 }
 
 fn since_key(t: DateTime<Utc>) -> String {
@@ -201,11 +247,20 @@ pub fn request_parameters(query: Option<&str>, body: &[u8]) -> Value {
 
 type Pending = (AuditRecord, oneshot::Sender<bool>);
 
+/// Unauthenticated requests seen per source in the current window.
+#[derive(Default)]
+struct AnonWindow {
+    started: Option<std::time::Instant>,
+    /// Per source: recorded one by one, and suppressed since (with a sample record).
+    sources: std::collections::HashMap<String, (u32, u64, Option<AuditRecord>)>,
+}
+
 /// A handle that appends records; cheap to clone. The writer task starts on first use.
 #[derive(Clone)]
 pub struct AuditLog {
     store: DynStore,
     tx: Arc<OnceLock<mpsc::Sender<Pending>>>,
+    anon: Arc<std::sync::Mutex<AnonWindow>>,
 }
 
 impl AuditLog {
@@ -213,6 +268,59 @@ impl AuditLog {
         AuditLog {
             store,
             tx: Arc::new(OnceLock::new()),
+            anon: Arc::default(),
+        }
+    }
+
+    /// Record an unauthenticated request, rate-limited: per source address the first
+    /// [`ANON_PER_WINDOW`] of a window are recorded, the rest are counted and written as one
+    /// aggregate record (`count`) when the window ends. Anonymous clients cannot flush the
+    /// trail, and what they tried stays visible.
+    pub async fn append_unauthenticated(&self, rec: AuditRecord) -> bool {
+        let (record, flush) = {
+            let mut w = self.anon.lock().unwrap();
+            let now = std::time::Instant::now();
+            let mut flush = Vec::new();
+            if w.started
+                .is_none_or(|s| now.duration_since(s) >= ANON_WINDOW)
+            {
+                for (_, (_, suppressed, sample)) in w.sources.drain() {
+                    if let (true, Some(mut agg)) = (suppressed > 0, sample) {
+                        agg.event_id = String::new();
+                        agg.event_time = None;
+                        agg.count = suppressed;
+                        agg.error_message = Some(format!(
+                            "{suppressed} more unauthenticated requests from {} in {}s (rate-limited; last one shown)",
+                            agg.source_ip,
+                            ANON_WINDOW.as_secs()
+                        ));
+                        flush.push(agg);
+                    }
+                }
+                w.started = Some(now);
+            }
+            let src = if w.sources.len() >= ANON_SOURCES && !w.sources.contains_key(&rec.source_ip)
+            {
+                "other".to_string()
+            } else {
+                rec.source_ip.clone()
+            };
+            let e = w.sources.entry(src).or_default();
+            if e.0 < ANON_PER_WINDOW {
+                e.0 += 1;
+                (Some(rec), flush)
+            } else {
+                e.1 += 1;
+                e.2 = Some(rec);
+                (None, flush)
+            }
+        };
+        for agg in flush {
+            self.append(agg).await;
+        }
+        match record {
+            Some(r) => self.append(r).await,
+            None => true,
         }
     }
 
@@ -258,7 +366,7 @@ async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>) {
         for (r, _) in &batch {
             let t = r.event_time.unwrap_or_else(crate::model::now);
             let v = serde_json::to_vec(r).unwrap_or_default();
-            txn = txn.and_then(Op::put(record_key(t, &r.event_id), v));
+            txn = txn.and_then(Op::put(record_key(t, r.is_change(), &r.event_id), v));
         }
         let ok = match store.txn(txn).await {
             Ok(_) => true,
@@ -273,28 +381,145 @@ async fn writer(store: DynStore, mut rx: mpsc::Receiver<Pending>) {
         }
         if since_prune >= PRUNE_EVERY {
             since_prune = 0;
-            if let Err(e) = prune(&*store, max_records()).await {
+            if let Err(e) = prune(&*store, max_records(), max_write_records()).await {
                 tracing::warn!(error = %e, "could not prune the audit trail");
             }
         }
     }
 }
 
-/// Delete the oldest records beyond `keep`.
-pub async fn prune(store: &dyn Store, keep: usize) -> anyhow::Result<usize> {
-    let (kvs, _) = store.range(PREFIX).await?;
-    if kvs.len() <= keep {
-        return Ok(0);
+impl AuditLog {
+    /// Queue a record without waiting for it (controller writes: the record must not slow the
+    /// control loop). Dropped, with a warning, only if the writer is far behind.
+    pub fn record_nowait(&self, mut rec: AuditRecord) {
+        if rec.event_time.is_none() {
+            rec.event_time = Some(crate::model::now());
+        }
+        if rec.event_id.is_empty() {
+            rec.event_id = crate::model::new_id()[..12].to_string();
+        }
+        let (ack, _) = oneshot::channel();
+        if self.sender().try_send((rec, ack)).is_err() {
+            tracing::warn!("audit writer is behind; a controller-write record was dropped");
+        }
     }
-    let excess = kvs.len() - keep;
-    for chunk in kvs[..excess].chunks(100) {
+}
+
+/// A store whose successful writes are audited as made by `source` (the controllers, a GitOps
+/// sync): who changed what is in the trail whether or not it came through the API.
+pub struct AuditedStore {
+    inner: DynStore,
+    log: AuditLog,
+    source: String,
+}
+
+impl AuditedStore {
+    pub fn new(inner: DynStore, log: AuditLog, source: &str) -> Self {
+        AuditedStore {
+            inner,
+            log,
+            source: source.to_string(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for AuditedStore {
+    async fn get(&self, key: &str) -> crate::store::Result<Option<crate::store::KeyValue>> {
+        self.inner.get(key).await
+    }
+    async fn range(
+        &self,
+        prefix: &str,
+    ) -> crate::store::Result<(Vec<crate::store::KeyValue>, i64)> {
+        self.inner.range(prefix).await
+    }
+    async fn txn(&self, txn: Txn) -> crate::store::Result<crate::store::TxnResult> {
+        let keys: Vec<String> = txn.success.iter().map(|op| op.key().to_string()).collect();
+        let res = self.inner.txn(txn).await?;
+        // Only changes to berth's objects; the trail itself, stats and leases are not news.
+        let objects: Vec<&String> = keys
+            .iter()
+            .filter(|k| {
+                !k.starts_with(PREFIX)
+                    && !k.starts_with(crate::metrics::STATS_PREFIX)
+                    && !k.starts_with("/berth/leases/")
+            })
+            .collect();
+        if res.succeeded && !objects.is_empty() {
+            self.log.record_nowait(AuditRecord {
+                identity: self.source.clone(),
+                auth_method: "internal".into(),
+                source_ip: "-".into(),
+                method: "WRITE".into(),
+                path: objects[0].clone(),
+                action: "berth:StoreWrite".into(),
+                resources: objects
+                    .iter()
+                    .take(20)
+                    .map(|k| json!({"action": "berth:StoreWrite", "resource": k}))
+                    .collect(),
+                decision: "allowed".into(),
+                status: 200,
+                count: objects.len() as u64,
+                ..Default::default()
+            });
+        }
+        Ok(res)
+    }
+    async fn watch(
+        &self,
+        prefix: &str,
+        from: i64,
+    ) -> crate::store::Result<crate::store::WatchStream> {
+        self.inner.watch(prefix, from).await
+    }
+    async fn lease_grant(&self, ttl: Duration) -> crate::store::Result<i64> {
+        self.inner.lease_grant(ttl).await
+    }
+    async fn lease_keep_alive(&self, lease: i64) -> crate::store::Result<()> {
+        self.inner.lease_keep_alive(lease).await
+    }
+    async fn lease_revoke(&self, lease: i64) -> crate::store::Result<()> {
+        self.inner.lease_revoke(lease).await
+    }
+    async fn revision(&self) -> crate::store::Result<i64> {
+        self.inner.revision().await
+    }
+    fn failure(&self) -> Option<String> {
+        self.inner.failure()
+    }
+}
+
+/// Delete the oldest records of each class beyond its cap: `keep` records that are not
+/// changes, `keep_changes` changes (and changes older than [`WRITE_RETENTION_DAYS`]).
+pub async fn prune(store: &dyn Store, keep: usize, keep_changes: usize) -> anyhow::Result<usize> {
+    let (kvs, _) = store.range(PREFIX).await?;
+    let cutoff =
+        (crate::model::now() - chrono::Duration::days(WRITE_RETENTION_DAYS)).timestamp_micros();
+    let (changes, others): (Vec<_>, Vec<_>) = kvs.iter().partition(|kv| key_class(&kv.key).0);
+    let mut doomed: Vec<&str> = Vec::new();
+    doomed.extend(
+        others[..others.len().saturating_sub(keep)]
+            .iter()
+            .map(|kv| kv.key.as_str()),
+    );
+    let over = changes.len().saturating_sub(keep_changes);
+    doomed.extend(
+        changes
+            .iter()
+            .enumerate()
+            .filter(|(i, kv)| *i < over || key_class(&kv.key).1 < cutoff)
+            .map(|(_, kv)| kv.key.as_str()),
+    );
+    for chunk in doomed.chunks(100) {
         let mut txn = Txn::new();
-        for kv in chunk {
-            txn = txn.and_then(Op::delete(kv.key.clone()));
+        for k in chunk {
+            txn = txn.and_then(Op::delete(*k));
         }
         store.txn(txn).await?;
     }
-    Ok(excess)
+    Ok(doomed.len())
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -477,7 +702,61 @@ mod tests {
         )
         .await
         .is_err());
-        assert_eq!(prune(&*store, 2).await.unwrap(), 3);
+        assert_eq!(prune(&*store, 2, usize::MAX).await.unwrap(), 3);
         assert_eq!(query(&*store, &Query::default()).await.unwrap().len(), 2);
+    }
+
+    /// Issue 16 item 5: noise cannot flush accepted changes, and anonymous floods aggregate.
+    #[tokio::test]
+    async fn changes_outlive_noise_and_anonymous_floods_aggregate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let log = AuditLog::new(store.clone());
+        let change = AuditRecord {
+            identity: "admin".into(),
+            action: "berth:DeleteService".into(),
+            method: "DELETE".into(),
+            decision: "allowed".into(),
+            ..Default::default()
+        };
+        assert!(log.append(change).await);
+        for _ in 0..500 {
+            let anon = AuditRecord {
+                identity: "anonymous".into(),
+                method: "GET".into(),
+                decision: "unauthenticated".into(),
+                source_ip: "10.9.9.9".into(),
+                status: 401,
+                ..Default::default()
+            };
+            assert!(log.append_unauthenticated(anon).await);
+        }
+        let all = query(&*store, &Query::default()).await.unwrap();
+        assert_eq!(
+            all.len(),
+            1 + ANON_PER_WINDOW as usize,
+            "500 anonymous requests kept as {} records",
+            all.len() - 1
+        );
+        // The rest is counted into one aggregate when the window ends.
+        log.anon.lock().unwrap().started = Some(std::time::Instant::now() - ANON_WINDOW);
+        log.append_unauthenticated(AuditRecord {
+            identity: "anonymous".into(),
+            decision: "unauthenticated".into(),
+            source_ip: "10.9.9.9".into(),
+            ..Default::default()
+        })
+        .await;
+        let all = query(&*store, &Query::default()).await.unwrap();
+        let agg = all
+            .iter()
+            .find(|r| r.count > 0)
+            .expect("an aggregate record");
+        assert_eq!(agg.count, 500 - ANON_PER_WINDOW as u64);
+        // Pruning to 3 "other" records keeps the change.
+        prune(&*store, 3, usize::MAX).await.unwrap();
+        let left = query(&*store, &Query::default()).await.unwrap();
+        assert_eq!(left.len(), 4, "{left:?}");
+        assert!(left.iter().any(|r| r.action == "berth:DeleteService"));
     }
 }

@@ -180,6 +180,25 @@ pub fn classify(method: &Method, path: &str, body: &[u8]) -> Classified {
             t("berth:RunTask", &resource(Kind::TaskDefinition, td))
         }
         ["v1", "events"] if get => t("berth:ListEvents", "*"),
+        // Agents (auth::node_authz): join tokens and agent credentials are an admin's; the
+        // agent routes authenticate the agent's own credential, authorize every key and audit
+        // every refusal themselves (api::agent_api).
+        ["v1", "agent", "join-tokens"] if post => {
+            t("berth:CreateAgentJoinToken", "agent-join-token/*")
+        }
+        ["v1", "agent", "join-tokens"] if get => t("berth:ListAgentJoinTokens", "*"),
+        ["v1", "agent", "join-tokens", id] if *method == Method::DELETE => t(
+            "berth:DeleteAgentJoinToken",
+            &format!("agent-join-token/{id}"),
+        ),
+        ["v1", "agent", "instances", id, "credential"] if *method == Method::DELETE => t(
+            "berth:RevokeAgentCredential",
+            &resource(Kind::ContainerInstance, id),
+        ),
+        ["v1", "agent", "join"] if post => Classified::Public,
+        ["v1", "agent", "store", ..] if post => Classified::Public,
+        ["v1", "agent", "tasks", _, "token"] if get => Classified::Public,
+        ["v1", "agent", "tasks", _, "credentials"] if post => Classified::Public,
         ["v1", "watch", kind] if get => match Kind::parse(kind) {
             Some(k) => t(&format!("berth:List{}", plural_camel(k)), "*"),
             None => Classified::Protected(vec![generic(method, &segs)]),

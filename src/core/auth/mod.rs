@@ -8,9 +8,13 @@
 //! - [`sigv4`]: Signature Version 4 signing and verification.
 //! - [`policy`]: statement evaluation (explicit Deny wins, default deny).
 //! - [`actions`]: which action/resource an API request is.
+//! - [`agent_join`]: agent join tokens and per-instance agent credentials (hashed).
+//! - [`node_authz`]: what a joined agent may read and write, key by key.
 
 pub mod actions;
+pub mod agent_join;
 pub mod crypto;
 pub mod identity;
+pub mod node_authz;
 pub mod policy;
 pub mod sigv4;

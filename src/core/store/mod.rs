@@ -3,10 +3,12 @@
 //! One trait, two backends: [`embedded::EmbeddedStore`] (durable write-ahead log on local disk)
 //! and [`etcd::EtcdStore`]. Both give a global monotonic revision, compare-and-swap
 //! transactions on a key's mod revision, ordered gap-free watches from a revision, and leases.
+//! [`remote::RemoteStore`] is a joined agent's view of the store through the API server.
 
 pub mod election;
 pub mod embedded;
 pub mod etcd;
+pub mod remote;
 
 use std::sync::Arc;
 use std::time::Duration;
