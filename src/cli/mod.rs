@@ -68,9 +68,13 @@ pub enum Command {
         /// that are no longer in it (services drain, task definitions become INACTIVE).
         #[arg(long)]
         prune: bool,
-        /// The source's name for ownership and pruning (default: the folder's name).
+        /// The source's name for ownership and pruning (default: the folder's name and a
+        /// short hash of its path).
         #[arg(long)]
         source: Option<String>,
+        /// Take over objects another source owns (refused otherwise).
+        #[arg(long)]
+        take_over: bool,
     },
     /// Show how manifests differ from the store; exit 0 same, 1 different, >1 error.
     Diff {
@@ -160,6 +164,9 @@ pub struct UpArgs {
     /// With --manifests: put back objects changed outside the folder.
     #[arg(long, requires = "manifests")]
     pub self_heal: bool,
+    /// With --manifests: take over objects another source owns (refused otherwise).
+    #[arg(long, requires = "manifests")]
+    pub take_over: bool,
     #[arg(long, default_value = "127.0.0.1:7400")]
     pub api: SocketAddr,
     /// Use this store instead of the embedded one (etcd://host:2379,...).
@@ -182,6 +189,9 @@ pub struct ServerArgs {
     /// With --manifests: put back objects changed outside the folder.
     #[arg(long, requires = "manifests")]
     pub self_heal: bool,
+    /// With --manifests: take over objects another source owns (refused otherwise).
+    #[arg(long, requires = "manifests")]
+    pub take_over: bool,
     #[arg(long, default_value = "127.0.0.1:7400")]
     pub api: SocketAddr,
 }
@@ -337,7 +347,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         a.manifests.as_ref(),
                         a.prune,
                         a.self_heal,
-                    ),
+                    )
+                    .map(|c| berth_core::gitops::SourceConfig {
+                        take_over: a.take_over,
+                        ..c
+                    }),
                 },
                 true,
             )
@@ -355,7 +369,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         a.manifests.as_ref(),
                         a.prune,
                         a.self_heal,
-                    ),
+                    )
+                    .map(|c| berth_core::gitops::SourceConfig {
+                        take_over: a.take_over,
+                        ..c
+                    }),
                 },
                 false,
             )
@@ -393,9 +411,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             prune,
             source,
+            take_over,
         } => {
-            if *prune || source.is_some() {
-                return gitops::apply(&client(), path, *dry_run, *prune, source.as_deref()).await;
+            if *prune || source.is_some() || *take_over {
+                let opts = gitops::SourceFlags {
+                    dry_run: *dry_run,
+                    prune: *prune,
+                    take_over: *take_over,
+                };
+                return gitops::apply(&client(), path, &opts, source.as_deref()).await;
             }
             return apply(&client(), path, *dry_run).await;
         }

@@ -40,10 +40,13 @@ use crate::store::{DynStore, KeyValue};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceConfig {
     pub dir: PathBuf,
-    /// The source's name (default: the folder's base name).
+    /// The source's name (default: the folder's base name and a short hash of its path; a
+    /// folder already recorded under its plain base name keeps that).
     pub name: Option<String>,
     pub prune: bool,
     pub self_heal: bool,
+    /// Take over objects another source owns (otherwise the sync is refused and reported).
+    pub take_over: bool,
 }
 
 impl SourceConfig {
@@ -53,6 +56,7 @@ impl SourceConfig {
             name: None,
             prune: false,
             self_heal: false,
+            take_over: false,
         }
     }
 
@@ -79,6 +83,10 @@ pub struct Timing {
     pub resync: Duration,
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// A plain folder (or a work tree with no commit) prunes only from content that read the
+    /// same for at least this long: a file emptied or truncated for a moment (an editor saving,
+    /// a copy in progress) must not drain a service.
+    pub prune_settle: Duration,
 }
 
 impl Default for Timing {
@@ -90,6 +98,7 @@ impl Default for Timing {
             resync: Duration::from_secs(30),
             retry_min: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
+            prune_settle: Duration::from_secs(2),
         }
     }
 }
@@ -101,6 +110,7 @@ struct SourceController {
     repo: Option<GitRepo>,
     prune: bool,
     self_heal: bool,
+    take_over: bool,
     timing: Timing,
     /// (fingerprint, HEAD) of the folder as last applied successfully.
     last_applied: Option<(u64, Option<String>)>,
@@ -109,6 +119,10 @@ struct SourceController {
     own_revision: Arc<AtomicI64>,
     /// The error set last logged, so a broken folder is logged once, not every retry.
     last_logged: Option<Vec<ManifestError>>,
+    /// The folder's content (fingerprint) as last read, and since when it has read so.
+    stable: Option<(u64, Instant)>,
+    /// A pass sooner than the resync (a prune waiting for the folder to settle).
+    next_pass: Option<Duration>,
 }
 
 /// Start the source controller. Returns its task and a signal that fires once the first pass
@@ -126,10 +140,10 @@ pub async fn start(
         "--manifests {}: not a directory",
         cfg.dir.display()
     );
-    let name = cfg
-        .name
-        .clone()
-        .unwrap_or_else(|| apply::default_source_name(&dir));
+    let name = match &cfg.name {
+        Some(n) => n.clone(),
+        None => default_name(&store, &dir).await,
+    };
     apply::validate_source_name(&name).map_err(|e| anyhow::anyhow!(e))?;
     let d = dir.clone();
     let repo = match tokio::task::spawn_blocking(move || git::detect(&d)).await? {
@@ -154,13 +168,31 @@ pub async fn start(
         repo,
         prune: cfg.prune,
         self_heal: cfg.self_heal,
+        take_over: cfg.take_over,
         timing,
         last_applied: None,
         own_revision: Arc::new(AtomicI64::new(0)),
         last_logged: None,
+        stable: None,
+        next_pass: None,
     };
     let (tx, rx) = oneshot::channel();
     Ok((tokio::spawn(ctl.run(shutdown, tx)), rx))
+}
+
+/// The default name of the source watching `dir`: unique per folder
+/// ([`apply::default_source_name`]), except that a folder recorded under its plain base name
+/// (berth before names were made unique) keeps that name and so its objects.
+async fn default_name(store: &DynStore, dir: &Path) -> String {
+    let legacy = apply::legacy_source_name(dir);
+    if let Ok(Some(kv)) = store.get(&record::source_key(&legacy)).await {
+        if let Ok(r) = SourceRecord::from_kv(&kv) {
+            if r.spec.kind != "apply" && Path::new(&r.spec.path) == dir {
+                return legacy;
+            }
+        }
+    }
+    apply::default_source_name(dir)
 }
 
 /// Whether a filesystem event can change what a pass reads.
@@ -313,6 +345,7 @@ impl SourceController {
                     }
                 };
             }
+            self.next_pass = None;
             let ok = self.pass().await;
             if let Some(tx) = first.take() {
                 let _ = tx.send(());
@@ -330,6 +363,7 @@ impl SourceController {
             } else {
                 wait
             };
+            let wait = self.next_pass.map_or(wait, |n| wait.min(n));
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = fs_kick.notified() => {
@@ -428,6 +462,9 @@ impl SourceController {
             }
         };
         let key = (scan.fingerprint, scan.head.clone());
+        if self.stable.is_none_or(|(f, _)| f != scan.fingerprint) {
+            self.stable = Some((scan.fingerprint, Instant::now()));
+        }
         let new_content = self.last_applied.as_ref() != Some(&key);
         if new_content || self.self_heal {
             self.sync(prev, base, scan, key, new_content).await
@@ -444,9 +481,20 @@ impl SourceController {
         key: (u64, Option<String>),
         new_content: bool,
     ) -> bool {
+        // Never prune from content that may be half written: a commit's tree is whole, but
+        // only while HEAD stayed put during the read; a plain folder must read the same for
+        // `prune_settle` first.
+        let settle_left = match (scan.from_commit, self.stable) {
+            (true, _) if scan.settled => Duration::ZERO,
+            (true, _) => self.timing.quiet,
+            (false, Some((_, since))) => self.timing.prune_settle.saturating_sub(since.elapsed()),
+            (false, None) => self.timing.prune_settle,
+        };
+        let prune_now = self.prune && settle_left.is_zero();
         let opts = SourceApplyOptions {
             dry_run: false,
-            prune: self.prune,
+            prune: prune_now,
+            take_over: self.take_over,
         };
         let status_key = record::source_key(&self.name);
         let (head, dirty) = (scan.head.clone(), scan.dirty);
@@ -468,7 +516,19 @@ impl SourceController {
                 if let Some(rev) = report.committed {
                     self.own_revision.store(rev, Ordering::Relaxed);
                 }
-                self.last_applied = Some(key);
+                if self.prune && !prune_now && !report.extraneous.is_empty() {
+                    // Prune later, if the folder still reads the same then.
+                    tracing::info!(
+                        source = %self.name,
+                        extraneous = report.extraneous.len(),
+                        wait_ms = settle_left.as_millis() as u64,
+                        "the folder changed a moment ago; pruning waits until it settles"
+                    );
+                    self.next_pass = Some(settle_left + Duration::from_millis(10));
+                    self.last_applied = None;
+                } else {
+                    self.last_applied = Some(key);
+                }
                 self.last_logged = None;
                 let changes = report.changes();
                 if changes > 0 || new_content {
@@ -494,7 +554,7 @@ impl SourceController {
             }
             Err(e) => {
                 let errors = match &e {
-                    ApplyError::Invalid(errs) => errs.clone(),
+                    ApplyError::Invalid(errs) | ApplyError::Owned(errs) => errs.clone(),
                     other => vec![ManifestError::new("(store)", other.to_string())],
                 };
                 self.last_applied = None;
@@ -516,6 +576,7 @@ impl SourceController {
         let opts = SourceApplyOptions {
             dry_run: true,
             prune: self.prune,
+            take_over: self.take_over,
         };
         let none = |_: &apply::SourceReport| None;
         match apply::apply_source(&*self.store, &self.name, &scan.docs, &opts, &none).await {

@@ -121,6 +121,103 @@ pub fn dirty(dir: &Path) -> Result<bool, String> {
     Ok(!out.stdout.iter().all(u8::is_ascii_whitespace))
 }
 
+/// A regular file of a commit's tree under the folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeFile {
+    /// Relative to the folder.
+    pub path: String,
+    pub oid: String,
+    pub size: u64,
+}
+
+/// The regular files of commit `sha`'s tree under `dir` (paths relative to `dir`; symlinks and
+/// submodules are not listed). A commit is immutable: what this lists cannot be half written.
+pub fn tree_files(dir: &Path, sha: &str) -> Result<Vec<TreeFile>, String> {
+    let out = git(dir)
+        .args(["ls-tree", "-r", "-z", "-l", sha])
+        .output()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "git ls-tree {} failed: {}",
+            short(sha),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let mut files = Vec::new();
+    for entry in out.stdout.split(|b| *b == 0).filter(|e| !e.is_empty()) {
+        // "<mode> SP <type> SP <oid> SP+ <size> TAB <path>"
+        let entry = String::from_utf8_lossy(entry);
+        let Some((meta, path)) = entry.split_once('\t') else {
+            continue;
+        };
+        let fields: Vec<&str> = meta.split_whitespace().collect();
+        let [mode, kind, oid, size] = fields.as_slice() else {
+            continue;
+        };
+        if *kind != "blob" || !matches!(*mode, "100644" | "100755") {
+            continue;
+        }
+        files.push(TreeFile {
+            path: path.to_string(),
+            oid: oid.to_string(),
+            size: size.parse().unwrap_or(u64::MAX),
+        });
+    }
+    Ok(files)
+}
+
+/// The contents of blobs, in the order asked (`git cat-file --batch`).
+pub fn read_blobs(dir: &Path, oids: &[String]) -> Result<Vec<Vec<u8>>, String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    if oids.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut child = git(dir)
+        .args(["cat-file", "--batch"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let input: String = oids.iter().map(|o| format!("{o}\n")).collect();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut blobs = Vec::with_capacity(oids.len());
+    let mut result = Ok(());
+    for oid in oids {
+        let mut header = String::new();
+        if let Err(e) = stdout.read_line(&mut header) {
+            result = Err(format!("git cat-file: {e}"));
+            break;
+        }
+        let parts: Vec<&str> = header.split_whitespace().collect();
+        let size = match parts.as_slice() {
+            [_, "blob", size] => size.parse::<usize>().unwrap_or(0),
+            _ => {
+                result = Err(format!(
+                    "git cat-file: cannot read {oid}: {}",
+                    header.trim()
+                ));
+                break;
+            }
+        };
+        let mut buf = vec![0u8; size + 1];
+        if let Err(e) = stdout.read_exact(&mut buf) {
+            result = Err(format!("git cat-file: {e}"));
+            break;
+        }
+        buf.pop(); // the newline after each object
+        blobs.push(buf);
+    }
+    drop(stdout);
+    let _ = writer.join();
+    let _ = child.kill();
+    let _ = child.wait();
+    result.map(|()| blobs)
+}
+
 /// The first 12 characters of a commit, for people.
 pub fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
@@ -171,5 +268,12 @@ mod tests {
         std::fs::write(sub.join("a.yaml"), "x: 2\n").unwrap();
         assert!(dirty(&sub).unwrap());
         assert_eq!(short(&sha).len(), 12);
+        // The commit's tree, not the work tree: the committed content.
+        let files = tree_files(&sub, &sha).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].path, "a.yaml");
+        assert_eq!(files[0].size, 5);
+        let oids: Vec<String> = files.iter().map(|f| f.oid.clone()).collect();
+        assert_eq!(read_blobs(&sub, &oids).unwrap(), vec![b"x: 1\n".to_vec()]);
     }
 }

@@ -6,7 +6,9 @@ use std::hash::{Hash, Hasher};
 use std::path::Path;
 
 use crate::apply::{relative_file, stamp, Stamp};
-use crate::manifest::{load_path, Document, ManifestError};
+use crate::manifest::{
+    is_manifest_path, load_files, load_path, Document, ManifestError, MAX_FILES, MAX_FILE_BYTES,
+};
 
 use super::git::{self, GitRepo};
 
@@ -20,6 +22,10 @@ pub struct Scan {
     /// Identifies the folder's desired content (documents and where they came from; not the
     /// commit): equal fingerprints, equal desired state.
     pub fingerprint: u64,
+    /// Read from the HEAD commit's tree (a git work tree with a commit), not the folder.
+    pub from_commit: bool,
+    /// HEAD did not move during the read.
+    pub settled: bool,
 }
 
 /// A folder that did not.
@@ -31,39 +37,48 @@ pub struct ScanError {
     pub errors: Vec<ManifestError>,
 }
 
-/// Read HEAD, the folder, HEAD again (re-reading when a commit landed in between), then the
-/// dirty state. An empty folder is an error: syncing it would prune everything.
+/// Read the folder's manifests: in a git work tree with a commit, the files of the HEAD
+/// commit's tree under the folder (committed content: an editor's half-written file or a
+/// `git pull` in progress is never read); otherwise the folder itself. Then the dirty state.
+/// An empty folder is an error: syncing it would prune everything.
 pub fn scan(dir: &Path, repo: Option<&GitRepo>, source: &str) -> Result<Scan, ScanError> {
     let root = dir.display().to_string();
-    let head_of = || -> Option<String> {
-        repo?;
-        match git::head(dir) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(dir = %root, error = %e, "cannot read the git HEAD");
-                None
-            }
+    let head_of = || -> Result<Option<String>, String> {
+        match repo {
+            None => Ok(None),
+            Some(_) => git::head(dir),
         }
     };
-    let mut attempt = 0;
-    let (head, loaded) = loop {
-        attempt += 1;
-        let t = std::time::Instant::now();
-        let before = head_of();
-        let t_head = t.elapsed();
-        let loaded = load_path(dir);
-        let t_load = t.elapsed();
-        let after = head_of();
-        tracing::debug!(
-            head_ms = t_head.as_secs_f64() * 1e3,
-            load_ms = (t_load - t_head).as_secs_f64() * 1e3,
-            head2_ms = (t.elapsed() - t_load).as_secs_f64() * 1e3,
-            "scan timings"
-        );
-        if before == after || attempt >= 3 {
-            break (after, loaded);
+    let t = std::time::Instant::now();
+    let head = match head_of() {
+        Ok(h) => h,
+        // Never fall back to reading the work tree of a repository whose HEAD cannot be read.
+        Err(e) => {
+            return Err(ScanError {
+                head: None,
+                dirty: false,
+                errors: vec![ManifestError::new(
+                    ".",
+                    format!("cannot read the git HEAD: {e}"),
+                )],
+            })
         }
     };
+    let loaded = match &head {
+        Some(sha) => load_commit(dir, sha),
+        // Not a git work tree, or no commit yet: the folder as it is.
+        None => load_path(dir),
+    };
+    // A commit landed during the read: what was read is consistent (one commit's tree) but
+    // already old; the caller does not prune from it and reads again.
+    let settled = head_of().is_ok_and(|h| h == head);
+    tracing::debug!(
+        ms = t.elapsed().as_secs_f64() * 1e3,
+        committed = head.is_some(),
+        settled,
+        "scanned"
+    );
+    let from_commit = head.is_some();
     let dirty = repo.is_some()
         && match git::dirty(dir) {
             Ok(d) => d,
@@ -102,7 +117,8 @@ pub fn scan(dir: &Path, repo: Option<&GitRepo>, source: &str) -> Result<Scan, Sc
                 &Stamp {
                     source: source.to_string(),
                     commit: head.clone(),
-                    dirty,
+                    // Read from the commit: uncommitted changes are not in what is applied.
+                    dirty: dirty && !from_commit,
                 },
             );
             Ok(Scan {
@@ -110,9 +126,45 @@ pub fn scan(dir: &Path, repo: Option<&GitRepo>, source: &str) -> Result<Scan, Sc
                 head,
                 dirty,
                 fingerprint,
+                from_commit,
+                settled,
             })
         }
     }
+}
+
+/// The manifests of commit `sha` under `dir`, named as [`load_path`] would name them.
+fn load_commit(dir: &Path, sha: &str) -> Result<Vec<Document>, Vec<ManifestError>> {
+    let fail = |msg: String| vec![ManifestError::new(dir.display().to_string(), msg)];
+    let files: Vec<git::TreeFile> = git::tree_files(dir, sha)
+        .map_err(fail)?
+        .into_iter()
+        .filter(|f| is_manifest_path(&f.path))
+        .take(MAX_FILES + 1)
+        .collect();
+    // Oversized blobs are not read; the loader reports them.
+    let wanted: Vec<String> = files
+        .iter()
+        .filter(|f| f.size <= MAX_FILE_BYTES as u64)
+        .map(|f| f.oid.clone())
+        .collect();
+    let mut blobs = git::read_blobs(dir, &wanted).map_err(fail)?.into_iter();
+    let named = files.into_iter().map(|f| {
+        let name = dir.join(&f.path).display().to_string();
+        let content = if f.size <= MAX_FILE_BYTES as u64 {
+            blobs
+                .next()
+                .ok_or_else(|| "cannot read it from git".to_string())
+        } else {
+            Err(format!(
+                "file is too large ({} bytes; the limit is {} MiB)",
+                f.size,
+                MAX_FILE_BYTES >> 20
+            ))
+        };
+        (name, content)
+    });
+    load_files(named.collect::<Vec<_>>())
 }
 
 pub fn fingerprint(docs: &[Document]) -> u64 {

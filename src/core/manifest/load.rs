@@ -37,36 +37,68 @@ pub fn load_path(path: &Path) -> Result<Vec<Document>, Vec<ManifestError>> {
         },
         Ok(_) => l.read_file(path, path),
     }
+    l.finish()
+}
 
-    let mut semantic = validate(&l.docs);
-    // Give semantic errors a line and column from the text they came from.
-    let mut by_file: HashMap<String, Vec<ManifestError>> = HashMap::new();
-    for e in semantic.drain(..) {
-        by_file.entry(e.file.clone()).or_default().push(e);
-    }
-    for (file, mut errs) in by_file {
-        if let Some((text, info)) = l.texts.get(&file) {
-            locate_errors(text, info, &mut errs);
+/// Load manifests from files already read elsewhere (e.g. the blobs of a git commit), in the
+/// order given: `(name, content or why it could not be read)`. The same limits, parsing and
+/// validation as [`load_path`].
+pub fn load_files(
+    files: impl IntoIterator<Item = (String, Result<Vec<u8>, String>)>,
+) -> Result<Vec<Document>, Vec<ManifestError>> {
+    let mut l = Loader::default();
+    for (name, content) in files {
+        if l.stopped {
+            break;
         }
-        l.errors.extend(errs);
+        match content {
+            Ok(bytes) => l.add_bytes(name, bytes),
+            Err(msg) => l.fail(name, msg),
+        }
     }
-    // Report in reading order: file by file, document by document (stable, so a document's
-    // parse errors stay before its semantic ones).
-    let mut order: HashMap<&str, usize> = HashMap::new();
-    for (i, f) in l.order.iter().enumerate() {
-        order.entry(f.as_str()).or_insert(i);
-    }
-    l.errors.sort_by_key(|e| {
-        (
-            order.get(e.file.as_str()).copied().unwrap_or(usize::MAX),
-            e.document.unwrap_or(0),
-        )
-    });
+    l.finish()
+}
 
-    if l.errors.is_empty() {
-        Ok(l.docs)
-    } else {
-        Err(l.errors)
+/// Whether a path relative to a manifest folder is one [`load_path`] reads: a `.yaml`, `.yml`
+/// or `.json` file with no hidden component.
+pub fn is_manifest_path(rel: &str) -> bool {
+    !rel.split('/').any(|c| c.starts_with('.') || c.is_empty())
+        && rel.rsplit('/').next().is_some_and(is_manifest_name)
+}
+
+impl Loader {
+    fn finish(self) -> Result<Vec<Document>, Vec<ManifestError>> {
+        let mut l = self;
+        let mut semantic = validate(&l.docs);
+        // Give semantic errors a line and column from the text they came from.
+        let mut by_file: HashMap<String, Vec<ManifestError>> = HashMap::new();
+        for e in semantic.drain(..) {
+            by_file.entry(e.file.clone()).or_default().push(e);
+        }
+        for (file, mut errs) in by_file {
+            if let Some((text, info)) = l.texts.get(&file) {
+                locate_errors(text, info, &mut errs);
+            }
+            l.errors.extend(errs);
+        }
+        // Report in reading order: file by file, document by document (stable, so a document's
+        // parse errors stay before its semantic ones).
+        let mut order: HashMap<&str, usize> = HashMap::new();
+        for (i, f) in l.order.iter().enumerate() {
+            order.entry(f.as_str()).or_insert(i);
+        }
+        l.errors.sort_by_key(|e| {
+            (
+                order.get(e.file.as_str()).copied().unwrap_or(usize::MAX),
+                e.document.unwrap_or(0),
+            )
+        });
+
+        if l.errors.is_empty() {
+            Ok(l.docs)
+        } else {
+            Err(l.errors)
+        }
     }
 }
 
@@ -258,6 +290,42 @@ impl Loader {
                 return;
             }
         };
+        self.add_text(shown_str, text);
+    }
+
+    /// A file's content read elsewhere.
+    fn add_bytes(&mut self, shown_str: String, buf: Vec<u8>) {
+        if self.files >= MAX_FILES {
+            self.fail(
+                shown_str,
+                format!("too many manifest files (the limit is {MAX_FILES}); stopped reading"),
+            );
+            self.stopped = true;
+            return;
+        }
+        self.files += 1;
+        if buf.len() > MAX_FILE_BYTES {
+            let msg = format!(
+                "file is too large ({} bytes; the limit is {} MiB)",
+                buf.len(),
+                MAX_FILE_BYTES >> 20
+            );
+            self.fail(shown_str, msg);
+            return;
+        }
+        match String::from_utf8(buf) {
+            Ok(text) => self.add_text(shown_str, text),
+            Err(e) => {
+                let msg = format!(
+                    "not UTF-8 text (invalid byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                );
+                self.fail(shown_str, msg)
+            }
+        }
+    }
+
+    fn add_text(&mut self, shown_str: String, text: String) {
         self.bytes += text.len();
         if self.bytes > MAX_TOTAL_BYTES {
             self.fail(

@@ -20,7 +20,7 @@ mod validate;
 
 pub use document::{Document, Resource, Source};
 pub use error::ManifestError;
-pub use load::{load_path, MAX_FILES};
+pub use load::{is_manifest_path, load_files, load_path, MAX_FILES};
 pub use parse::{parse_str, MAX_DOCUMENTS, MAX_FILE_BYTES, MAX_NODES};
 pub(crate) use validate::check_service_against_taskdef;
 pub use validate::{validate, validate_name};

@@ -1,5 +1,5 @@
 //! Services: their cluster, task definition and target groups exist (in the set or the
-//! store), a service being deleted is not re-applied, and a ScalingPolicy's service keeps the
+//! store), a service being deleted is not re-applied (unless its own source takes it back), and a ScalingPolicy's service keeps the
 //! desiredCount its scaler set.
 
 use std::collections::{HashMap, HashSet};
@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use crate::apply::codec::{decode, encode};
 use crate::apply::error::{err, ApplyError};
 use crate::apply::meta::{merged_annotations, same_meta};
+use crate::apply::ownership;
 use crate::apply::reader::Reader;
 use crate::apply::report::{ObjectResult, Outcome};
 use crate::manifest::{check_service_against_taskdef, Document, ManifestError, Resource};
@@ -74,10 +75,25 @@ pub async fn plan_services(
         };
         let name = want.metadata.name.as_str();
         let key = keys::key(Kind::Service, name);
-        let current: Option<Service> = match r.get(&key).await? {
+        let mut current: Option<Service> = match r.get(&key).await? {
             Some(kv) => Some(decode(&kv)?),
             None => None,
         };
+        // A source that pruned this service and now holds it again (a file restored, a revert)
+        // takes it back: the pending deletion is cancelled, its tasks are replaced as needed.
+        let mut undeleted = false;
+        if let Some(cur) = current.as_mut() {
+            let own_source = ownership::owner(&want.metadata.annotations);
+            if stamped
+                && cur.metadata.deletion_timestamp.is_some()
+                && own_source.is_some()
+                && ownership::owner(&cur.metadata.annotations) == own_source
+            {
+                cur.metadata.deletion_timestamp = None;
+                cur.status.status = "ACTIVE".into();
+                undeleted = true;
+            }
+        }
         if let Some(cur) = &current {
             if cur.metadata.deletion_timestamp.is_some() {
                 errors.push(err(
@@ -94,9 +110,10 @@ pub async fn plan_services(
         if let Some(cur) = current.as_ref().filter(|_| scaled.contains(name)) {
             want_spec.desired_count = cur.spec.desired_count;
         }
-        let changed = current.as_ref().is_none_or(|cur| {
-            cur.spec != want_spec || !same_meta(&cur.metadata, &want.metadata, stamped)
-        });
+        let changed = undeleted
+            || current.as_ref().is_none_or(|cur| {
+                cur.spec != want_spec || !same_meta(&cur.metadata, &want.metadata, stamped)
+            });
         let before = errors.len();
 
         // The cluster: in the set or in the store. Like ECS, the `default` cluster comes into
