@@ -498,13 +498,25 @@ impl SourceController {
         };
         let status_key = record::source_key(&self.name);
         let (head, dirty) = (scan.head.clone(), scan.dirty);
+        let waits = self.prune && !prune_now;
+        let settle = self.timing.prune_settle;
         let status = |report: &apply::SourceReport| {
+            // Withheld, not switched off: say so.
+            let mut shown = std::borrow::Cow::Borrowed(report);
+            if waits {
+                for e in &mut shown.to_mut().extraneous {
+                    e.reason = format!(
+                        "not in the manifests any more; pruned once the folder has read the same for {}s",
+                        settle.as_secs_f64()
+                    );
+                }
+            }
             let next = record::after_apply(
                 prev.as_ref(),
                 base.clone(),
                 head.clone(),
                 dirty,
-                report,
+                &shown,
                 new_content,
             );
             record::differs(prev.as_ref(), &next)
@@ -689,6 +701,37 @@ mod tests {
         );
         assert_eq!(desired_hash(&a), desired_hash(&b));
         assert_ne!(desired_hash(&a), desired_hash(&c));
+    }
+
+    #[tokio::test]
+    async fn a_folder_recorded_under_its_base_name_keeps_it() {
+        let d = tempfile::tempdir().unwrap();
+        let store: DynStore =
+            Arc::new(crate::store::embedded::EmbeddedStore::open(d.path().join("s")).unwrap());
+        let dir = std::fs::canonicalize(d.path()).unwrap().join("manifests");
+        std::fs::create_dir(&dir).unwrap();
+        let fresh = default_name(&store, &dir).await;
+        assert!(fresh.starts_with("manifests-"), "{fresh}");
+        // Another folder's record under the plain name does not count…
+        let spec = |path: &Path| SourceSpec {
+            kind: "git".into(),
+            path: path.display().to_string(),
+            prune: true,
+            self_heal: false,
+        };
+        let other = record::new_record("manifests", spec(Path::new("/elsewhere/manifests")));
+        store
+            .put(&record::source_key("manifests"), record::encode(&other))
+            .await
+            .unwrap();
+        assert_eq!(default_name(&store, &dir).await, fresh);
+        // …this folder's does: it keeps its name and so its objects.
+        let mine = record::new_record("manifests", spec(&dir));
+        store
+            .put(&record::source_key("manifests"), record::encode(&mine))
+            .await
+            .unwrap();
+        assert_eq!(default_name(&store, &dir).await, "manifests");
     }
 
     #[tokio::test(start_paused = true)]
