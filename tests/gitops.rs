@@ -878,3 +878,49 @@ fn two_folders_with_the_same_name_are_two_sources() {
     ]);
     assert!(b.cli_ok(&["sync", "status"]).contains("team-x"));
 }
+
+/// Issue 16 item 11, the watched side: a commit holding an object another source owns is
+/// refused (reported with the owner and the flag); `--take-over` moves it.
+#[test]
+fn a_watched_folder_takes_over_another_sources_object_only_when_told() {
+    let repo = Repo::new();
+    let own = unique("gown");
+    let shared = unique("gshared");
+    repo.write("own.yaml", &td_only(&own, "1"));
+    repo.commit("own");
+    let mut b = up(&repo.arg(), &["--prune"]);
+    wait_source(&b, "synced", |s| s["status"]["sync"] == "Synced");
+    let watched = source(&b)["metadata"]["name"].as_str().unwrap().to_string();
+
+    let (_t, other) = folder_named_manifests(&[("shared.yaml", td_only(&shared, "1"))]);
+    b.cli_ok(&["apply", "-f", other.to_str().unwrap(), "--prune"]);
+    let owner_of = |b: &Berth| {
+        b.get_json(&["taskdefinitions", &shared])["metadata"]["annotations"]["berth.dev/source"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let client_source = owner_of(&b);
+    assert_ne!(client_source, watched);
+
+    repo.write("shared.yaml", &td_only(&shared, "1"));
+    let c2 = repo.commit("shared");
+    let s = wait_source(&b, "the take-over refused", |s| {
+        s["status"]["lastAttempt"]["commit"] == c2.as_str()
+            && s["status"]["lastAttempt"]["result"] == "Failed"
+    });
+    let errors = s["status"]["lastAttempt"]["errors"].to_string();
+    assert!(
+        errors.contains(&client_source) && errors.contains("--take-over"),
+        "{errors}"
+    );
+    assert_eq!(owner_of(&b), client_source, "nothing was taken over");
+
+    b.kill9();
+    b.extra_args.push("--take-over".into());
+    b.spawn();
+    wait_source(&b, "synced with --take-over", |s| {
+        s["status"]["lastApplied"]["commit"] == c2.as_str() && s["status"]["sync"] == "Synced"
+    });
+    assert_eq!(owner_of(&b), watched);
+}
