@@ -99,12 +99,19 @@ pub fn scan(dir: &Path, repo: Option<&GitRepo>, source: &str) -> Result<Scan, Sc
             })
         }
         Ok(docs) if docs.is_empty() => Err(ScanError {
-            head,
-            dirty,
             errors: vec![ManifestError::new(
                 ".",
-                "no manifests in the folder (.yaml, .yml or .json); refusing to sync an empty set, which would prune everything",
+                if from_commit {
+                    format!(
+                        "no manifests (.yaml, .yml or .json) under this folder in the HEAD commit {}; berth applies committed content in a git work tree: commit them. Refusing to sync an empty set, which would prune everything",
+                        head.as_deref().map(git::short).unwrap_or("-")
+                    )
+                } else {
+                    "no manifests in the folder (.yaml, .yml or .json); refusing to sync an empty set, which would prune everything".to_string()
+                },
             )],
+            head,
+            dirty,
         }),
         Ok(mut docs) => {
             for d in &mut docs {
@@ -248,6 +255,16 @@ mod tests {
         git(&["commit", "-q", "-m", "broken"]);
         let e = scan(&m, Some(&repo), "src").unwrap_err();
         assert_eq!(e.errors[0].file, "sub/web.yaml", "{:?}", e.errors);
+        // Manifests only in the work tree, none committed: said so, with what to do.
+        let fresh = d.path().join("fresh");
+        std::fs::create_dir(&fresh).unwrap();
+        std::fs::write(fresh.join("web.yaml"), TD).unwrap();
+        let e = scan(&fresh, Some(&repo), "src").unwrap_err();
+        assert!(
+            e.errors[0].message.contains("commit them"),
+            "{:?}",
+            e.errors
+        );
     }
 
     #[test]
