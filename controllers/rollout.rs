@@ -1,9 +1,13 @@
-//! Rolling-replacement arithmetic (ECS semantics), kept pure so it can be property-tested.
+//! Rolling-replacement arithmetic (ECS semantics) and the crash-loop count behind the launch
+//! back-off, kept pure so they can be property-tested.
 //!
 //! Invariants each step keeps, given the current counts:
 //! - total active tasks never exceed floor(desired × maximumPercent / 100);
 //! - healthy tasks never drop below ceil(desired × minimumHealthyPercent / 100) because of a
 //!   stop this step decides (tasks that die on their own are outside our control).
+
+use berth_core::model::{HealthStatus, Task, TaskState, STARTUP_WINDOW};
+use chrono::{DateTime, Utc};
 
 /// Lower bound of healthy tasks during a deployment (rounded up).
 pub fn min_healthy(desired: u32, minimum_healthy_percent: u32) -> u32 {
@@ -86,6 +90,41 @@ pub fn launch_backoff(consecutive: u32) -> std::time::Duration {
     std::time::Duration::from_millis(500u64 << exp).min(std::time::Duration::from_secs(60))
 }
 
+/// Failed starts in a row that the launch back-off counts, newest first until a task that did
+/// not fail. Only tasks of the primary deployment's revision (`primary_td`) that stopped after
+/// the later of
+/// - the primary deployment's creation (`deployment_created`): a new revision or a rollback
+///   starts afresh, so a failed revision's crash loop never slows its replacement down;
+/// - the start of any task of the service that is running as a success now (HEALTHY, or past
+///   its startup window): once tasks run again, earlier failures are history.
+pub fn crash_loop_failures(
+    tasks: &[Task],
+    primary_td: &str,
+    deployment_created: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> u32 {
+    let recovered = tasks
+        .iter()
+        .filter(|t| t.is_active() && t.status.last_status == TaskState::Running)
+        .filter_map(|t| {
+            let started = t.status.started_at?;
+            (t.status.health_status == HealthStatus::Healthy || now - started >= STARTUP_WINDOW)
+                .then_some(started)
+        })
+        .max();
+    let since = recovered.map_or(deployment_created, |r| r.max(deployment_created));
+    let mut stopped: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| {
+            t.is_stopped()
+                && t.spec.task_definition == primary_td
+                && t.status.stopped_at.is_some_and(|s| s > since)
+        })
+        .collect();
+    stopped.sort_by_key(|t| std::cmp::Reverse(t.status.stopped_at));
+    stopped.iter().take_while(|t| t.failed_to_start()).count() as u32
+}
+
 /// Nothing to do this step although the service is not at its target, and nothing in flight
 /// that could change that: the bounds leave no room to move.
 pub fn is_stuck(desired: u32, c: Counts, s: Step) -> bool {
@@ -98,6 +137,63 @@ pub fn is_stuck(desired: u32, c: Counts, s: Step) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn task(td: &str, state: TaskState, started: i64, stopped: Option<i64>, failed: bool) -> Task {
+        use berth_core::model::{stop_codes, DesiredStatus, Kind, TaskSpec, TaskStatus};
+        let t0 = chrono::DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let mut t = Task::new(
+            Kind::Task,
+            berth_core::model::new_id(),
+            TaskSpec {
+                task_definition: td.into(),
+                group: "service:web".into(),
+                ..Default::default()
+            },
+        );
+        t.status = TaskStatus {
+            last_status: state,
+            desired_status: if stopped.is_some() {
+                DesiredStatus::Stopped
+            } else {
+                DesiredStatus::Running
+            },
+            started_at: Some(t0 + chrono::Duration::seconds(started)),
+            stopped_at: stopped.map(|s| t0 + chrono::Duration::seconds(s)),
+            stop_code: failed.then(|| stop_codes::ESSENTIAL_CONTAINER_EXITED.to_string()),
+            ..Default::default()
+        };
+        t
+    }
+
+    #[test]
+    fn a_new_primary_or_tasks_running_again_reset_the_crash_loop_count() {
+        let at = |s: i64| chrono::DateTime::from_timestamp(1_000_000 + s, 0).unwrap();
+        let crash = |td: &str, t: i64| task(td, TaskState::Stopped, t, Some(t + 1), true);
+        // A healthy v1 runs since 0; v2 crash-loops from 100 to 110; rollback to v1 at 111.
+        let mut tasks = vec![task("web:1", TaskState::Running, 0, None, false)];
+        tasks.extend((0..5).map(|i| crash("web:2", 100 + 2 * i)));
+        assert_eq!(crash_loop_failures(&tasks, "web:2", at(99), at(111)), 5);
+        // A v1 task killed right after the rollback is replaced at once.
+        tasks.push(crash("web:1", 112));
+        assert_eq!(crash_loop_failures(&tasks, "web:1", at(111), at(114)), 1);
+        assert!(launch_backoff(1).is_zero());
+
+        // The same revision crash-loops (200..210), then a task starts at 220 and runs.
+        let mut tasks: Vec<Task> = (0..5).map(|i| crash("web:1", 200 + 2 * i)).collect();
+        assert_eq!(crash_loop_failures(&tasks, "web:1", at(0), at(211)), 5);
+        tasks.push(task("web:1", TaskState::Running, 220, None, false));
+        // Still within its startup window: it may yet crash, the loop still counts.
+        assert_eq!(crash_loop_failures(&tasks, "web:1", at(0), at(221)), 5);
+        // Past it (or HEALTHY): the service runs again; a new crash starts a new count.
+        tasks.push(crash("web:1", 235));
+        assert_eq!(crash_loop_failures(&tasks, "web:1", at(0), at(240)), 1);
+        let mut healthy = task("web:1", TaskState::Running, 236, None, false);
+        healthy.status.health_status = HealthStatus::Healthy;
+        let mut tasks2: Vec<Task> = (0..5).map(|i| crash("web:1", 200 + 2 * i)).collect();
+        tasks2.push(healthy);
+        tasks2.push(crash("web:1", 237));
+        assert_eq!(crash_loop_failures(&tasks2, "web:1", at(0), at(239)), 1);
+    }
 
     #[test]
     fn bounds_round_like_ecs() {

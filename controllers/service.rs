@@ -174,7 +174,8 @@ impl ServiceController {
             step.start = 0;
         }
         // Crash loops: back off launches after repeated failures in a row.
-        let consecutive = consecutive_failures(&tasks);
+        let consecutive =
+            rollout::crash_loop_failures(&tasks, &primary_td, primary.created_at, now());
         let backoff = rollout::launch_backoff(consecutive);
         if step.start > 0 && !backoff.is_zero() {
             let last = tasks
@@ -364,13 +365,6 @@ impl ServiceController {
         }
         Ok(self.store.txn(txn).await?.succeeded)
     }
-}
-
-/// Failed tasks in a row, newest first, until one that did not fail.
-fn consecutive_failures(tasks: &[Task]) -> u32 {
-    let mut stopped: Vec<&Task> = tasks.iter().filter(|t| t.is_stopped()).collect();
-    stopped.sort_by_key(|t| std::cmp::Reverse(t.status.stopped_at));
-    stopped.iter().take_while(|t| t.failed_to_start()).count() as u32
 }
 
 #[async_trait]

@@ -86,8 +86,20 @@ pub async fn start(store: DynStore, cfg: NodeConfig) -> anyhow::Result<Node> {
     if let Some(src) = cfg.manifests.clone() {
         // Watch the folder from now on; wait for the first sync so the node starts applied (a
         // broken folder is reported in the source's status, not fatal).
-        let (task, first_sync) = berth_core::gitops::start(
+        // What a sync writes is audited as the folder's (not an API call).
+        let who = format!(
+            "gitops:{}",
+            src.name
+                .clone()
+                .unwrap_or_else(|| src.dir.display().to_string())
+        );
+        let audited: DynStore = Arc::new(berth_core::audit::AuditedStore::new(
             store.clone(),
+            berth_core::audit::AuditLog::new(store.clone()),
+            &who,
+        ));
+        let (task, first_sync) = berth_core::gitops::start(
+            audited,
             src,
             berth_core::gitops::Timing::default(),
             shutdown.clone(),

@@ -77,3 +77,26 @@ fn anonymous_floods_aggregate_and_controller_writes_are_recorded() {
         "task creation by the service controller is recorded: {writes:?}"
     );
 }
+
+#[test]
+fn a_gitops_sync_is_recorded_with_its_source() {
+    let name = unique("synced");
+    let dir = manifest_dir(&[("web.yaml", web_manifest(&name, 1, "1"))]);
+    let b = Berth::up_with(
+        None,
+        vec!["--manifests".into(), dir.path().display().to_string()],
+    );
+    let writes = wait_for("the sync in the trail", Duration::from_secs(30), || {
+        let w: Vec<Value> = audit(&b, &["--action", "berth:StoreWrite"])
+            .into_iter()
+            .filter(|r| r["identity"].as_str().unwrap_or("").starts_with("gitops:"))
+            .collect();
+        (!w.is_empty()).then_some(w)
+    });
+    assert!(
+        writes
+            .iter()
+            .any(|r| r["resources"].to_string().contains(&name)),
+        "the synced objects are named: {writes:?}"
+    );
+}

@@ -350,3 +350,75 @@ fn lost_instance_tasks_are_replaced_elsewhere() {
     );
     assert_eq!(b.running_tasks(&name).len(), 4);
 }
+
+/// Issue 16 item 13: after a crashing revision trips the circuit breaker and rolls back, a
+/// container killed by hand is replaced at once: the failed revision's crash-loop back-off
+/// does not carry over to the revision rolled back to. (No health check and
+/// minimumHealthyPercent 0: the rollback starts fresh tasks, and one killed within its startup
+/// window counts as a failed start — right after the failed revision's failed starts.)
+#[test]
+fn a_rollback_does_not_inherit_the_crash_loop_back_off() {
+    let b = Berth::up(None);
+    let name = unique("cbk");
+    let web = |version: &str, command: &[&str]| {
+        let c = container("httpd", command)
+            .cpu(32)
+            .memory(16)
+            .port(8080)
+            .env(&[("VERSION", version)])
+            .stop_timeout(2);
+        let deployment = "deploymentConfiguration:\n    minimumHealthyPercent: 0\n    maximumPercent: 100\n    deploymentCircuitBreaker: {enable: true, rollback: true}";
+        documents(&[
+            task_definition(&name, [c]).to_string(),
+            service(&name, &name, 2, &[deployment]),
+        ])
+    };
+    let dir = manifest_dir(&[("web.yaml", web("1", HTTPD))]);
+    b.apply(dir.path());
+    wait_completed(&b, &name, &format!("{name}:1"));
+    write(dir.path(), "web.yaml", &web("2", &["sh", "-c", "exit 1"]));
+    b.apply(dir.path());
+    wait_for("the breaker tripped and rolled back", CONVERGE, || {
+        let svc = get_service(&b, &name);
+        let failed = svc["status"]["deployments"].as_array()?.iter().any(|d| {
+            d["taskDefinition"] == format!("{name}:2").as_str() && d["rolloutState"] == "FAILED"
+        });
+        let p = primary(&svc);
+        (failed && p["taskDefinition"] == format!("{name}:1").as_str()).then_some(())
+    });
+    let tasks = b.wait_running(&name, 2, CONVERGE);
+    let event_ids = |svc: &Value| -> Vec<String> {
+        svc["status"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let before = event_ids(&get_service(&b, &name));
+
+    let victim = name_of(&tasks[0]);
+    let container = b.container_of(&victim, None);
+    let out = Command::new("docker")
+        .args(["kill", &container])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let t0 = std::time::Instant::now();
+    b.wait_running_and(&name, 2, CONVERGE, || {
+        !task_ids(&b.running_tasks(&name)).contains(&victim)
+    });
+    let took = t0.elapsed();
+    let svc = get_service(&b, &name);
+    let since: Vec<&str> = svc["status"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| !before.iter().any(|id| e["id"] == id.as_str()))
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(
+        !since.iter().any(|m| m.contains("backing off")),
+        "the replacement of {victim} waited out the failed revision's back-off ({took:?}): {since:#?}"
+    );
+}

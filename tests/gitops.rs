@@ -162,7 +162,13 @@ fn commits_scale_revert_and_a_broken_commit_keeps_the_last_good_state() {
     // Ownership annotations on the object.
     let obj = get_service(&b, &svc).unwrap();
     let a = &obj["metadata"]["annotations"];
-    assert_eq!(a["berth.dev/source"], "manifests");
+    // Named after the folder, made unique by a hash of its path (issue 16 item 11).
+    assert!(
+        a["berth.dev/source"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("manifests-")),
+        "{a}"
+    );
     assert_eq!(a["berth.dev/source-file"], "web.yaml");
     assert_eq!(a["berth.dev/source-document"], "2");
     assert_eq!(a["berth.dev/commit"], c1.as_str());
@@ -430,13 +436,18 @@ fn diff_exit_codes_dry_run_and_client_side_prune() {
     });
     // The source shows up in sync status.
     let v: Value = serde_json::from_str(&b.cli_ok(&["sync", "status", "-o", "json"])).unwrap();
-    let name = dir.path().file_name().unwrap().to_str().unwrap();
+    let base = dir.path().file_name().unwrap().to_str().unwrap();
     let s = v
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["metadata"]["name"] == name)
+        .find(|s| {
+            s["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(&format!("{base}-")))
+        })
         .expect("the apply source");
+    let name = s["metadata"]["name"].as_str().unwrap();
     assert_eq!(s["spec"]["kind"], "apply");
     assert_eq!(s["status"]["sync"], "Synced");
     // Without --prune, a plain apply from elsewhere does not take ownership or prune.
@@ -637,4 +648,279 @@ fn a_git_source_on_etcd_applies_prunes_and_records_commits() {
     );
     drop(b);
     drop(etcd);
+}
+
+/// Issue 16 item 10: sample `svc` for `period`: it must stay ACTIVE with exactly the tasks
+/// `ids` (none asked to stop), and the source must never fail with "being deleted".
+fn assert_undisturbed(b: &Berth, svc: &str, ids: &[String], period: Duration) {
+    let end = std::time::Instant::now() + period;
+    while std::time::Instant::now() < end {
+        let s = get_service(b, svc).expect("the service still exists");
+        assert!(
+            s["metadata"]["deletionTimestamp"].is_null() && s["status"]["status"] == "ACTIVE",
+            "the service was pruned: {s:#}"
+        );
+        let active = task_ids(&b.active_tasks(svc));
+        assert_eq!(active, ids, "a task of {svc} was asked to stop");
+        let rec = source(b).to_string();
+        assert!(!rec.contains("being deleted"), "{rec}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Empty `file` for 0.4 s and write `text` back, as an editor saving in place may.
+fn empty_for_a_moment(path: &Path, text: &str) {
+    std::fs::write(path, "").unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    std::fs::write(path, text).unwrap();
+}
+
+fn sorted_ids(b: &Berth, svc: &str, n: usize) -> Vec<String> {
+    task_ids(&b.wait_running(svc, n, CONVERGE))
+}
+
+#[test]
+fn a_file_emptied_for_a_moment_in_a_git_work_tree_prunes_nothing() {
+    let repo = Repo::new();
+    let svc = unique("ghalf");
+    let text = web_manifest(&svc, 2, "1");
+    repo.write("web.yaml", &text);
+    repo.write("other.yaml", &td_only(&unique("gother"), "1"));
+    let c1 = repo.commit("web and another");
+    let b = up(&repo.arg(), &["--prune"]);
+    let ids = sorted_ids(&b, &svc, 2);
+    wait_source(&b, "synced at c1", |s| {
+        s["status"]["lastApplied"]["commit"] == c1.as_str()
+    });
+    // Uncommitted, half-written content in the work tree is never what is applied.
+    empty_for_a_moment(&repo.manifests().join("web.yaml"), &text);
+    assert_undisturbed(&b, &svc, &ids, Duration::from_secs(3));
+    // Committed content still is.
+    repo.write("web.yaml", &web_manifest(&svc, 3, "1"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(get_service(&b, &svc).unwrap()["spec"]["desiredCount"], 2);
+    let c2 = repo.commit("three");
+    wait_running(&b, &svc, 3);
+    wait_source(&b, "synced at c2", |s| {
+        s["status"]["lastApplied"]["commit"] == c2.as_str() && s["status"]["sync"] == "Synced"
+    });
+}
+
+#[test]
+fn a_file_emptied_for_a_moment_in_a_plain_folder_prunes_nothing() {
+    let dir = tempfile::Builder::new()
+        .prefix("berth-folder-")
+        .tempdir()
+        .unwrap();
+    let svc = unique("ghalf");
+    let text = web_manifest(&svc, 2, "1");
+    write(dir.path(), "web.yaml", &text);
+    write(dir.path(), "other.yaml", &td_only(&unique("gother"), "1"));
+    let b = up(dir.path().to_str().unwrap(), &["--prune"]);
+    let ids = sorted_ids(&b, &svc, 2);
+    wait_source(&b, "synced", |s| s["status"]["sync"] == "Synced");
+    std::thread::sleep(Duration::from_secs(3)); // long settled
+    empty_for_a_moment(&dir.path().join("web.yaml"), &text);
+    assert_undisturbed(&b, &svc, &ids, Duration::from_secs(4));
+    // A file that stays gone is still pruned.
+    std::fs::remove_file(dir.path().join("web.yaml")).unwrap();
+    wait_for("the removed service pruned", CONVERGE, || {
+        get_service(&b, &svc).is_none().then_some(())
+    });
+}
+
+#[test]
+fn a_pruned_service_restored_before_it_is_gone_is_kept() {
+    let repo = Repo::new();
+    let svc = unique("gback");
+    repo.write("web.yaml", &web_manifest(&svc, 2, "1"));
+    repo.write("other.yaml", &td_only(&unique("gother"), "1"));
+    repo.commit("web and another");
+    let b = up(&repo.arg(), &["--prune"]);
+    b.wait_running(&svc, 2, CONVERGE);
+    let uid = get_service(&b, &svc).unwrap()["metadata"]["uid"].clone();
+    // Removed in one commit (pruned: marked for deletion), back in the next.
+    repo.git(&["rm", "-q", "manifests/web.yaml"]);
+    repo.commit("remove web");
+    wait_for("web marked for deletion", SYNC, || {
+        get_service(&b, &svc)
+            .filter(|s| !s["metadata"]["deletionTimestamp"].is_null())
+            .map(|_| ())
+    });
+    repo.git(&["revert", "--no-edit", "HEAD"]);
+    let c3 = repo.head();
+    // The same service (not deleted and created again) comes back to two running tasks, and
+    // the sync never fails with "being deleted".
+    let end = std::time::Instant::now() + CONVERGE;
+    loop {
+        let rec = source(&b);
+        assert!(
+            !rec.to_string().contains("being deleted"),
+            "the source failed: {rec:#}"
+        );
+        let s = get_service(&b, &svc).expect("the service was deleted");
+        assert_eq!(
+            s["metadata"]["uid"], uid,
+            "the service was deleted and re-created"
+        );
+        let running = b.running_tasks(&svc).len();
+        if s["metadata"]["deletionTimestamp"].is_null()
+            && running == 2
+            && b.active_tasks(&svc).len() == 2
+            && rec["status"]["lastApplied"]["commit"] == c3.as_str()
+            && rec["status"]["sync"] == "Synced"
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "not restored: {s:#} {rec:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A folder `manifests` in a fresh temp dir, holding `files`.
+fn folder_named_manifests(files: &[(&str, String)]) -> (tempfile::TempDir, PathBuf) {
+    let t = tempfile::Builder::new()
+        .prefix("berth-twin-")
+        .tempdir()
+        .unwrap();
+    let dir = t.path().join("manifests");
+    std::fs::create_dir(&dir).unwrap();
+    for (f, text) in files {
+        write(&dir, f, text);
+    }
+    (t, dir)
+}
+
+/// Issue 16 item 11: the default source name was the folder's base name, so two folders called
+/// `manifests` were one source and pruned each other's objects.
+#[test]
+fn two_folders_with_the_same_name_are_two_sources() {
+    let repo = Repo::new();
+    let svc = unique("gtwin");
+    repo.write("web.yaml", &web_manifest(&svc, 1, "1"));
+    repo.commit("web");
+    let b = up(&repo.arg(), &["--prune"]);
+    let ids = task_ids(&b.wait_running(&svc, 1, CONVERGE));
+    wait_source(&b, "synced", |s| s["status"]["sync"] == "Synced");
+
+    // Another folder, also called `manifests`, applied from a client with --prune.
+    let job = unique("gjob");
+    let (_t, other) = folder_named_manifests(&[("job.yaml", td_only(&job, "1"))]);
+    let other_arg = other.to_str().unwrap();
+    let out = b.cli_ok(&["apply", "-f", other_arg, "--prune"]);
+    assert!(
+        !out.contains("pruned"),
+        "it pruned the watched folder's objects: {out}"
+    );
+    assert_undisturbed(&b, &svc, &ids, Duration::from_secs(2));
+    // Two sources, each named after its folder and made unique.
+    let v: Value = serde_json::from_str(&b.cli_ok(&["sync", "status", "-o", "json"])).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(
+        names.iter().all(|n| n.starts_with("manifests-")) && names[0] != names[1],
+        "{names:?}"
+    );
+    let watched = source(&b)["metadata"]["name"].as_str().unwrap().to_string();
+    let client_source = names.iter().find(|n| **n != watched).unwrap().to_string();
+    assert_eq!(
+        get_service(&b, &svc).unwrap()["metadata"]["annotations"]["berth.dev/source"],
+        watched.as_str()
+    );
+    // Applying the same folder again is the same source (stable name): nothing changes.
+    let out = b.cli_ok(&["apply", "-f", other_arg, "--prune"]);
+    assert!(
+        out.contains("unchanged") && !out.contains("created"),
+        "{out}"
+    );
+
+    // An apply that would take over an object another source owns is refused, naming the
+    // owner and the flag that forces it; nothing is written.
+    write(&other, "web.yaml", &web_manifest(&svc, 3, "1"));
+    let o = b.cli(&["apply", "-f", other_arg, "--prune"]);
+    assert!(!o.status.success(), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&watched) && err.contains("--take-over") && err.contains(&svc),
+        "{err}"
+    );
+    assert_eq!(get_service(&b, &svc).unwrap()["spec"]["desiredCount"], 1);
+    // Between two client-side sources, --take-over moves the object.
+    std::fs::remove_file(other.join("web.yaml")).unwrap();
+    let (_t3, third) = folder_named_manifests(&[("job.yaml", td_only(&job, "1"))]);
+    let third_arg = third.to_str().unwrap();
+    let o = b.cli(&["apply", "-f", third_arg, "--prune"]);
+    assert!(!o.status.success(), "{}", stdout(&o));
+    assert!(stderr(&o).contains(&client_source), "{}", stderr(&o));
+    b.cli_ok(&["apply", "-f", third_arg, "--prune", "--take-over"]);
+    let td = b.get_json(&["taskdefinitions", &job]);
+    let owner = td["metadata"]["annotations"]["berth.dev/source"]
+        .as_str()
+        .unwrap();
+    assert!(owner.starts_with("manifests-") && owner != client_source && owner != watched);
+    // An explicit --source name still works.
+    let (_t4, fourth) = folder_named_manifests(&[("x.yaml", td_only(&unique("gx"), "1"))]);
+    b.cli_ok(&[
+        "apply",
+        "-f",
+        fourth.to_str().unwrap(),
+        "--prune",
+        "--source",
+        "team-x",
+    ]);
+    assert!(b.cli_ok(&["sync", "status"]).contains("team-x"));
+}
+
+/// Issue 16 item 11, the watched side: a commit holding an object another source owns is
+/// refused (reported with the owner and the flag); `--take-over` moves it.
+#[test]
+fn a_watched_folder_takes_over_another_sources_object_only_when_told() {
+    let repo = Repo::new();
+    let own = unique("gown");
+    let shared = unique("gshared");
+    repo.write("own.yaml", &td_only(&own, "1"));
+    repo.commit("own");
+    let mut b = up(&repo.arg(), &["--prune"]);
+    wait_source(&b, "synced", |s| s["status"]["sync"] == "Synced");
+    let watched = source(&b)["metadata"]["name"].as_str().unwrap().to_string();
+
+    let (_t, other) = folder_named_manifests(&[("shared.yaml", td_only(&shared, "1"))]);
+    b.cli_ok(&["apply", "-f", other.to_str().unwrap(), "--prune"]);
+    let owner_of = |b: &Berth| {
+        b.get_json(&["taskdefinitions", &shared])["metadata"]["annotations"]["berth.dev/source"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let client_source = owner_of(&b);
+    assert_ne!(client_source, watched);
+
+    repo.write("shared.yaml", &td_only(&shared, "1"));
+    let c2 = repo.commit("shared");
+    let s = wait_source(&b, "the take-over refused", |s| {
+        s["status"]["lastAttempt"]["commit"] == c2.as_str()
+            && s["status"]["lastAttempt"]["result"] == "Failed"
+    });
+    let errors = s["status"]["lastAttempt"]["errors"].to_string();
+    assert!(
+        errors.contains(&client_source) && errors.contains("--take-over"),
+        "{errors}"
+    );
+    assert_eq!(owner_of(&b), client_source, "nothing was taken over");
+
+    b.kill9();
+    b.extra_args.push("--take-over".into());
+    b.spawn();
+    wait_source(&b, "synced with --take-over", |s| {
+        s["status"]["lastApplied"]["commit"] == c2.as_str() && s["status"]["sync"] == "Synced"
+    });
+    assert_eq!(owner_of(&b), watched);
 }

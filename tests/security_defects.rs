@@ -2,7 +2,9 @@
 //! - item 1: authorization decides on the path the handler acts on — a Deny on `service/web`
 //!   holds however the path spells `web`, and spellings that could make authorization and the
 //!   router disagree (encoded slashes, dot segments) are refused;
-//! - item 2: run-task cannot put a task in a service's group.
+//! - item 2: run-task cannot put a task in a service's group;
+//! - item 8: the dashboard's `?token=` is exchanged for the session cookie and a redirect to the
+//!   same URL without it (it stays out of browser history and proxy logs).
 
 mod common;
 
@@ -120,4 +122,57 @@ fn store_files_are_private_and_readable_ones_are_refused() {
         format!("{err:#}").contains("readable by other users"),
         "{err:#}"
     );
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+}
+
+#[test]
+fn the_dashboard_token_leaves_the_url_for_a_cookie() {
+    let b = Berth::up(None);
+    let token = b.token();
+    let port = b.port;
+    let get = |path: &str, headers: &[(String, String)]| {
+        http_raw(port, "GET", path, headers, b"").unwrap_or_else(|| panic!("GET {path}: no answer"))
+    };
+
+    let (status, head, _) = get(&format!("/ui/?tab=tasks&token={token}&x=a%20b"), &[]);
+    assert_eq!(status, 303, "{head}");
+    assert!(!head.contains(&token), "the token is echoed back: {head}");
+    let location = header(&head, "location").expect("a Location header");
+    assert_eq!(location, "/ui/?tab=tasks&x=a%20b");
+    let set_cookie = header(&head, "set-cookie").expect("a session cookie");
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set_cookie.contains(attr), "{set_cookie}");
+    }
+    let pair = set_cookie.split(';').next().unwrap().to_string();
+    assert!(pair.starts_with("berth_session="), "{pair}");
+
+    // Following the redirect with the cookie works, for the page and its data.
+    let cookie = vec![("Cookie".to_string(), pair)];
+    let (status, head, body) = get(location, &cookie);
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        body.contains("<html") || body.contains("<!doctype"),
+        "{body}"
+    );
+    let (status, head, _) = get("/ui/api/snapshot", &cookie);
+    assert_eq!(status, 200, "{head}");
+
+    // Only the token goes: no other parameter, no '?'.
+    let (status, head, _) = get(&format!("/ui?token={token}"), &[]);
+    assert_eq!(status, 303, "{head}");
+    assert_eq!(header(&head, "location"), Some("/ui"));
+
+    // A bad token is still refused, with no cookie.
+    let (status, head, _) = get("/ui/?token=not-a-token", &[]);
+    assert_eq!(status, 401, "{head}");
+    assert!(header(&head, "set-cookie").is_none(), "{head}");
+    // And without any credentials the page is refused.
+    let (status, _, _) = get("/ui/", &[]);
+    assert_eq!(status, 401);
 }

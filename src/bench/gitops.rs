@@ -1,5 +1,6 @@
 //! `berth bench gitops`: time from a change landing in a watched manifest folder — a commit
-//! (`git merge --ff-only`, what a `git pull` does) or a file renamed into the folder — to the
+//! (`git merge --ff-only`, what a `git pull` does) in a git work tree, or a file renamed into a
+//! plain folder — to the
 //! store holding the new desired state. A small folder and a large one (task definitions: no
 //! containers needed), on a node running the controllers with no agent and the embedded store.
 //! Beside it: the default polling intervals of Argo CD and Flux.
@@ -96,6 +97,45 @@ async fn wait_stored(events: &mut WatchStream, family: &str, marker: &str) -> an
     }
 }
 
+/// A node on a fresh embedded store at `store_dir` watching `dir` (with prune), after its
+/// initial sync of `n` task definitions: the node, a watch on task definitions from then on,
+/// and how long the initial sync took.
+async fn watch_folder(
+    dir: &Path,
+    store_dir: &Path,
+    n: usize,
+) -> anyhow::Result<(node::Node, WatchStream, Duration)> {
+    let store: DynStore = Arc::new(berth_core::store::embedded::EmbeddedStore::open(store_dir)?);
+    let mut src = SourceConfig::new(dir);
+    src.prune = true;
+    let t0 = Instant::now();
+    let node = node::start(
+        store.clone(),
+        NodeConfig {
+            api: None,
+            controllers: true,
+            agent: None,
+            manifests: Some(src),
+            control: Default::default(),
+        },
+    )
+    .await?;
+    let initial = t0.elapsed();
+    let (stored, _) = store
+        .range(&keys::prefix(berth_core::model::Kind::TaskDefinition))
+        .await?;
+    anyhow::ensure!(
+        stored.len() == n,
+        "the initial sync stored {} of {n} task definitions",
+        stored.len()
+    );
+    let from = store.revision().await? + 1;
+    let events = store
+        .watch(&keys::prefix(berth_core::model::Kind::TaskDefinition), from)
+        .await?;
+    Ok((node, events, initial))
+}
+
 async fn scenario(n: usize, changes: u32) -> anyhow::Result<Stats> {
     let tmp = tempfile::Builder::new()
         .prefix("berth-bench-gitops-")
@@ -139,36 +179,7 @@ async fn scenario(n: usize, changes: u32) -> anyhow::Result<Stats> {
     }
     git(&repo, &["fetch", "-q", work.to_str().unwrap(), "main"])?;
 
-    let store: DynStore = Arc::new(berth_core::store::embedded::EmbeddedStore::open(
-        tmp.path().join("store"),
-    )?);
-    let mut src = SourceConfig::new(&dir);
-    src.prune = true;
-    let t0 = Instant::now();
-    let node = node::start(
-        store.clone(),
-        NodeConfig {
-            api: None,
-            controllers: true,
-            agent: None,
-            manifests: Some(src),
-            control: Default::default(),
-        },
-    )
-    .await?;
-    let initial = t0.elapsed();
-    let (stored, _) = store
-        .range(&keys::prefix(berth_core::model::Kind::TaskDefinition))
-        .await?;
-    anyhow::ensure!(
-        stored.len() == n,
-        "the initial sync stored {} of {n} task definitions",
-        stored.len()
-    );
-    let from = store.revision().await? + 1;
-    let mut events = store
-        .watch(&keys::prefix(berth_core::model::Kind::TaskDefinition), from)
-        .await?;
+    let (node, mut events, initial) = watch_folder(&dir, &tmp.path().join("store"), n).await?;
     let settle = || tokio::time::sleep(Duration::from_millis(80));
     settle().await;
 
@@ -187,6 +198,19 @@ async fn scenario(n: usize, changes: u32) -> anyhow::Result<Stats> {
         stats.git_own.push(git_done);
         settle().await;
     }
+    node.shutdown().await;
+
+    // A file renamed into a plain folder (in a git work tree only commits count: berth applies
+    // the HEAD commit, never files not committed yet).
+    let plain = tmp.path().join("plain").join("manifests");
+    std::fs::create_dir_all(&plain)?;
+    for i in 0..n {
+        let name = format!("{}.yaml", family(i));
+        std::fs::copy(dir.join(&name), plain.join(&name))?;
+    }
+    let dir = plain;
+    let (node, mut events, _) = watch_folder(&dir, &tmp.path().join("store-plain"), n).await?;
+    settle().await;
     for c in 0..changes as usize {
         let i = (c * 104_729 + 1) % n;
         let marker = format!("rename-{c}");

@@ -53,7 +53,7 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: u32,
     },
-    /// Time from a commit (or a file renamed into the folder) to the store holding the new
+    /// Time from a commit (or a file renamed into a plain folder) to the store holding the new
     /// desired state, for a small and a large folder, beside Argo CD's and Flux's polling.
     Gitops {
         /// Changes per scenario (the median is reported).

@@ -59,13 +59,37 @@ fn git_state(path: &Path) -> (Option<String>, bool) {
 
 /// `berth apply -f PATH --prune [--source NAME] [--dry-run]`: apply the folder as a source —
 /// stamped with ownership, extraneous objects of the same source pruned — in one transaction.
+/// `berth apply`'s flags for a source apply.
+pub struct SourceFlags {
+    pub dry_run: bool,
+    pub prune: bool,
+    pub take_over: bool,
+}
+
+/// The default source name of `path`: unique per folder, except that a folder recorded by an
+/// earlier `apply --prune` under its plain base name keeps that name (and so its objects).
+async fn default_name(c: &Client, path: &Path) -> String {
+    let legacy = apply::legacy_source_name(path);
+    let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if let Ok(v) = c.get(&format!("/v1/sources/{legacy}")).await {
+        if v["spec"]["kind"] == "apply" && v["spec"]["path"] == shown.display().to_string() {
+            return legacy;
+        }
+    }
+    apply::default_source_name(path)
+}
+
 pub async fn apply(
     c: &Client,
     path: &Path,
-    dry_run: bool,
-    prune: bool,
+    flags: &SourceFlags,
     source: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
+    let SourceFlags {
+        dry_run,
+        prune,
+        take_over,
+    } = *flags;
     let mut docs = match load(path) {
         Ok(d) => d,
         Err(code) => {
@@ -73,9 +97,10 @@ pub async fn apply(
             return Ok(code);
         }
     };
-    let name = source
-        .map(str::to_string)
-        .unwrap_or_else(|| apply::default_source_name(path));
+    let name = match source {
+        Some(s) => s.to_string(),
+        None => default_name(c, path).await,
+    };
     if let Err(e) = apply::validate_source_name(&name) {
         eprintln!("error: --source: {e}");
         return Ok(ExitCode::from(1));
@@ -98,6 +123,7 @@ pub async fn apply(
         "path": shown.display().to_string(),
         "commit": commit,
         "dirty": dirty,
+        "takeOver": take_over,
     });
     let answer = c.post(&format!("/v1/sources/{name}/apply"), &body).await;
     Ok(output::apply_report(answer, dry_run))

@@ -82,9 +82,13 @@ pub enum Command {
         /// that are no longer in it (services drain, task definitions become INACTIVE).
         #[arg(long)]
         prune: bool,
-        /// The source's name for ownership and pruning (default: the folder's name).
+        /// The source's name for ownership and pruning (default: the folder's name and a
+        /// short hash of its path).
         #[arg(long)]
         source: Option<String>,
+        /// Take over objects another source owns (refused otherwise).
+        #[arg(long)]
+        take_over: bool,
     },
     /// Show how manifests differ from the store; exit 0 same, 1 different, >1 error.
     Diff {
@@ -199,6 +203,9 @@ pub struct UpArgs {
     /// With --manifests: put back objects changed outside the folder.
     #[arg(long, requires = "manifests")]
     pub self_heal: bool,
+    /// With --manifests: take over objects another source owns (refused otherwise).
+    #[arg(long, requires = "manifests")]
+    pub take_over: bool,
     #[arg(long, default_value = "127.0.0.1:7400")]
     pub api: SocketAddr,
     /// Use this store instead of the embedded one (etcd://host:2379,... or etcds://… for TLS).
@@ -233,6 +240,9 @@ pub struct ServerArgs {
     /// With --manifests: put back objects changed outside the folder.
     #[arg(long, requires = "manifests")]
     pub self_heal: bool,
+    /// With --manifests: take over objects another source owns (refused otherwise).
+    #[arg(long, requires = "manifests")]
+    pub take_over: bool,
     #[arg(long, default_value = "127.0.0.1:7400")]
     pub api: SocketAddr,
     /// How long an instance may be disconnected before its tasks are replaced elsewhere.
@@ -595,7 +605,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         a.manifests.as_ref(),
                         a.prune,
                         a.self_heal,
-                    ),
+                    )
+                    .map(|c| berth_core::gitops::SourceConfig {
+                        take_over: a.take_over,
+                        ..c
+                    }),
                     control: berth_controllers::ControlConfig {
                         lost_instance_grace: parse_duration(&a.agent.lost_instance_grace)?,
                     },
@@ -626,7 +640,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         a.manifests.as_ref(),
                         a.prune,
                         a.self_heal,
-                    ),
+                    )
+                    .map(|c| berth_core::gitops::SourceConfig {
+                        take_over: a.take_over,
+                        ..c
+                    }),
                     control: berth_controllers::ControlConfig {
                         lost_instance_grace: parse_duration(&a.lost_instance_grace)?,
                     },
@@ -683,9 +701,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             prune,
             source,
+            take_over,
         } => {
-            if *prune || source.is_some() {
-                return gitops::apply(&client(), path, *dry_run, *prune, source.as_deref()).await;
+            if *prune || source.is_some() || *take_over {
+                let opts = gitops::SourceFlags {
+                    dry_run: *dry_run,
+                    prune: *prune,
+                    take_over: *take_over,
+                };
+                return gitops::apply(&client(), path, &opts, source.as_deref()).await;
             }
             return apply(&client(), path, *dry_run).await;
         }

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod backoff;
 mod deployment;
 mod lb_target;
 mod recovery;

@@ -95,6 +95,20 @@ impl From<ApplyError> for ApiError {
                     details,
                 )
             }
+            ApplyError::Owned(errs) => {
+                let n = errs.len();
+                let first = errs.first().map(|e| e.to_string()).unwrap_or_default();
+                let mut e = ApiError::conflict(if n == 1 {
+                    first
+                } else {
+                    format!("{n} objects belong to other sources; first: {first}")
+                });
+                e.details = errs
+                    .iter()
+                    .map(|e| serde_json::to_value(e).unwrap_or(serde_json::Value::Null))
+                    .collect();
+                e
+            }
             ApplyError::Conflict => ApiError::conflict("the store changed during apply; retry"),
             ApplyError::Store(s) => s.into(),
         }

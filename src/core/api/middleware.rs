@@ -6,7 +6,8 @@
 //! 2. `Authorization: AWS4-HMAC-SHA256 …`: SigV4 with an identity's access key, or a task's
 //!    temporary key plus `x-amz-security-token`.
 //! 3. GET/HEAD only: the dashboard session cookie `berth_session`, or `?token=<token>` once,
-//!    which answers with that cookie (HttpOnly, SameSite=Strict, 12 h).
+//!    which answers 303 to the same URL without the token, setting that cookie (HttpOnly,
+//!    SameSite=Strict, Path=/, 12 h): the token stays out of browser history and logs.
 //!
 //! Failures answer 401; a role that does not allow an action answers 403 naming the action
 //! and resource. Both as JSON `{"error", "code", "action", "resource"?, "requestId"}`.
@@ -473,6 +474,33 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
         return denial_response(&d, &action, &request_id);
     }
 
+    // `?token=` (the dashboard's sign-in link): exchange it for the session cookie and send the
+    // browser to the same URL without it, so the token stays out of its history and of proxy
+    // and access logs.
+    if let (Some(c), true) = (&set_cookie, matches!(method, Method::GET | Method::HEAD)) {
+        let location = without_token(&path, query.as_deref());
+        rec.decision = "allowed".into();
+        rec.status = StatusCode::SEE_OTHER.as_u16();
+        st.audit.append(rec).await;
+        let mut resp = StatusCode::SEE_OTHER.into_response();
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            h.insert(header::LOCATION, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&session_set_cookie(c)) {
+            h.append(header::SET_COOKIE, v);
+        }
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            h.insert(REQUEST_ID_HEADER, v);
+        }
+        return resp;
+    }
+
     parts.extensions.insert(caller);
     rec.decision = "allowed".into();
     if !is_read(&method) {
@@ -518,14 +546,26 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
-    if let Some(c) = set_cookie {
-        let secure = "";
-        let v = format!(
-            "{SESSION_COOKIE}={c}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECS}{secure}"
-        );
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            resp.headers_mut().append(header::SET_COOKIE, v);
-        }
-    }
     resp
+}
+
+/// The `Set-Cookie` value of a session cookie.
+fn session_set_cookie(c: &str) -> String {
+    format!("{SESSION_COOKIE}={c}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECS}")
+}
+
+/// `path?query` without its `token` parameters (the others kept as they were written).
+fn without_token(path: &str, query: Option<&str>) -> String {
+    // Never a scheme-relative `//host` (an open redirect); the path check refuses those anyway.
+    let path = if path.starts_with("//") { "/" } else { path };
+    let rest: Vec<&str> = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty() && p.split('=').next() != Some("token"))
+        .collect();
+    if rest.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", rest.join("&"))
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! - `GET /v1/sources`, `GET /v1/sources/{name}`: sync status records;
 //! - `POST /v1/sources/{name}/apply` `{documents, dryRun, prune, path, commit, dirty}`: a
-//!   client-side source apply (`berth apply -f DIR --prune`): the documents (stamped by the
+//!   client-side source apply (`takeOver` to take over objects other sources own) (`berth apply -f DIR --prune`): the documents (stamped by the
 //!   client) applied as a whole, extraneous objects of the source pruned, in one transaction.
 
 use axum::body::Bytes;
@@ -54,6 +54,9 @@ pub struct SourceApplyRequest {
     pub commit: Option<String>,
     #[serde(default)]
     pub dirty: bool,
+    /// Take over objects another source owns.
+    #[serde(default)]
+    pub take_over: bool,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -111,6 +114,7 @@ pub async fn apply(
     let opts = SourceApplyOptions {
         dry_run: req.dry_run,
         prune: req.prune,
+        take_over: req.take_over,
     };
     let report = apply::apply_source(&*st.store, &name, &req.documents, &opts, &status).await?;
     Ok(Json(json!({

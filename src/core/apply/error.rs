@@ -12,6 +12,10 @@ pub enum ApplyError {
     /// service being deleted, a cluster still in use): the caller must change its input.
     #[error("{}", render(.0))]
     Invalid(Vec<ManifestError>),
+    /// The manifests hold objects another source owns; applying them would take them over
+    /// (and that source would prune or fight back). Refused unless asked to take over.
+    #[error("{}", render(.0))]
+    Owned(Vec<ManifestError>),
     /// Other writers kept changing the keys this apply read; nothing was applied.
     #[error("conflict: the store kept changing underneath this request; gave up after {MAX_ATTEMPTS} attempts and wrote nothing")]
     Conflict,
@@ -25,7 +29,7 @@ impl ApplyError {
     pub fn http_status(&self) -> u16 {
         match self {
             ApplyError::Invalid(_) => 422,
-            ApplyError::Conflict => 409,
+            ApplyError::Owned(_) | ApplyError::Conflict => 409,
             ApplyError::Store(StoreError::Unavailable(_)) => 503,
             ApplyError::Store(_) => 500,
         }
@@ -38,7 +42,7 @@ impl ApplyError {
     /// The manifest errors of an `Invalid` error (empty otherwise).
     pub fn manifest_errors(&self) -> &[ManifestError] {
         match self {
-            ApplyError::Invalid(e) => e,
+            ApplyError::Invalid(e) | ApplyError::Owned(e) => e,
             _ => &[],
         }
     }

@@ -40,5 +40,5 @@ pub use plan::DEFAULT_CLUSTER;
 pub use prune::prune_candidates;
 pub use report::{Extraneous, ObjectResult, Outcome, SourceReport};
 pub use source::{apply_source, SourceApplyOptions, StatusWriter};
-pub use source_name::{default_source_name, validate_source_name};
+pub use source_name::{default_source_name, legacy_source_name, validate_source_name};
 pub use stamp::{relative_file, stamp, Stamp};

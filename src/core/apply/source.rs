@@ -10,10 +10,11 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{validate, Document, ManifestError};
+use crate::model::{keys, Kind};
 use crate::store::{Op, Store};
 
 use super::commit::{backoff, commit_at, MAX_ATTEMPTS};
-use super::error::ApplyError;
+use super::error::{err, ApplyError};
 use super::inventory::{inventory_key, Inventory, ObjectRef};
 use super::ownership;
 use super::plan::plan_apply;
@@ -32,6 +33,9 @@ pub struct SourceApplyOptions {
     /// Prune extraneous objects (owned by the source, no longer in its manifests).
     #[serde(default)]
     pub prune: bool,
+    /// Take over objects another source owns (otherwise such an apply is refused).
+    #[serde(default)]
+    pub take_over: bool,
 }
 
 /// Builds the source's status record for the apply's transaction, as (key, value); None leaves
@@ -82,6 +86,12 @@ pub async fn apply_source(
     for attempt in 0..MAX_ATTEMPTS {
         let t0 = std::time::Instant::now();
         let mut r = Reader::new(store);
+        if !opts.take_over {
+            let foreign = owned_elsewhere(&mut r, source, docs).await?;
+            if !foreign.is_empty() {
+                return Err(ApplyError::Owned(foreign));
+            }
+        }
         let plan = plan_apply(&mut r, docs, true).await?;
         let t_plan = t0.elapsed();
         let stored_inv: Inventory = match r.get(&inv_key).await? {
@@ -158,4 +168,39 @@ pub async fn apply_source(
         backoff(attempt).await;
     }
     Err(ApplyError::Conflict)
+}
+
+/// The documents naming an object that another source owns (by the stored object's
+/// `berth.dev/source`; a task definition family by its latest revision), as errors that name
+/// the owner and how to take it over.
+async fn owned_elsewhere(
+    r: &mut Reader<'_>,
+    source: &str,
+    docs: &[Document],
+) -> Result<Vec<ManifestError>, ApplyError> {
+    let mut out = Vec::new();
+    for d in docs {
+        let kv = if d.kind() == Kind::TaskDefinition {
+            r.family(d.name()).await?.last().cloned()
+        } else {
+            r.get(&keys::key(d.kind(), d.name())).await?
+        };
+        let Some(kv) = kv else { continue };
+        let v: serde_json::Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+        let Some(owner) = v["metadata"]["annotations"][ownership::SOURCE].as_str() else {
+            continue;
+        };
+        if owner != source {
+            out.push(err(
+                d,
+                "metadata.name",
+                format!(
+                    "{}/{} belongs to source `{owner}`; remove it from that source first, or take it over (`berth apply --prune --take-over`, `berth up --manifests DIR --take-over`, API field `takeOver: true`)",
+                    d.kind().as_str().to_ascii_lowercase(),
+                    d.name()
+                ),
+            ));
+        }
+    }
+    Ok(out)
 }

@@ -3,7 +3,7 @@
 use super::codec::{decode, encode};
 use super::inventory::{inventory_key, Inventory, ObjectRef};
 use super::prune::prune_candidates;
-use super::source_name::{default_source_name, validate_source_name};
+use super::source_name::{default_source_name, legacy_source_name, validate_source_name};
 use super::*;
 use crate::manifest::Document;
 use crate::model::{keys, Kind, Service};
@@ -54,6 +54,7 @@ async fn run(s: &EmbeddedStore, d: &[Document], prune: bool) -> SourceReport {
     let opts = SourceApplyOptions {
         dry_run: false,
         prune,
+        ..Default::default()
     };
     apply_source(s, "src", d, &opts, &no_status).await.unwrap()
 }
@@ -86,11 +87,20 @@ fn relative_files_and_source_names() {
     assert_eq!(relative_file("./web.yaml", "."), "web.yaml");
     assert_eq!(relative_file("dir/web.yaml", "dir/web.yaml"), "web.yaml");
     assert_eq!(relative_file("other/x.yaml", "dir"), "other/x.yaml");
-    assert_eq!(
-        default_source_name(std::path::Path::new("/tmp/my repo/manifests")),
-        "manifests"
+    let a = default_source_name(std::path::Path::new("/tmp/my repo/manifests"));
+    let b = default_source_name(std::path::Path::new("/srv/other/manifests"));
+    assert!(
+        a.starts_with("manifests-") && a.len() == "manifests-".len() + 8,
+        "{a}"
     );
-    assert_eq!(default_source_name(std::path::Path::new("/x/a b")), "a-b");
+    assert!(b.starts_with("manifests-") && a != b, "{a} {b}");
+    assert_eq!(
+        a,
+        default_source_name(std::path::Path::new("/tmp/my repo/manifests"))
+    );
+    assert!(default_source_name(std::path::Path::new("/x/a b")).starts_with("a-b-"));
+    assert_eq!(legacy_source_name(std::path::Path::new("/x/a b")), "a-b");
+    assert!(validate_source_name(&a).is_ok());
     assert!(validate_source_name("web-1.x_y").is_ok());
     assert!(validate_source_name("").is_err());
     assert!(validate_source_name(".hidden").is_err());
@@ -205,6 +215,7 @@ async fn plain_apply_keeps_ownership_and_drift_shows_in_a_dry_run() {
     let opts = SourceApplyOptions {
         dry_run: true,
         prune: true,
+        ..Default::default()
     };
     let before = revision(&s).await;
     let r = apply_source(&s, "src", &d, &opts, &no_status)
@@ -289,17 +300,30 @@ async fn a_pruned_service_its_source_holds_again_is_taken_back() {
     assert_eq!(web.spec.desired_count, 2);
     let td = latest_taskdef(&s, "web").await.unwrap().unwrap();
     assert_eq!(td.status.status, "ACTIVE");
-    // Another source (or a plain apply) still may not resurrect a service being deleted.
+    // Another source may not resurrect a service being deleted, even taking it over.
     run(&s, &docs(&only_job, "c4"), true).await;
     let opts = SourceApplyOptions {
         dry_run: false,
         prune: false,
+        take_over: true,
     };
     let mut other = docs(&files, "c5");
     for d in &mut other {
         let a = &mut d.resource.metadata_mut().annotations;
         a.insert(ownership::SOURCE.into(), "other".into());
     }
+    let refuse = SourceApplyOptions {
+        take_over: false,
+        ..opts.clone()
+    };
+    let e = apply_source(&s, "other", &other, &refuse, &no_status)
+        .await
+        .unwrap_err();
+    assert_eq!(e.http_status(), 409, "{e}");
+    assert!(
+        e.to_string().contains("belongs to source `src`") && e.to_string().contains("--take-over"),
+        "{e}"
+    );
     let e = apply_source(&s, "other", &other, &opts, &no_status)
         .await
         .unwrap_err();
@@ -312,7 +336,7 @@ async fn prune_finds_owned_objects_without_an_inventory_and_spares_other_owners(
     let files = vec![("a.yaml", td("a", "img:1")), ("b.yaml", td("b", "img:1"))];
     run(&s, &docs(&files, "c1"), true).await;
     s.delete(&inventory_key("src")).await.unwrap();
-    // `b` moves to another source.
+    // `b` moves to another source (taken over explicitly).
     let mut other = crate::manifest::parse_str(&td("b", "img:1"), "b.yaml").unwrap();
     stamp(
         &mut other,
@@ -326,6 +350,7 @@ async fn prune_finds_owned_objects_without_an_inventory_and_spares_other_owners(
     let opts = SourceApplyOptions {
         dry_run: false,
         prune: true,
+        take_over: true,
     };
     apply_source(&s, "other", &other, &opts, &no_status)
         .await
@@ -358,6 +383,7 @@ async fn pruning_a_family_a_service_still_uses_is_refused() {
     let opts = SourceApplyOptions {
         dry_run: false,
         prune: true,
+        ..Default::default()
     };
     let e = apply_source(&s, "src", &docs(&files[1..], "c2"), &opts, &no_status)
         .await
@@ -377,6 +403,7 @@ async fn status_record_rides_in_the_same_transaction() {
     let opts = SourceApplyOptions {
         dry_run: false,
         prune: true,
+        ..Default::default()
     };
     let status = |r: &SourceReport| {
         Some((
@@ -418,6 +445,7 @@ async fn a_scaled_services_desired_count_belongs_to_its_scaling_policy() {
     let opts = SourceApplyOptions {
         dry_run: true,
         prune: true,
+        ..Default::default()
     };
     let r = apply_source(&s, "src", &docs(&files(2), "c2"), &opts, &no_status)
         .await

@@ -40,10 +40,13 @@ use crate::store::{DynStore, KeyValue};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceConfig {
     pub dir: PathBuf,
-    /// The source's name (default: the folder's base name).
+    /// The source's name (default: the folder's base name and a short hash of its path; a
+    /// folder already recorded under its plain base name keeps that).
     pub name: Option<String>,
     pub prune: bool,
     pub self_heal: bool,
+    /// Take over objects another source owns (otherwise the sync is refused and reported).
+    pub take_over: bool,
 }
 
 impl SourceConfig {
@@ -53,6 +56,7 @@ impl SourceConfig {
             name: None,
             prune: false,
             self_heal: false,
+            take_over: false,
         }
     }
 
@@ -106,6 +110,7 @@ struct SourceController {
     repo: Option<GitRepo>,
     prune: bool,
     self_heal: bool,
+    take_over: bool,
     timing: Timing,
     /// (fingerprint, HEAD) of the folder as last applied successfully.
     last_applied: Option<(u64, Option<String>)>,
@@ -135,10 +140,10 @@ pub async fn start(
         "--manifests {}: not a directory",
         cfg.dir.display()
     );
-    let name = cfg
-        .name
-        .clone()
-        .unwrap_or_else(|| apply::default_source_name(&dir));
+    let name = match &cfg.name {
+        Some(n) => n.clone(),
+        None => default_name(&store, &dir).await,
+    };
     apply::validate_source_name(&name).map_err(|e| anyhow::anyhow!(e))?;
     let d = dir.clone();
     let repo = match tokio::task::spawn_blocking(move || git::detect(&d)).await? {
@@ -163,6 +168,7 @@ pub async fn start(
         repo,
         prune: cfg.prune,
         self_heal: cfg.self_heal,
+        take_over: cfg.take_over,
         timing,
         last_applied: None,
         own_revision: Arc::new(AtomicI64::new(0)),
@@ -172,6 +178,21 @@ pub async fn start(
     };
     let (tx, rx) = oneshot::channel();
     Ok((tokio::spawn(ctl.run(shutdown, tx)), rx))
+}
+
+/// The default name of the source watching `dir`: unique per folder
+/// ([`apply::default_source_name`]), except that a folder recorded under its plain base name
+/// (berth before names were made unique) keeps that name and so its objects.
+async fn default_name(store: &DynStore, dir: &Path) -> String {
+    let legacy = apply::legacy_source_name(dir);
+    if let Ok(Some(kv)) = store.get(&record::source_key(&legacy)).await {
+        if let Ok(r) = SourceRecord::from_kv(&kv) {
+            if r.spec.kind != "apply" && Path::new(&r.spec.path) == dir {
+                return legacy;
+            }
+        }
+    }
+    apply::default_source_name(dir)
 }
 
 /// Whether a filesystem event can change what a pass reads.
@@ -473,16 +494,29 @@ impl SourceController {
         let opts = SourceApplyOptions {
             dry_run: false,
             prune: prune_now,
+            take_over: self.take_over,
         };
         let status_key = record::source_key(&self.name);
         let (head, dirty) = (scan.head.clone(), scan.dirty);
+        let waits = self.prune && !prune_now;
+        let settle = self.timing.prune_settle;
         let status = |report: &apply::SourceReport| {
+            // Withheld, not switched off: say so.
+            let mut shown = std::borrow::Cow::Borrowed(report);
+            if waits {
+                for e in &mut shown.to_mut().extraneous {
+                    e.reason = format!(
+                        "not in the manifests any more; pruned once the folder has read the same for {}s",
+                        settle.as_secs_f64()
+                    );
+                }
+            }
             let next = record::after_apply(
                 prev.as_ref(),
                 base.clone(),
                 head.clone(),
                 dirty,
-                report,
+                &shown,
                 new_content,
             );
             record::differs(prev.as_ref(), &next)
@@ -532,7 +566,7 @@ impl SourceController {
             }
             Err(e) => {
                 let errors = match &e {
-                    ApplyError::Invalid(errs) => errs.clone(),
+                    ApplyError::Invalid(errs) | ApplyError::Owned(errs) => errs.clone(),
                     other => vec![ManifestError::new("(store)", other.to_string())],
                 };
                 self.last_applied = None;
@@ -554,6 +588,7 @@ impl SourceController {
         let opts = SourceApplyOptions {
             dry_run: true,
             prune: self.prune,
+            take_over: self.take_over,
         };
         let none = |_: &apply::SourceReport| None;
         match apply::apply_source(&*self.store, &self.name, &scan.docs, &opts, &none).await {
@@ -666,6 +701,37 @@ mod tests {
         );
         assert_eq!(desired_hash(&a), desired_hash(&b));
         assert_ne!(desired_hash(&a), desired_hash(&c));
+    }
+
+    #[tokio::test]
+    async fn a_folder_recorded_under_its_base_name_keeps_it() {
+        let d = tempfile::tempdir().unwrap();
+        let store: DynStore =
+            Arc::new(crate::store::embedded::EmbeddedStore::open(d.path().join("s")).unwrap());
+        let dir = std::fs::canonicalize(d.path()).unwrap().join("manifests");
+        std::fs::create_dir(&dir).unwrap();
+        let fresh = default_name(&store, &dir).await;
+        assert!(fresh.starts_with("manifests-"), "{fresh}");
+        // Another folder's record under the plain name does not count…
+        let spec = |path: &Path| SourceSpec {
+            kind: "git".into(),
+            path: path.display().to_string(),
+            prune: true,
+            self_heal: false,
+        };
+        let other = record::new_record("manifests", spec(Path::new("/elsewhere/manifests")));
+        store
+            .put(&record::source_key("manifests"), record::encode(&other))
+            .await
+            .unwrap();
+        assert_eq!(default_name(&store, &dir).await, fresh);
+        // …this folder's does: it keeps its name and so its objects.
+        let mine = record::new_record("manifests", spec(&dir));
+        store
+            .put(&record::source_key("manifests"), record::encode(&mine))
+            .await
+            .unwrap();
+        assert_eq!(default_name(&store, &dir).await, "manifests");
     }
 
     #[tokio::test(start_paused = true)]

@@ -99,12 +99,19 @@ pub fn scan(dir: &Path, repo: Option<&GitRepo>, source: &str) -> Result<Scan, Sc
             })
         }
         Ok(docs) if docs.is_empty() => Err(ScanError {
-            head,
-            dirty,
             errors: vec![ManifestError::new(
                 ".",
-                "no manifests in the folder (.yaml, .yml or .json); refusing to sync an empty set, which would prune everything",
+                if from_commit {
+                    format!(
+                        "no manifests (.yaml, .yml or .json) under this folder in the HEAD commit {}; berth applies committed content in a git work tree: commit them. Refusing to sync an empty set, which would prune everything",
+                        head.as_deref().map(git::short).unwrap_or("-")
+                    )
+                } else {
+                    "no manifests in the folder (.yaml, .yml or .json); refusing to sync an empty set, which would prune everything".to_string()
+                },
             )],
+            head,
+            dirty,
         }),
         Ok(mut docs) => {
             for d in &mut docs {
@@ -205,6 +212,58 @@ mod tests {
         assert_ne!(
             s.fingerprint,
             scan(d.path(), None, "src").unwrap().fingerprint
+        );
+    }
+
+    #[test]
+    fn a_git_work_tree_is_read_from_its_head_commit() {
+        let d = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .arg("-C")
+                .arg(d.path())
+                .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+                .args(["-c", "commit.gpgsign=false"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "git {args:?}: {out:?}");
+        };
+        git(&["init", "-q", "-b", "main"]);
+        let m = d.path().join("manifests");
+        std::fs::create_dir_all(m.join("sub")).unwrap();
+        std::fs::write(m.join("sub/web.yaml"), TD).unwrap();
+        std::fs::write(m.join("notes.txt"), "ignored").unwrap();
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", "one"]);
+        let repo = git::detect(&m).unwrap().unwrap();
+        let committed = scan(&m, Some(&repo), "src").unwrap();
+        assert!(committed.from_commit && committed.settled && !committed.dirty);
+        assert_eq!(committed.docs.len(), 1);
+        assert_eq!(committed.docs[0].source.file, "sub/web.yaml");
+        // Emptied (or half written) in the work tree: what is read is still the commit.
+        std::fs::write(m.join("sub/web.yaml"), "").unwrap();
+        std::fs::write(m.join("new.yaml"), TD.replace("web", "other")).unwrap();
+        let s = scan(&m, Some(&repo), "src").unwrap();
+        assert!(s.dirty);
+        assert_eq!(s.fingerprint, committed.fingerprint);
+        let a = &s.docs[0].resource.metadata().annotations;
+        assert_eq!(a[ownership::DIRTY], "false", "committed content is applied");
+        // A broken commit is reported with the file's name.
+        std::fs::write(m.join("sub/web.yaml"), "kind: [\n").unwrap();
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", "broken"]);
+        let e = scan(&m, Some(&repo), "src").unwrap_err();
+        assert_eq!(e.errors[0].file, "sub/web.yaml", "{:?}", e.errors);
+        // Manifests only in the work tree, none committed: said so, with what to do.
+        let fresh = d.path().join("fresh");
+        std::fs::create_dir(&fresh).unwrap();
+        std::fs::write(fresh.join("web.yaml"), TD).unwrap();
+        let e = scan(&fresh, Some(&repo), "src").unwrap_err();
+        assert!(
+            e.errors[0].message.contains("commit them"),
+            "{:?}",
+            e.errors
         );
     }
 
