@@ -432,6 +432,7 @@ fn a_joined_agent_runs_tasks_through_the_api_with_only_its_own_instance() {
     // Exactly its own keys, its task, and what that task needs.
     let own = [
         format!("/berth/auth/endpoints/{i1}"),
+        format!("/berth/agent/logs-secret/{i1}"),
         format!("/berth/containerinstances/{i1}"),
         format!("/berth/leases/containerinstances/{i1}"),
         format!("/berth/stats/{i1}"),

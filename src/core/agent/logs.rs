@@ -617,11 +617,46 @@ async fn get_logs(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-pub fn router(store: Arc<LogStore>) -> Router {
+/// The log endpoint: `/logs/{task}` needs `Authorization: Bearer <secret>`, the secret this
+/// agent published for the API server alone (no local user or host-network task reads logs).
+pub fn router(store: Arc<LogStore>, secret: Arc<String>) -> Router {
     Router::new()
         .route("/logs/{task}", get(get_logs))
+        .route_layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let secret = secret.clone();
+                async move {
+                    let given = req
+                        .headers()
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .unwrap_or("");
+                    if !crate::auth::crypto::ct_eq(given.as_bytes(), secret.as_bytes()) {
+                        return (
+                            StatusCode::UNAUTHORIZED,
+                            "logs are served to the berth API only: use `berth logs TASK`\n",
+                        )
+                            .into_response();
+                    }
+                    next.run(req).await
+                }
+            },
+        ))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(store)
+}
+
+/// A fresh secret for the log endpoint, published where only the API server reads it.
+async fn publish_secret(store: &DynStore, instance: &str) -> anyhow::Result<String> {
+    let secret = hex::encode(crate::auth::crypto::random_bytes::<32>());
+    store
+        .put(
+            &crate::auth::identity::logs_secret_key(instance),
+            secret.clone().into_bytes(),
+        )
+        .await?;
+    Ok(secret)
 }
 
 /// Put the log endpoint on this instance's record (CAS, retried).
@@ -683,12 +718,19 @@ pub async fn run(
         local.ip().to_string()
     };
     let endpoint = format!("http://{host}:{}", local.port());
+    let secret = match publish_secret(&store, &instance).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot publish the log endpoint's secret; logs are not served");
+            return;
+        }
+    };
     if let Err(e) = advertise(&store, &instance, &endpoint).await {
         tracing::warn!(error = %format!("{e:#}"), "log endpoint not advertised");
     }
     tracing::info!(%endpoint, "serving container logs");
     let server = {
-        let app = router(logs.clone());
+        let app = router(logs.clone(), Arc::new(secret));
         let stop = shutdown.clone();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)

@@ -293,12 +293,23 @@ async fn proxy_logs(st: &ApiState, id: &str, query: &str) -> Result<Response, Ap
     } else {
         format!("{endpoint}/logs/{id}?{query}")
     };
-    let resp = reqwest::Client::new().get(&url).send().await.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            format!("cannot reach the agent of instance {instance} at {endpoint}: {e}"),
-        )
-    })?;
+    let secret = store
+        .get(&crate::auth::identity::logs_secret_key(&instance))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?
+        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+        .unwrap_or_default();
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(secret)
+        .send()
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("cannot reach the agent of instance {instance} at {endpoint}: {e}"),
+            )
+        })?;
     let status = resp.status();
     if !status.is_success() {
         let text = resp.text().await.unwrap_or_default();

@@ -42,6 +42,11 @@ pub fn task_creds_key(task: &str) -> String {
 pub fn endpoint_key(instance: &str) -> String {
     format!("{ENDPOINTS}{instance}")
 }
+/// The secret an agent's log endpoint requires (written by the agent, read only by the API
+/// server: other agents and API callers never see it).
+pub fn logs_secret_key(instance: &str) -> String {
+    format!("/berth/agent/logs-secret/{instance}")
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

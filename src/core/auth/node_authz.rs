@@ -87,6 +87,7 @@ enum KeyClass {
     OwnLease,
     OwnStats,
     OwnEndpoint,
+    OwnLogsSecret,
     Task,
     TaskDefinition,
     Cluster,
@@ -104,6 +105,8 @@ fn classify(scope: &Scope, key: &str) -> KeyClass {
         KeyClass::OwnStats
     } else if key == identity::endpoint_key(me) {
         KeyClass::OwnEndpoint
+    } else if key == identity::logs_secret_key(me) {
+        KeyClass::OwnLogsSecret
     } else if keys::name_of(key, Kind::Task).is_some_and(|n| !n.is_empty() && !n.contains('/')) {
         KeyClass::Task
     } else if keys::name_of(key, Kind::TaskDefinition).is_some() {
@@ -134,9 +137,11 @@ pub fn read(scope: &Scope, key: &str, value: Option<&[u8]>) -> Result<(), String
     let me = scope.instance.as_str();
     let deny = || Err(format!("instance {me} may not read {key}"));
     match classify(scope, key) {
-        KeyClass::OwnInstance | KeyClass::OwnLease | KeyClass::OwnStats | KeyClass::OwnEndpoint => {
-            Ok(())
-        }
+        KeyClass::OwnInstance
+        | KeyClass::OwnLease
+        | KeyClass::OwnStats
+        | KeyClass::OwnEndpoint
+        | KeyClass::OwnLogsSecret => Ok(()),
         KeyClass::Task => match value {
             // Absent: nothing is revealed (the agent learns of its own deleted tasks).
             None => Ok(()),
@@ -218,7 +223,7 @@ pub fn write(
             Some(_) if lease == 0 => deny("the instance lease key must be on a lease"),
             _ => Ok(()),
         },
-        KeyClass::OwnStats => Ok(()),
+        KeyClass::OwnStats | KeyClass::OwnLogsSecret => Ok(()),
         KeyClass::OwnEndpoint => match value {
             None => Ok(()),
             Some(v) => match serde_json::from_slice::<Endpoint>(v) {
