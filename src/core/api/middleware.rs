@@ -216,10 +216,22 @@ async fn from_sigv4(
         }
     }
     sigv4::verify(&auth, &parts, &amz_date, &key.secret_for(&ak.access_key_id)).map_err(un)?;
-    if !matches!(*method, Method::GET | Method::HEAD) && !st.first_use(&auth.signature, now) {
-        return Err(Denial::unauthenticated(
-            "this signed request was already used (replay refused)",
-        ));
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        // A write must sign its body, and may be used once, on any control plane.
+        if parts.payload_hash == sigv4::UNSIGNED_PAYLOAD {
+            return Err(Denial::unauthenticated(
+                "UNSIGNED-PAYLOAD is not accepted for writes: sign the request body (x-amz-content-sha256)",
+            ));
+        }
+        if !st
+            .first_use(&auth.signature, now)
+            .await
+            .map_err(Denial::unavailable)?
+        {
+            return Err(Denial::unauthenticated(
+                "this signed request was already used (replay refused)",
+            ));
+        }
     }
     let (identity, role) = match (&ak.identity, &ak.task) {
         (Some(name), _) => {
