@@ -51,6 +51,8 @@ pub struct Berth {
     pub instance: String,
     pub store_url: Option<String>,
     pub extra_args: Vec<String>,
+    /// Extra environment of the `berth up` process.
+    pub extra_env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -61,6 +63,15 @@ impl Berth {
     }
 
     pub fn up_with(store_url: Option<String>, extra_args: Vec<String>) -> Berth {
+        Self::up_with_env(store_url, extra_args, vec![])
+    }
+
+    /// [`Berth::up_with`] with extra environment variables for the process.
+    pub fn up_with_env(
+        store_url: Option<String>,
+        extra_args: Vec<String>,
+        extra_env: Vec<(String, String)>,
+    ) -> Berth {
         require_image();
         let mut b = Berth {
             data: tempfile::Builder::new()
@@ -75,6 +86,7 @@ impl Berth {
             instance: unique("it"),
             store_url,
             extra_args,
+            extra_env,
             child: None,
         };
         b.spawn();
@@ -112,6 +124,7 @@ impl Berth {
             .arg("--lease-ttl")
             .arg("4s")
             .args(&self.extra_args)
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .env("XDG_CONFIG_HOME", self.config_home.path())
             .env("BERTH_LOG", "info,berth=debug")
             .stdin(Stdio::null())

@@ -161,6 +161,39 @@ async fn from_token(st: &AuthState, token: &str, method: &'static str) -> Result
 
 /// Verify a SigV4-signed request and find its caller.
 #[allow(clippy::too_many_arguments)]
+/// Before any body is read: the SigV4 header parses, is recent enough, and names an access
+/// key that exists and has not expired. What needs the body (its hash, the signature) is
+/// checked by [`from_sigv4`] once the caller is known not to be a stranger.
+async fn sigv4_known_key(
+    st: &AuthState,
+    authz: &str,
+    headers: &[(String, String)],
+    now: DateTime<Utc>,
+) -> Result<(), Denial> {
+    let un = |e: sigv4::SigError| Denial::unauthenticated(e.to_string());
+    let auth = sigv4::parse_authorization(authz).map_err(un)?;
+    if let Some(d) = sigv4::header(headers, "x-amz-date") {
+        let t = chrono::NaiveDateTime::parse_from_str(d, "%Y%m%dT%H%M%SZ")
+            .map(|t| t.and_utc())
+            .map_err(|_| Denial::unauthenticated("x-amz-date is not a valid time"))?;
+        if (now - t).abs() > sigv4::MAX_SKEW {
+            return Err(Denial::unauthenticated(format!(
+                "request time {d} is outside the allowed clock skew of 5 minutes (signature expired or replayed)"
+            )));
+        }
+    }
+    let known = identity::get_access_key(&*st.store, &auth.access_key_id)
+        .await
+        .map_err(Denial::unavailable)?;
+    match known {
+        Some(ak) if ak.expiration.is_none_or(|e| e > now) => Ok(()),
+        Some(_) => Err(Denial::unauthenticated("the security token has expired")),
+        None => Err(Denial::unauthenticated(
+            "the access key id is not known (revoked, expired or never issued)",
+        )),
+    }
+}
+
 async fn from_sigv4(
     st: &AuthState,
     authz: &str,
@@ -316,6 +349,33 @@ fn denial_response(d: &Denial, action: &str, request_id: &str) -> Response {
     resp
 }
 
+/// Read the request body (bounded), once the caller is known; a 413 is audited.
+async fn read_body(
+    st: &AuthState,
+    rec: &mut AuditRecord,
+    body: Body,
+    request_id: &str,
+) -> Result<Bytes, Response> {
+    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => Ok(b),
+        Err(_) => {
+            let d = Denial {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                code: "PayloadTooLarge",
+                message: format!("request body too large (limit {} bytes)", MAX_BODY_BYTES),
+                resource: None,
+                action: None,
+            };
+            rec.decision = "rejected".into();
+            rec.status = d.status.as_u16();
+            rec.error_message = Some(d.message.clone());
+            let action = rec.action.clone();
+            st.audit.append(rec.clone()).await;
+            Err(denial_response(&d, &action, request_id))
+        }
+    }
+}
+
 fn is_read(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
 }
@@ -324,6 +384,7 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
     let now = crate::model::now();
     let request_id = crate::model::new_id()[..16].to_string();
     let (mut parts, body) = req.into_parts();
+    let mut body = Some(body);
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().map(str::to_string);
@@ -353,25 +414,6 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
         ..Default::default()
     };
 
-    let bytes: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(b) => b,
-        Err(_) => {
-            let d = Denial {
-                status: StatusCode::PAYLOAD_TOO_LARGE,
-                code: "PayloadTooLarge",
-                message: format!("request body too large (limit {} bytes)", MAX_BODY_BYTES),
-                resource: None,
-                action: None,
-            };
-            rec.action = "berth:Unknown".into();
-            rec.decision = "rejected".into();
-            rec.status = d.status.as_u16();
-            rec.error_message = Some(d.message.clone());
-            st.audit.append(rec).await;
-            return denial_response(&d, "berth:Unknown", &request_id);
-        }
-    };
-
     // Authorize what the handler will act on: the router decodes each segment, so classify
     // the decoded path, and refuse spellings that could make the two disagree.
     let decoded_path = match crate::util::percent::normalized_path(&path) {
@@ -381,21 +423,15 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
                 .into_response()
         }
     };
-    let classified = actions::classify(&method, &decoded_path, &bytes);
-    let targets = match &classified {
-        Classified::Public => {
-            let req = Request::from_parts(parts, Body::from(bytes));
-            return next.run(req).await;
-        }
-        Classified::Protected(t) => t.clone(),
-    };
-    let action = actions::primary(&classified);
+    // Public routes decide by path alone; everything else is authenticated on its headers
+    // before its body is read (a stranger's 16 MiB costs nothing).
+    let pre = actions::classify(&method, &decoded_path, b"");
+    if matches!(pre, Classified::Public) {
+        let raw = body.take().unwrap_or_default();
+        return next.run(Request::from_parts(parts, raw)).await;
+    }
+    let mut action = actions::primary(&pre);
     rec.action = action.clone();
-    rec.resources = targets
-        .iter()
-        .map(|t| json!({"action": t.action, "resource": t.resource}))
-        .collect();
-    rec.request_parameters = audit::request_parameters(query.as_deref(), &bytes);
 
     // Authenticate.
     let authz = parts
@@ -403,26 +439,19 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("\u{0}").to_string());
     let mut set_cookie: Option<String> = None;
-    let caller: Result<Caller, Denial> = match authz.as_deref() {
+    let mut body_bytes: Option<Bytes> = None;
+    // `Ok(None)`: a SigV4 request from a known key, verified in full once the body is read.
+    let caller: Result<Option<Caller>, Denial> = match authz.as_deref() {
         Some(a) if a.len() > 7 && a[..7].eq_ignore_ascii_case("bearer ") => {
-            from_token(&st, &a[7..], "bearer").await
+            from_token(&st, &a[7..], "bearer").await.map(Some)
         }
         Some(a) if a.starts_with(sigv4::ALGORITHM) => {
             if let Some(akid) = sigv4::parse_authorization(a).ok().map(|p| p.access_key_id) {
                 rec.access_key_id = Some(akid);
             }
+            // Verified in full below, once the body is read.
             let headers = headers_vec(&parts.headers);
-            from_sigv4(
-                &st,
-                a,
-                &method,
-                &path,
-                query.as_deref().unwrap_or(""),
-                &headers,
-                &bytes,
-                now,
-            )
-            .await
+            sigv4_known_key(&st, a, &headers, now).await.map(|()| None)
         }
         Some(_) => Err(Denial::unauthenticated(
             "unsupported Authorization header; use `Bearer <token>` or AWS Signature Version 4",
@@ -437,9 +466,9 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
                         set_cookie = Some(session_cookie(&key, &name, &hash, now));
                     }
                 }
-                c
+                c.map(Some)
             } else if let Some(v) = cookie(&parts.headers, SESSION_COOKIE) {
-                from_cookie(&st, v, now).await
+                from_cookie(&st, v, now).await.map(Some)
             } else {
                 Err(Denial::unauthenticated(
                     "authentication required: send `Authorization: Bearer <token>` (see `berth auth token`) or sign with AWS SigV4",
@@ -449,6 +478,32 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
         None => Err(Denial::unauthenticated(
             "authentication required: send `Authorization: Bearer <token>` (see `berth auth token`) or sign with AWS SigV4",
         )),
+    };
+    let caller = match caller {
+        Ok(None) => {
+            let raw = body.take().unwrap_or_default();
+            let bytes = match read_body(&st, &mut rec, raw, &request_id).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            let headers = headers_vec(&parts.headers);
+            let a = authz.as_deref().unwrap_or("");
+            let c = from_sigv4(
+                &st,
+                a,
+                &method,
+                &path,
+                query.as_deref().unwrap_or(""),
+                &headers,
+                &bytes,
+                now,
+            )
+            .await;
+            body_bytes = Some(bytes);
+            c
+        }
+        Ok(Some(c)) => Ok(c),
+        Err(d) => Err(d),
     };
     let caller = match caller {
         Ok(c) => c,
@@ -465,6 +520,27 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
             return denial_response(&d, &action, &request_id);
         }
     };
+    let bytes = match body_bytes {
+        Some(b) => b,
+        None => {
+            match read_body(&st, &mut rec, body.take().unwrap_or_default(), &request_id).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            }
+        }
+    };
+    let classified = actions::classify(&method, &decoded_path, &bytes);
+    let targets = match &classified {
+        Classified::Public => vec![],
+        Classified::Protected(t) => t.clone(),
+    };
+    action = actions::primary(&classified);
+    rec.action = action.clone();
+    rec.resources = targets
+        .iter()
+        .map(|t| json!({"action": t.action, "resource": t.resource}))
+        .collect();
+    rec.request_parameters = audit::request_parameters(query.as_deref(), &bytes);
     rec.identity = caller.identity.clone();
     rec.role = Some(caller.role.clone());
     rec.task = caller.task.clone();

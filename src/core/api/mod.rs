@@ -17,8 +17,6 @@ mod sources_api;
 mod state;
 mod tasks_api;
 
-use std::net::SocketAddr;
-
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
@@ -77,14 +75,74 @@ pub fn live_routes(state: &ApiState) -> Router<ApiState> {
         )))
 }
 
-/// Serve until `shutdown` (tests pass a listener bound to port 0).
+/// Connections served at once; more are closed on arrival (counted in the log), so a flood of
+/// idle connections cannot exhaust the server. `BERTH_API_MAX_CONNECTIONS` overrides.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// A client must send its request head within this.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn max_connections() -> usize {
+    std::env::var("BERTH_API_MAX_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(MAX_CONNECTIONS)
+}
+
+/// Serve until `shutdown` (tests pass a listener bound to port 0), at most
+/// [`MAX_CONNECTIONS`] connections at once.
 pub async fn serve(
     listener: TcpListener,
     state: ApiState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let app = router(state);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections()));
+    let mut refused: u64 = 0;
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "API accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(%peer, refused, "API connection limit reached; closing new connections");
+            }
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let svc = hyper_util::service::TowerToHyperService::new(svc);
+            let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            b.http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .keep_alive(true);
+            b.http2().timer(TokioTimer::new());
+            let conn = b.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
 }
