@@ -105,6 +105,10 @@ fn demo_comes_up_prints_urls_that_answer_and_stops_on_ctrl_c() {
             .clone()
             .unwrap_or_else(|| panic!("no service line: {lines:?}"));
         assert!(http_ok(&service), "the demo service answers: {service}");
+        assert_eq!(
+            service, "http://127.0.0.1:8088/",
+            "through manifests/web.yaml's load balancer listener"
+        );
     });
     // Ctrl-C: the script's trap stops berth and removes its containers.
     let _ = Command::new("kill")
@@ -150,4 +154,29 @@ fn demo_comes_up_prints_urls_that_answer_and_stops_on_ctrl_c() {
         !std::net::TcpStream::connect(&api).is_ok(),
         "berth no longer listens on {api}"
     );
+}
+
+/// manifests/ is a showcase: a service behind the load balancer with health checks, a batch
+/// job, a role and a scaling policy, all parsing and validating together.
+#[test]
+fn manifests_folder_shows_every_kind_it_promises() {
+    use berth::model::Kind;
+    let dir = std::path::Path::new(repo()).join("manifests");
+    let docs = berth::manifest::load_path(&dir).unwrap_or_else(|e| panic!("{e:?}"));
+    let kinds: Vec<Kind> = docs.iter().map(|d| d.kind()).collect();
+    for k in [
+        Kind::TaskDefinition,
+        Kind::Service,
+        Kind::TargetGroup,
+        Kind::LoadBalancer,
+        Kind::Role,
+        Kind::ScalingPolicy,
+    ] {
+        assert!(kinds.contains(&k), "manifests/ has no {k:?}");
+    }
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    for f in ["web.yaml", "hello-job.yaml", "role.yaml", "scaling.yaml"] {
+        assert!(dir.join(f).is_file(), "{f}");
+        assert!(readme.contains(f), "manifests/README.md explains {f}");
+    }
 }
