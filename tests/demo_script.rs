@@ -151,7 +151,7 @@ fn demo_comes_up_prints_urls_that_answer_and_stops_on_ctrl_c() {
     assert!(status.success(), "a clean exit on Ctrl-C: {status}");
     assert!(left.trim().is_empty(), "its containers are removed: {left}");
     assert!(
-        !std::net::TcpStream::connect(&api).is_ok(),
+        std::net::TcpStream::connect(&api).is_err(),
         "berth no longer listens on {api}"
     );
 }
