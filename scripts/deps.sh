@@ -14,6 +14,7 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)   # etcd-client's buil
 command -v git >/dev/null || need+=(git)
 if ! [ -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then need+=(busybox-static); fi   # the local image
 command -v curl >/dev/null || need+=(curl)
+command -v python3 >/dev/null || need+=(python3)       # demo.sh reads the API's JSON
 command -v cc >/dev/null || need+=(build-essential)
 if [ "$mode" != "--demo" ]; then
   command -v etcd >/dev/null || need+=(etcd-server)          # store conformance, HA tests
@@ -21,6 +22,8 @@ if [ "$mode" != "--demo" ]; then
   command -v openssl >/dev/null || need+=(openssl)     # TLS certificates for the etcd TLS test
   command -v ip >/dev/null || need+=(iproute2)         # namespaced test hosts
   command -v iptables >/dev/null || need+=(iptables)
+  # tests/helm_chart.rs renders the chart with PyPI's helm-python-sdk in a venv
+  python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 fi
 
 if [ "$mode" = "--check" ]; then
