@@ -124,6 +124,15 @@ fn arg_after(args: &[String], flag: &str) -> Option<String> {
 /// The built berth accepts these args: every flag exists and every value parses. `--help` at
 /// the end makes clap stop after checking them (exit 0) instead of running the command.
 fn berth_accepts(args: &[String]) {
+    // What Kubernetes substitutes from the pod's env (`$(VAR)`).
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| {
+            a.replace("$(NODE_NAME)", "node-1")
+                .replace("$(HOST_IP)", "10.0.0.11")
+        })
+        .collect();
+    let args = &args[..];
     let o = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(args)
         .arg("--help")
@@ -183,6 +192,18 @@ fn check_common(objs: &[Value], image: &str) -> (Vec<String>, Vec<String>) {
         Some("http://rel-berth.berth.svc:7400")
     );
     berth_accepts(&aargs);
+    assert_eq!(
+        arg_after(&aargs, "--logs-addr").as_deref(),
+        Some("$(HOST_IP):7401"),
+        "the API reaches the agent's logs on the node's address"
+    );
+    let env = container(ds)["env"].as_array().unwrap();
+    for var in ["NODE_NAME", "HOST_IP"] {
+        assert!(
+            env.iter().any(|e| e["name"] == var),
+            "{var} is set for $({var})"
+        );
+    }
     let pod = &ds["spec"]["template"]["spec"];
     assert_eq!(pod["hostNetwork"], true);
     assert_eq!(container(ds)["securityContext"]["privileged"], true);

@@ -603,7 +603,8 @@ async fn token_command(c: &Client, cmd: &TokenCommand) -> anyhow::Result<ExitCod
         }
         TokenCommand::List { output } => {
             let v = c.get("/v1/agent/join-tokens").await?;
-            match output.as_deref() {
+            output::check_format(output.as_deref())?;
+            match output.as_deref().filter(|o| *o != "wide") {
                 Some(o) => print_value(&v, o)?,
                 None => {
                     println!("{:<18} {:<22} {:<12} DESCRIPTION", "ID", "CREATED", "BY");
@@ -815,15 +816,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             wait,
             output,
         } => {
+            output::check_format(output.as_deref())?;
             return run_task(
                 &client(),
                 task_definition,
                 *count,
                 cluster,
                 *wait,
-                output.as_deref(),
+                output.as_deref().filter(|o| *o != "wide"),
             )
-            .await
+            .await;
         }
         Command::StopTask { task_id, reason } => {
             let body = json!({ "reason": reason });
