@@ -11,16 +11,24 @@ use berth_core::util::percent;
 #[derive(Subcommand, Debug)]
 pub enum AuthCommand {
     /// Print the bearer token this CLI uses (for scripts: `curl -H "Authorization: Bearer $(berth auth token)"`).
+    #[command(
+        after_help = "Examples:\n  berth auth token\n  curl -H \"Authorization: Bearer $(berth auth token)\" http://127.0.0.1:7400/v1/services"
+    )]
     Token,
     /// Show who the server thinks you are.
+    #[command(after_help = "Examples:\n  berth auth whoami\n  berth auth whoami -o json")]
     Whoami {
         #[arg(short = 'o', long = "output")]
         output: Option<String>,
     },
     /// Manage identities (people, CI).
+    #[command(
+        after_help = "Examples:\n  berth auth identity create ci --role deployer\n  berth auth identity list -o wide"
+    )]
     #[command(subcommand)]
     Identity(IdentityCommand),
     /// Would the server allow ACTION on RESOURCE for you? Prints yes/no; exit 0 yes, 1 no.
+    #[command(after_help = "Examples:\n  berth auth can-i berth:DeleteService service/web")]
     CanI {
         /// e.g. berth:DeleteService
         action: String,
@@ -32,6 +40,7 @@ pub enum AuthCommand {
 #[derive(Subcommand, Debug)]
 pub enum IdentityCommand {
     /// Create an identity bound to a role; prints its token (and access key) once.
+    #[command(after_help = "Examples:\n  berth auth identity create ci --role deployer")]
     Create {
         name: String,
         #[arg(long)]
@@ -40,11 +49,15 @@ pub enum IdentityCommand {
         output: Option<String>,
     },
     /// List identities (never their secrets).
+    #[command(
+        after_help = "Examples:\n  berth auth identity list\n  berth auth identity list -o yaml"
+    )]
     List {
         #[arg(short = 'o', long = "output")]
         output: Option<String>,
     },
     /// Delete an identity; its token and access key stop working at once.
+    #[command(after_help = "Examples:\n  berth auth identity delete ci")]
     Delete { name: String },
 }
 
@@ -77,7 +90,7 @@ fn print_json(v: &Value, output: Option<&str>) -> anyhow::Result<bool> {
         Some("json") => println!("{}", serde_json::to_string_pretty(v)?),
         Some("yaml") => print!("{}", serde_yaml::to_string(v)?),
         None | Some("wide") => return Ok(false),
-        Some(o) => anyhow::bail!("unknown output format {o:?}; use json or yaml"),
+        Some(o) => anyhow::bail!("unknown output format {o:?}; use json, yaml or wide"),
     }
     Ok(true)
 }

@@ -70,7 +70,7 @@ pub enum ClientError {
         message: String,
         details: Vec<Value>,
     },
-    #[error("cannot reach berth at {endpoint}: {source} (is `berth up` running? set --endpoint or BERTH_ENDPOINT)")]
+    #[error("cannot reach berth at {endpoint}: {source} (is `berth up` running there? choose the server with --endpoint URL or BERTH_ENDPOINT, or the `endpoint` in {})", config_path().display())]
     Transport {
         endpoint: String,
         source: reqwest::Error,
@@ -104,6 +104,22 @@ impl Client {
 
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// What to do after a 401: where a token comes from.
+    fn unauthorized_hint(&self) -> String {
+        let sent = match (&self.token, &self.sigv4) {
+            (Some(_), _) => "the token sent was not accepted",
+            (None, Some(_)) => "the AWS_ACCESS_KEY_ID signature was not accepted",
+            (None, None) => "no token was sent",
+        };
+        format!(
+            "hint: {sent} by {}. Pass --token TOKEN or set BERTH_TOKEN: on the machine that \
+             runs `berth up`, `berth auth token` prints the admin token (kept in {}); an admin \
+             mints one for you with `berth auth identity create NAME --role ROLE`",
+            self.endpoint,
+            config_path().display()
+        )
     }
 
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -148,6 +164,10 @@ impl Client {
             .map(str::to_string)
             .unwrap_or_else(|| format!("HTTP {status}: {v}"));
         let details = v["details"].as_array().cloned().unwrap_or_default();
+        let message = match status.as_u16() {
+            401 => format!("{message}\n{}", self.unauthorized_hint()),
+            _ => message,
+        };
         Err(ClientError::Api {
             status: status.as_u16(),
             message,

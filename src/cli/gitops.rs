@@ -16,6 +16,9 @@ use berth_core::manifest::{self, Document};
 pub enum SyncCommand {
     /// Each source's sync status: Synced/OutOfSync, last applied and attempted commit, per-object
     /// results and errors (with file, document, field and line).
+    #[command(
+        after_help = "Examples:\n  berth sync status\n  berth sync status manifests -o json"
+    )]
     Status {
         /// One source, in full detail.
         name: Option<String>,
@@ -283,7 +286,7 @@ fn object_line(o: &Value) -> String {
     )
 }
 
-/// `berth sync status [NAME] [-o json|yaml]`.
+/// `berth sync status [NAME] [-o json|yaml|wide]`.
 pub async fn sync(c: &Client, cmd: &SyncCommand) -> anyhow::Result<ExitCode> {
     let SyncCommand::Status { name, output } = cmd;
     let v = match name {
@@ -299,8 +302,8 @@ pub async fn sync(c: &Client, cmd: &SyncCommand) -> anyhow::Result<ExitCode> {
             print!("{}", serde_yaml::to_string(&v)?);
             return Ok(ExitCode::SUCCESS);
         }
-        None => {}
-        Some(other) => anyhow::bail!("unknown output format {other:?}; use json or yaml"),
+        None | Some("wide") => {}
+        Some(other) => anyhow::bail!("unknown output format {other:?}; use json, yaml or wide"),
     }
     let sources = match &v {
         Value::Array(a) => a.clone(),

@@ -2,10 +2,12 @@
 
 pub mod auth;
 pub mod client;
+pub mod completion;
 pub mod gitops;
 pub mod observe;
 pub mod output;
 pub mod rollout;
+pub mod version;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,7 +27,11 @@ use client::Client;
 #[command(
     name = "berth",
     version,
-    about = "berth: a self-hosted work-alike of Amazon ECS on Docker"
+    about = "berth: a self-hosted work-alike of Amazon ECS on Docker",
+    after_help = "Exit codes: 0 success; 1 error (or: `diff` found differences, `rollout status` \
+                  FAILED, `run-task --wait` a failed container, `auth can-i` no); 2 usage error \
+                  (or: `rollout status` timed out, `diff` could not compare).\n\
+                  Start here: berth up --manifests manifests/   then   berth get services"
 )]
 pub struct Cli {
     /// API endpoint (default: from `berth up`'s config, else http://127.0.0.1:7400).
@@ -53,17 +59,30 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run everything in one process: embedded store, controllers, an agent and the API.
+    #[command(
+        after_help = "Examples:\n  berth up --manifests manifests/\n  berth up --data-dir /var/lib/berth --api 0.0.0.0:7400 --agent-join-token-file /run/berth/join-token\n  berth up --store etcd://10.0.0.5:2379 --manifests manifests/ --prune"
+    )]
     Up(UpArgs),
     /// Run the control plane (API + controllers): on a shared store (etcd), or on its own
     /// embedded store as the control plane of a small cluster of joined agents.
+    #[command(
+        after_help = "Examples:\n  berth server --store etcd://etcd-0:2379,etcd-1:2379,etcd-2:2379 --api 0.0.0.0:7400\n  berth server --store etcds://etcd:2379 --etcd-ca ca.pem --etcd-cert client.pem --etcd-key client-key.pem --api 0.0.0.0:7400\n  berth server --data-dir /var/lib/berth --api 0.0.0.0:7400 --agent-join-token-file /run/berth/join-token"
+    )]
     Server(ServerArgs),
     /// Run an agent for one container instance: joins through the API (`--server URL
     /// --join-token T`); `--store URL` is the legacy/dev path with raw store access.
+    #[command(
+        after_help = "Examples:\n  berth agent --server http://10.0.0.5:7400 --join-token-file /run/berth/join-token\n  berth agent --server http://cp-1:7400,http://cp-2:7400 --join-token T --cpu 4096 --memory 8192"
+    )]
     Agent(AgentArgs),
     /// Agent join tokens (`berth token create --agent`).
+    #[command(
+        after_help = "Examples:\n  berth token create --agent --ttl 24h --description rack-3\n  berth token list -o wide\n  berth token revoke-agent host-7"
+    )]
     #[command(subcommand)]
     Token(TokenCommand),
     /// Run a load balancer alone (scale-out): listeners and targets follow the store.
+    #[command(after_help = "Examples:\n  berth lb --store etcd://10.0.0.5:2379 --bind 0.0.0.0")]
     Lb {
         #[arg(long)]
         store: String,
@@ -72,6 +91,9 @@ pub enum Command {
         bind: std::net::IpAddr,
     },
     /// Apply a manifest file or folder, atomically.
+    #[command(
+        after_help = "Examples:\n  berth apply -f manifests/\n  berth apply -f manifests/web.yaml --dry-run\n  berth apply -f manifests/ --prune"
+    )]
     Apply {
         #[arg(short = 'f', long = "filename")]
         path: PathBuf,
@@ -91,14 +113,21 @@ pub enum Command {
         take_over: bool,
     },
     /// Show how manifests differ from the store; exit 0 same, 1 different, >1 error.
+    #[command(after_help = "Examples:\n  berth diff -f manifests/ && echo up to date")]
     Diff {
         #[arg(short = 'f', long = "filename")]
         path: PathBuf,
     },
     /// Sources (watched manifest folders, `apply --prune` folders) and their sync status.
+    #[command(
+        after_help = "Examples:\n  berth sync status\n  berth sync status manifests -o json"
+    )]
     #[command(subcommand)]
     Sync(gitops::SyncCommand),
     /// List objects of a kind, or show one.
+    #[command(
+        after_help = "Examples:\n  berth get services\n  berth get tasks --service web -o wide\n  berth get taskdefinitions web -o yaml\n  berth get services --watch"
+    )]
     Get {
         kind: String,
         name: Option<String>,
@@ -112,8 +141,14 @@ pub enum Command {
         watch: bool,
     },
     /// Show one object in detail (services: deployments, tasks and events).
+    #[command(
+        after_help = "Examples:\n  berth describe service web\n  berth describe task 3f2a9c1e"
+    )]
     Describe { kind: String, name: String },
     /// Delete an object, or everything named in manifests (`-f`).
+    #[command(
+        after_help = "Examples:\n  berth delete service web\n  berth delete -f manifests/web.yaml"
+    )]
     Delete {
         kind: Option<String>,
         name: Option<String>,
@@ -121,6 +156,9 @@ pub enum Command {
         path: Option<PathBuf>,
     },
     /// Run a task definition as a batch job.
+    #[command(
+        after_help = "Examples:\n  berth run-task hello-job --wait\n  berth run-task hello-job:2 --count 3 -o json"
+    )]
     RunTask {
         task_definition: String,
         #[arg(long, default_value_t = 1)]
@@ -134,29 +172,53 @@ pub enum Command {
         output: Option<String>,
     },
     /// Stop a task.
+    #[command(after_help = "Examples:\n  berth stop-task 3f2a9c1e --reason 'stuck'")]
     StopTask {
         task_id: String,
         #[arg(long)]
         reason: Option<String>,
     },
     /// Follow a service's deployment.
+    #[command(after_help = "Examples:\n  berth rollout status web --timeout 10m")]
     #[command(subcommand)]
     Rollout(RolloutCommand),
     /// Identities, tokens and permissions.
+    #[command(
+        after_help = "Examples:\n  berth auth token\n  berth auth whoami\n  berth auth identity create ci --role deployer\n  berth auth can-i berth:DeleteService service/web"
+    )]
     #[command(subcommand)]
     Auth(auth::AuthCommand),
     /// Query the audit trail (every API call, allowed or denied).
+    #[command(
+        after_help = "Examples:\n  berth audit --since 1h\n  berth audit --identity ci --decision deny -o json"
+    )]
     Audit(auth::AuditArgs),
     /// Benchmarks that print numbers beside the obvious alternative.
+    #[command(after_help = "Examples:\n  berth bench converge\n  berth bench lb")]
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
     #[command(flatten)]
     Observe(observe::ObserveCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell).
+    #[command(after_help = completion::INSTALL)]
+    Completion { shell: clap_complete::Shell },
+    /// Print berth's version and git commit, and the server's version when it answers.
+    #[command(after_help = "Examples:\n  berth version\n  berth version --client -o json")]
+    Version {
+        /// Only this binary's version: do not ask the server.
+        #[arg(long)]
+        client: bool,
+        #[arg(short = 'o', long = "output")]
+        output: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum TokenCommand {
     /// Mint a join token (printed once; the server stores only its hash).
+    #[command(
+        after_help = "Examples:\n  berth token create --agent\n  berth token create --agent --ttl 24h --description rack-3"
+    )]
     Create {
         /// An agent join token (the only kind so far).
         #[arg(long, required = true)]
@@ -168,20 +230,26 @@ pub enum TokenCommand {
         ttl: Option<String>,
     },
     /// List join tokens (ids, never the tokens).
+    #[command(after_help = "Examples:\n  berth token list\n  berth token list -o json")]
     List {
         #[arg(short = 'o', long = "output")]
         output: Option<String>,
     },
     /// Revoke a join token by id (agents that joined with it keep their credentials; revoke
     /// one with `berth token revoke-agent INSTANCE`).
+    #[command(after_help = "Examples:\n  berth token delete 7c1f2e9a0b3d4c5e")]
     Delete { id: String },
     /// Revoke an instance's agent credential (its agent must join again).
+    #[command(after_help = "Examples:\n  berth token revoke-agent host-7")]
     RevokeAgent { instance: String },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum RolloutCommand {
     /// Live progress of the PRIMARY deployment; exit 0 COMPLETED, 1 FAILED, 2 timeout.
+    #[command(
+        after_help = "Examples:\n  berth rollout status web\n  berth rollout status web --timeout 10m || echo \"rollout failed or timed out\""
+    )]
     Status {
         service: String,
         #[arg(long, default_value = "5m")]
@@ -535,7 +603,8 @@ async fn token_command(c: &Client, cmd: &TokenCommand) -> anyhow::Result<ExitCod
         }
         TokenCommand::List { output } => {
             let v = c.get("/v1/agent/join-tokens").await?;
-            match output.as_deref() {
+            output::check_format(output.as_deref())?;
+            match output.as_deref().filter(|o| *o != "wide") {
                 Some(o) => print_value(&v, o)?,
                 None => {
                     println!("{:<18} {:<22} {:<12} DESCRIPTION", "ID", "CREATED", "BY");
@@ -747,15 +816,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             wait,
             output,
         } => {
+            output::check_format(output.as_deref())?;
             return run_task(
                 &client(),
                 task_definition,
                 *count,
                 cluster,
                 *wait,
-                output.as_deref(),
+                output.as_deref().filter(|o| *o != "wide"),
             )
-            .await
+            .await;
         }
         Command::StopTask { task_id, reason } => {
             let body = json!({ "reason": reason });
@@ -773,6 +843,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Observe(o) => observe::run(&client(), o).await?,
         Command::Auth(a) => return auth::run(&client(), a).await,
         Command::Audit(a) => return auth::audit(&client(), a).await,
+        Command::Completion { shell } => {
+            completion::print(*shell, <Cli as clap::CommandFactory>::command())?
+        }
+        Command::Version {
+            client: only,
+            output,
+        } => return version::run(&client(), *only, output.as_deref()).await,
         Command::Bench(b) => {
             init_tracing("text");
             crate::bench::run(b).await?;

@@ -14,6 +14,9 @@ use berth_core::model::Kind;
 #[derive(Subcommand, Debug)]
 pub enum ObserveCommand {
     /// Print a task's container logs (stdout and stderr), kept by its agent.
+    #[command(
+        after_help = "Examples:\n  berth logs 3f2a9c1e\n  berth logs 3f2a9c1e -c web --follow --since 5m"
+    )]
     Logs {
         task_id: String,
         /// Only this container of the task.
@@ -33,6 +36,9 @@ pub enum ObserveCommand {
         timestamps: bool,
     },
     /// CPU and memory of running services or tasks, from the agents' samples.
+    #[command(
+        after_help = "Examples:\n  berth top services\n  berth top tasks -o wide\n  berth top instances -o json"
+    )]
     Top {
         /// services, tasks, clusters, taskdefinitions or instances.
         #[arg(default_value = "services")]
@@ -41,6 +47,9 @@ pub enum ObserveCommand {
         output: Option<String>,
     },
     /// Service and task events, oldest first.
+    #[command(
+        after_help = "Examples:\n  berth events\n  berth events --service web --follow\n  berth events -o json"
+    )]
     Events {
         /// Keep printing events as they happen.
         #[arg(long, short = 'f')]
@@ -173,10 +182,18 @@ fn s(v: &Value) -> String {
 }
 
 async fn top(c: &Client, what: &str, output: Option<&str>) -> anyhow::Result<()> {
+    output::check_format(output)?;
     let v = c.get(&format!("/v1/top/{what}")).await?;
-    if output == Some("json") {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+    match output {
+        Some("json") => {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            return Ok(());
+        }
+        Some("yaml") => {
+            print!("{}", serde_yaml::to_string(&v)?);
+            return Ok(());
+        }
+        _ => {}
     }
     let items = v.as_array().cloned().unwrap_or_default();
     let (header, rows): (Vec<&str>, Vec<Vec<String>>) = if what.starts_with("task") {
@@ -302,11 +319,13 @@ async fn events(
         q.push(format!("service={}", percent::encode(s, false)));
     }
     let path = format!("/v1/events?{}", q.join("&"));
-    let json = output == Some("json");
+    output::check_format(output)?;
     let print = |e: Value| -> anyhow::Result<()> {
         let mut out = std::io::stdout();
-        if json {
+        if output == Some("json") {
             writeln!(out, "{e}")?;
+        } else if output == Some("yaml") {
+            write!(out, "---\n{}", serde_yaml::to_string(&e)?)?;
         } else {
             writeln!(out, "{}", event_line(&e))?;
         }

@@ -442,3 +442,13 @@ pub fn apply_report(answer: Result<Value, ClientError>, dry_run: bool) -> ExitCo
         }
     }
 }
+
+/// The `-o` formats every list command takes: `json`, `yaml`, `wide` (the table with more
+/// columns where the command has them), or none (the table). Anything else is an error that
+/// names them.
+pub fn check_format(output: Option<&str>) -> anyhow::Result<()> {
+    match output {
+        None | Some("json") | Some("yaml") | Some("wide") => Ok(()),
+        Some(other) => anyhow::bail!("unknown output format {other:?}; use json, yaml or wide"),
+    }
+}

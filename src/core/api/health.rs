@@ -15,8 +15,21 @@ use crate::store::election::Leadership;
 /// How long `/healthz` waits for the store before calling it unavailable.
 const STORE_PROBE: Duration = Duration::from_secs(2);
 
-/// `ok` while the store answers and can write; 503 with the reason otherwise.
+/// The header `/healthz` names berth's version in (the body stays `ok\n` or the 503 reason).
+pub const VERSION_HEADER: &str = "x-berth-version";
+
+/// `ok` while the store answers and can write; 503 with the reason otherwise; either way with
+/// berth's version in `x-berth-version`.
 pub async fn healthz(State(st): State<ApiState>) -> Response {
+    let mut r = health_body(&st).await;
+    r.headers_mut().insert(
+        VERSION_HEADER,
+        axum::http::HeaderValue::from_static(env!("CARGO_PKG_VERSION")),
+    );
+    r
+}
+
+async fn health_body(st: &ApiState) -> Response {
     if let Some(why) = st.store.failure() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

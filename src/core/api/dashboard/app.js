@@ -418,6 +418,7 @@
 
   // ---- the feed -----------------------------------------------------------------------------
   function loadSnapshot(s) {
+    if (s.version) $('#version').textContent = 'v' + s.version;
     CATS.forEach(c => {
       S[c].clear();
       for (const r of s[c] || []) S[c].set(r[KEY[c]], r);
