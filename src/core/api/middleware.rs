@@ -160,7 +160,6 @@ async fn from_token(st: &AuthState, token: &str, method: &'static str) -> Result
 }
 
 /// Verify a SigV4-signed request and find its caller.
-#[allow(clippy::too_many_arguments)]
 /// Before any body is read: the SigV4 header parses, is recent enough, and names an access
 /// key that exists and has not expired. What needs the body (its hash, the signature) is
 /// checked by [`from_sigv4`] once the caller is known not to be a stranger.
@@ -194,6 +193,7 @@ async fn sigv4_known_key(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn from_sigv4(
     st: &AuthState,
     authz: &str,
