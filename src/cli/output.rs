@@ -72,7 +72,12 @@ pub fn table(kind: Kind, items: &[Value], wide: bool) -> String {
                         } else {
                             s(&primary["taskDefinition"])
                         },
-                        s(&v["spec"]["desiredCount"]),
+                        // A DAEMON service wants one task per instance: ECS reports that number.
+                        if v["spec"]["schedulingStrategy"] == "DAEMON" {
+                            s(&v["status"]["desiredCount"])
+                        } else {
+                            s(&v["spec"]["desiredCount"])
+                        },
                         s(&v["status"]["runningCount"]),
                         s(&v["status"]["pendingCount"]),
                         s(&v["status"]["status"]),
