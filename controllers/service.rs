@@ -18,7 +18,9 @@ use berth_core::model::{
     TaskState,
 };
 use berth_core::objects::{self, ObjectError};
-use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
+use berth_core::runtime::{
+    Action, ClusterCache, Controller, ControllerOptions, Reconciler, Trigger,
+};
 use berth_core::store::{Compare, DynStore, Op, Txn, MAX_TXN_BYTES, MAX_TXN_OPS};
 
 /// How long STOPPED tasks stay readable (ECS keeps them about an hour).
@@ -26,12 +28,21 @@ pub const STOPPED_TASK_RETENTION: chrono::Duration = chrono::Duration::hours(1);
 
 pub struct ServiceController {
     store: DynStore,
+    cache: ClusterCache,
 }
 
 impl ServiceController {
+    /// A service controller with a cache of its own.
     pub fn controller(store: DynStore) -> Controller {
+        let cache = ClusterCache::start(store.clone(), &[]);
+        Self::controller_with(store, &cache)
+    }
+
+    /// Reads the service's tasks from `cache` (its tasks-by-service index).
+    pub fn controller_with(store: DynStore, cache: &ClusterCache) -> Controller {
         let r = Arc::new(ServiceController {
             store: store.clone(),
+            cache: cache.clone(),
         });
         Controller::new(
             "service",
@@ -43,8 +54,12 @@ impl ServiceController {
                 ..Default::default()
             },
         )
+        .shared(&cache.informer)
         .primary(Kind::Service)
-        .trigger(Trigger::new(keys::prefix(Kind::Task), common::task_service))
+        .trigger(Trigger::on::<Task>(
+            keys::prefix(Kind::Task),
+            common::task_service,
+        ))
     }
 }
 
@@ -81,7 +96,10 @@ impl ServiceController {
     async fn reconcile_service(&self, name: &str) -> anyhow::Result<Action> {
         let key = keys::key(Kind::Service, name);
         let svc: Option<Service> = objects::get(&*self.store, &key).await?;
-        let tasks: Vec<Task> = common::tasks_of(&*self.store, name).await?;
+        if let Some(s) = &svc {
+            common::caught_up(&self.cache, s.metadata.revision).await?;
+        }
+        let tasks: Vec<Task> = common::tasks_of(&self.cache, name);
         self.collect_garbage(&tasks).await?;
         let active: Vec<&Task> = tasks.iter().filter(|t| t.is_active()).collect();
         let Some(svc) = svc else {
@@ -125,7 +143,8 @@ impl ServiceController {
         else {
             return Ok(Action::Done);
         };
-        let Some(td) = objects::taskdef(&*self.store, &primary.task_definition).await? else {
+        let Some(td) = common::taskdef(&*self.store, &self.cache, &primary.task_definition).await?
+        else {
             event_once(
                 &mut next,
                 format!(
@@ -138,9 +157,9 @@ impl ServiceController {
         };
         let primary_td = td.metadata.name.clone();
         let primary_id = primary.id.clone();
-        let desired = common::desired_count(&*self.store, &svc).await?;
-        let checks = common::checks_by_taskdef(&*self.store, &tasks, &[&td]).await?;
-        let behind_lb = super::lb_target::lb_healthy_tasks(&*self.store, &svc).await?;
+        let desired = common::desired_count(&self.cache, &svc);
+        let checks = common::checks_by_taskdef(&*self.store, &self.cache, &tasks, &[&td]).await?;
+        let behind_lb = super::lb_target::lb_healthy_tasks(&self.cache, &svc, &tasks);
         let healthy = |t: &Task| {
             counts_healthy(t, checks[&t.spec.task_definition])
                 && behind_lb
@@ -380,17 +399,8 @@ impl Reconciler for ServiceController {
     }
 
     async fn resync_keys(&self) -> anyhow::Result<Vec<String>> {
-        let mut names = Vec::new();
-        // Tasks whose service is gone are reconciled through their group's name.
-        for t in objects::list_tasks(&*self.store).await? {
-            if let Some(s) = t.service_name() {
-                if t.is_active() {
-                    names.push(s.to_string());
-                }
-            }
-        }
-        names.sort();
-        names.dedup();
-        Ok(names)
+        // Tasks whose service is gone are reconciled through their group's name (from the
+        // cache's index: a resync reads no store).
+        Ok(self.cache.services_with_tasks())
     }
 }

@@ -106,7 +106,9 @@ pub async fn start(store: DynStore, cfg: NodeConfig) -> anyhow::Result<Node> {
         }));
     }
     if cfg.controllers {
-        for c in berth_controllers::all(store.clone(), &registry) {
+        // One shared cache for every controller: the process watches the store once.
+        let cache = berth_controllers::cache(store.clone());
+        for c in berth_controllers::all_with(store.clone(), &cache, &registry) {
             tasks.push(tokio::spawn(c.run(shutdown.clone())));
         }
         // The control plane also runs a load balancer (`berth lb` runs more of them).
