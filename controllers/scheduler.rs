@@ -68,11 +68,16 @@ impl Scheduler {
         Self::controller_with(store, &cache)
     }
 
-    pub fn controller_with(store: DynStore, cache: &ClusterCache) -> Controller {
-        let r = Arc::new(Scheduler {
-            store: store.clone(),
+    /// The reconciler alone (tests call `reconcile` on it directly).
+    pub fn new(store: DynStore, cache: &ClusterCache) -> Self {
+        Scheduler {
+            store,
             cache: cache.clone(),
-        });
+        }
+    }
+
+    pub fn controller_with(store: DynStore, cache: &ClusterCache) -> Controller {
+        let r = Arc::new(Scheduler::new(store.clone(), cache));
         // A pending task, or anything that may free or add room (a task stopping, an instance
         // or agent lease changing), runs a pass over all pending tasks.
         let on_task = |t: &Task| -> Vec<String> {

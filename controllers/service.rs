@@ -39,11 +39,16 @@ impl ServiceController {
     }
 
     /// Reads the service's tasks from `cache` (its tasks-by-service index).
-    pub fn controller_with(store: DynStore, cache: &ClusterCache) -> Controller {
-        let r = Arc::new(ServiceController {
-            store: store.clone(),
+    /// The reconciler alone (tests call `reconcile` on it directly).
+    pub fn new(store: DynStore, cache: &ClusterCache) -> Self {
+        ServiceController {
+            store,
             cache: cache.clone(),
-        });
+        }
+    }
+
+    pub fn controller_with(store: DynStore, cache: &ClusterCache) -> Controller {
+        let r = Arc::new(ServiceController::new(store.clone(), cache));
         Controller::new(
             "service",
             store,

@@ -8,3 +8,4 @@ mod deployment;
 mod lb_target;
 mod recovery;
 mod service;
+mod work;
