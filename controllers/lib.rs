@@ -49,7 +49,7 @@ pub fn all_with(store: DynStore, cache: &ClusterCache, registry: &Registry) -> V
             store.clone(),
             cache,
         )),
-        shared(iam_binder::IamBinder::controller(store.clone())),
+        shared(iam_binder::IamBinder::controller_with(store.clone(), cache)),
         shared(scheduler::Scheduler::controller_with(store.clone(), cache)),
         shared(scaling::ScalingController::controller_with(
             store.clone(),
@@ -59,6 +59,6 @@ pub fn all_with(store: DynStore, cache: &ClusterCache, registry: &Registry) -> V
             store.clone(),
             cache,
         )),
-        shared(gc::controller(store)),
+        shared(gc::controller_with(store, cache)),
     ]
 }

@@ -39,6 +39,9 @@ use berth_core::store::{
 const ALL: &str = "*";
 /// Tasks decided per pass; the rest follow on an immediate requeue (bounds a pass's time).
 const MAX_PER_PASS: usize = 4096;
+/// Tries of one transaction whose compares failed only on instance records that saw no
+/// placement meanwhile.
+const COMMIT_ATTEMPTS: usize = 3;
 /// Clusters up to this many usable instances are ranked whole; larger ones by a walk of
 /// log2(n) feasible instances, but never fewer than this.
 const SAMPLE_FLOOR: usize = 16;
@@ -204,6 +207,7 @@ impl Scheduler {
             records: HashMap::new(),
             failed: HashSet::new(),
             last_revision: 0,
+            conflicts: 0,
         };
         let mut chunk: Vec<(usize, &[Plan])> = Vec::new();
         let (mut ops, mut bytes) = (0usize, 0usize);
@@ -255,6 +259,13 @@ impl Scheduler {
                 .await?;
             }
         }
+        tracing::debug!(
+            pending = pending.len(),
+            instances = plans.len(),
+            conflicts = commit.conflicts,
+            failed = commit.failed.len(),
+            "placement pass"
+        );
         if !commit.failed.is_empty() {
             // Lost a race (another scheduler, an instance update): plan again once the cache
             // holds everything the store has now.
@@ -278,63 +289,100 @@ impl Scheduler {
 
     /// One transaction: for each instance, its tasks' placements and its record, each
     /// compared with the revision the decision was made on.
+    ///
+    /// A failed compare usually means an instance record changed for another reason (the
+    /// instance-status controller writes counters after every task transition). The record's
+    /// `placementGeneration` tells the two apart: every placement bumps it, so an instance
+    /// whose generation is still the one decided on has seen no placement since the cut, and
+    /// its tasks' usage is what the decision assumed. Those are retried on their fresh
+    /// revision (Nomad's partial plan apply); the others are left to the next pass.
     async fn commit(
         &self,
         c: &mut Commit,
         instances: &[Arc<ContainerInstance>],
         chunk: &[(usize, &[Plan])],
     ) -> anyhow::Result<()> {
-        let mut txn = Txn::new();
-        let mut staged: Vec<(usize, Candidate, ContainerInstance)> = Vec::new();
-        for (i, plans) in chunk {
-            let i = *i;
-            // An earlier part of this instance's list failed: its record is stale now.
-            if c.failed.contains(&i) {
-                continue;
-            }
-            let mut cand = c.base[i].clone();
-            let mut rec = c
-                .records
-                .get(&i)
-                .cloned()
-                .unwrap_or_else(|| (*instances[i]).clone());
-            for p in plans.iter() {
-                cand.take(&p.req);
-                let key = objects::task_key(&p.task.metadata.name);
-                let mut t = (*p.task).clone();
-                t.status.container_instance = Some(rec.metadata.name.clone());
-                t.status.last_status = TaskState::Pending;
-                t.status.placement_message = None;
+        for _attempt in 0..COMMIT_ATTEMPTS {
+            let mut txn = Txn::new();
+            let mut staged: Vec<(usize, Candidate, ContainerInstance)> = Vec::new();
+            for (i, plans) in chunk {
+                let i = *i;
+                // Failed before (or an earlier part of this instance's list did).
+                if c.failed.contains(&i) {
+                    continue;
+                }
+                let mut cand = c.base[i].clone();
+                let mut rec = c
+                    .records
+                    .get(&i)
+                    .cloned()
+                    .unwrap_or_else(|| (*instances[i]).clone());
+                for p in plans.iter() {
+                    cand.take(&p.req);
+                    let key = objects::task_key(&p.task.metadata.name);
+                    let mut t = (*p.task).clone();
+                    t.status.container_instance = Some(rec.metadata.name.clone());
+                    t.status.last_status = TaskState::Pending;
+                    t.status.placement_message = None;
+                    txn = txn
+                        .when(Compare::mod_revision(&key, p.task.metadata.revision))
+                        .and_then(Op::put(key, t.to_bytes()));
+                }
+                rec.status.placement_generation += 1;
+                rec.status.remaining_resources = capacity::remaining(&cand);
+                rec.status.pending_tasks_count += plans.len() as u32;
+                let ikey = keys::key(Kind::ContainerInstance, &rec.metadata.name);
                 txn = txn
-                    .when(Compare::mod_revision(&key, p.task.metadata.revision))
-                    .and_then(Op::put(key, t.to_bytes()));
+                    .when(Compare::mod_revision(&ikey, c.revisions[i]))
+                    .and_then(Op::put(ikey, rec.to_bytes()));
+                staged.push((i, cand, rec));
             }
-            rec.status.placement_generation += 1;
-            rec.status.remaining_resources = capacity::remaining(&cand);
-            rec.status.pending_tasks_count += plans.len() as u32;
-            let ikey = keys::key(Kind::ContainerInstance, &rec.metadata.name);
-            txn = txn
-                .when(Compare::mod_revision(&ikey, c.revisions[i]))
-                .and_then(Op::put(ikey, rec.to_bytes()));
-            staged.push((i, cand, rec));
-        }
-        if staged.is_empty() {
-            return Ok(());
-        }
-        debug_assert!(txn.success.len() <= MAX_TXN_OPS);
-        debug_assert!(txn.success.iter().map(op_bytes).sum::<usize>() <= MAX_TXN_BYTES);
-        let r = self.store.txn(txn).await?;
-        if r.succeeded {
-            tracing::debug!(instances = staged.len(), revision = r.revision, "placed");
-            for (i, cand, rec) in staged {
-                c.base[i] = cand;
-                c.revisions[i] = r.revision;
-                c.records.insert(i, rec);
+            if staged.is_empty() {
+                return Ok(());
             }
-            c.last_revision = r.revision;
-        } else {
-            c.failed.extend(staged.iter().map(|(i, ..)| *i));
+            debug_assert!(txn.success.len() <= MAX_TXN_OPS);
+            debug_assert!(txn.success.iter().map(op_bytes).sum::<usize>() <= MAX_TXN_BYTES);
+            let r = self.store.txn(txn).await?;
+            if r.succeeded {
+                tracing::debug!(instances = staged.len(), revision = r.revision, "placed");
+                for (i, cand, rec) in staged {
+                    c.base[i] = cand;
+                    c.revisions[i] = r.revision;
+                    c.records.insert(i, rec);
+                }
+                c.last_revision = r.revision;
+                return Ok(());
+            }
+            c.conflicts += 1;
+            for (i, ..) in &staged {
+                let i = *i;
+                let decided = c
+                    .records
+                    .get(&i)
+                    .map_or(instances[i].status.placement_generation, |r| {
+                        r.status.placement_generation
+                    });
+                let key = keys::key(Kind::ContainerInstance, &instances[i].metadata.name);
+                match objects::get::<_, _>(&*self.store, &key).await? {
+                    Some(fresh)
+                        if {
+                            let fresh: &ContainerInstance = &fresh;
+                            fresh.status.placement_generation == decided
+                                && fresh.metadata.revision != c.revisions[i]
+                        } =>
+                    {
+                        let fresh: ContainerInstance = fresh;
+                        c.revisions[i] = fresh.metadata.revision;
+                        c.records.insert(i, fresh);
+                    }
+                    // Placed on by someone else, gone, or unchanged (then a task moved).
+                    _ => {
+                        c.failed.insert(i);
+                    }
+                }
+            }
         }
+        c.failed.extend(chunk.iter().map(|(i, _)| *i));
         Ok(())
     }
 
@@ -361,6 +409,8 @@ struct Commit {
     records: HashMap<usize, ContainerInstance>,
     failed: HashSet<usize>,
     last_revision: i64,
+    /// Transactions that failed a compare.
+    conflicts: u32,
 }
 
 /// What decides whether a request fits an instance (strategy only ranks; the group matters
