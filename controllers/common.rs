@@ -3,6 +3,8 @@
 use berth_core::model::{
     ContainerInstance, HealthStatus, SchedulingStrategy, Service, Task, TaskDefinition, TaskState,
 };
+use std::sync::Arc;
+
 use berth_core::objects;
 use berth_core::runtime::ClusterCache;
 use berth_core::store::Store;
@@ -18,12 +20,9 @@ pub fn group_of(service: &str) -> String {
 
 /// Every task of a service (any state), from the shared cache's index: the work follows the
 /// service's own tasks, not the cluster's.
-pub fn tasks_of(cache: &ClusterCache, service: &str) -> Vec<Task> {
-    cache
-        .tasks_of_service(service)
-        .iter()
-        .map(|t| (**t).clone())
-        .collect()
+/// Shared, not copied: a reconcile of a big service must not copy its tasks.
+pub fn tasks_of(cache: &ClusterCache, service: &str) -> Vec<Arc<Task>> {
+    cache.tasks_of_service(service)
 }
 
 /// Wait until the cache has seen the service record as read (`revision`): every task created
@@ -83,7 +82,7 @@ pub fn counts_healthy(t: &Task, has_checks: bool) -> bool {
 pub async fn checks_by_taskdef(
     store: &dyn Store,
     cache: &ClusterCache,
-    tasks: &[Task],
+    tasks: &[Arc<Task>],
     extra: &[&TaskDefinition],
 ) -> anyhow::Result<std::collections::BTreeMap<String, bool>> {
     let mut m = std::collections::BTreeMap::new();

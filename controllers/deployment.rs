@@ -139,6 +139,7 @@ impl DeploymentController {
         for d in deps.iter_mut() {
             let mine: Vec<&Task> = tasks
                 .iter()
+                .map(|t| &**t)
                 .filter(|t| t.is_active() && t.spec.task_definition == d.task_definition)
                 .collect();
             let running = mine
@@ -221,7 +222,11 @@ impl DeploymentController {
                         .unwrap_or(false),
                 )
         };
-        let active: Vec<&Task> = tasks.iter().filter(|t| t.is_active()).collect();
+        let active: Vec<&Task> = tasks
+            .iter()
+            .map(|t| &**t)
+            .filter(|t| t.is_active())
+            .collect();
         let new_healthy = active
             .iter()
             .filter(|t| t.spec.task_definition == primary && healthy(t))

@@ -99,7 +99,7 @@ impl LbTargetController {
         let tasks = common::tasks_of(&self.cache, name);
         let by_id: BTreeMap<&str, &Task> = tasks
             .iter()
-            .map(|t| (t.metadata.name.as_str(), t))
+            .map(|t| (t.metadata.name.as_str(), &**t))
             .collect();
         // Every target of this service, in any target group (the targets-by-service index).
         let mut existing: Vec<(String, Target)> = self
@@ -261,7 +261,7 @@ impl LbTargetController {
 pub fn lb_healthy_tasks(
     cache: &ClusterCache,
     svc: &Service,
-    tasks: &[Task],
+    tasks: &[Arc<Task>],
 ) -> Option<BTreeSet<String>> {
     if svc.spec.load_balancers.is_empty() {
         return None;

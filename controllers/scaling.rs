@@ -167,7 +167,7 @@ impl ScalingController {
         let infos: Vec<TaskInfo> = tasks
             .iter()
             .filter(|t| t.is_active())
-            .map(TaskInfo::from_task)
+            .map(|t| TaskInfo::from_task(t))
             .collect();
         let (kvs, _) = self.store.range(STATS_PREFIX).await?;
         let samples: Vec<InstanceSample> = kvs.iter().filter_map(InstanceSample::decode).collect();

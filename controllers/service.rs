@@ -83,7 +83,7 @@ impl ServiceController {
     }
 
     /// Delete STOPPED tasks of the service past retention.
-    async fn collect_garbage(&self, tasks: &[Task]) -> anyhow::Result<()> {
+    async fn collect_garbage(&self, tasks: &[Arc<Task>]) -> anyhow::Result<()> {
         let cutoff = now() - STOPPED_TASK_RETENTION;
         for t in tasks {
             if t.is_stopped() && t.status.stopped_at.is_some_and(|s| s < cutoff) {
@@ -104,9 +104,13 @@ impl ServiceController {
         if let Some(s) = &svc {
             common::caught_up(&self.cache, s.metadata.revision).await?;
         }
-        let tasks: Vec<Task> = common::tasks_of(&self.cache, name);
+        let tasks: Vec<Arc<Task>> = common::tasks_of(&self.cache, name);
         self.collect_garbage(&tasks).await?;
-        let active: Vec<&Task> = tasks.iter().filter(|t| t.is_active()).collect();
+        let active: Vec<&Task> = tasks
+            .iter()
+            .map(|t| &**t)
+            .filter(|t| t.is_active())
+            .collect();
         let Some(svc) = svc else {
             // Owner gone: its tasks are orphans and go too.
             let ids: Vec<String> = active.iter().map(|t| t.metadata.name.clone()).collect();
@@ -391,8 +395,12 @@ impl ServiceController {
 }
 
 /// Failed tasks in a row, newest first, until one that did not fail.
-fn consecutive_failures(tasks: &[Task]) -> u32 {
-    let mut stopped: Vec<&Task> = tasks.iter().filter(|t| t.is_stopped()).collect();
+fn consecutive_failures(tasks: &[Arc<Task>]) -> u32 {
+    let mut stopped: Vec<&Task> = tasks
+        .iter()
+        .map(|t| &**t)
+        .filter(|t| t.is_stopped())
+        .collect();
     stopped.sort_by_key(|t| std::cmp::Reverse(t.status.stopped_at));
     stopped.iter().take_while(|t| t.failed_to_start()).count() as u32
 }
