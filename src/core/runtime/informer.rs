@@ -299,7 +299,6 @@ mod tests {
     use super::*;
     use crate::runtime::reflector::{ChangeKind, Reflector};
     use crate::store::embedded::EmbeddedStore;
-    use crate::store::Store;
 
     fn decode(kv: &crate::store::KeyValue) -> Option<String> {
         String::from_utf8(kv.value.clone()).ok()

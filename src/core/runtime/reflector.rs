@@ -385,6 +385,8 @@ mod tests {
         }
     }
 
+    // An index function takes `&T`, here `&String`.
+    #[allow(clippy::ptr_arg)]
     fn first_letter(s: &String) -> Vec<String> {
         s.chars()
             .next()
