@@ -1,10 +1,11 @@
 //! Keeps each ContainerInstance's observed status true: remaining resources, task counts and
 //! whether its agent holds its lease.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use tokio::time::Duration;
+use tokio::time::{Duration, Instant};
 
 use berth_core::model::{keys, Kind, Task};
 use berth_core::objects::{self, ObjectError};
@@ -18,7 +19,15 @@ use crate::capacity::{candidate, remaining, PortsOf};
 pub struct InstanceStatus {
     store: DynStore,
     cache: ClusterCache,
+    /// When each instance's counters were last written by us.
+    written: Mutex<HashMap<String, Instant>>,
 }
+
+/// Counters (remaining resources, task counts) of one instance are written at most this
+/// often: a burst of placements would otherwise rewrite the record after every task
+/// transition, and every rewrite makes the scheduler's compare on that record fail once.
+/// Connection changes are written at once.
+const COUNTERS_EVERY: Duration = Duration::from_secs(1);
 
 impl InstanceStatus {
     /// An instance-status controller with a cache of its own.
@@ -31,6 +40,7 @@ impl InstanceStatus {
         let r = Arc::new(InstanceStatus {
             store: store.clone(),
             cache: cache.clone(),
+            written: Mutex::new(HashMap::new()),
         });
         let by_task =
             |t: &Task| -> Vec<String> { t.status.container_instance.clone().into_iter().collect() };
@@ -96,8 +106,22 @@ impl Reconciler for InstanceStatus {
             if next.status == inst.status {
                 return Ok(Action::Done);
             }
+            let counters_only = next.status.agent_connected == inst.status.agent_connected
+                && next.status.disconnected_at == inst.status.disconnected_at;
+            let since = self.written.lock().unwrap().get(id).map(|t| t.elapsed());
+            if let Some(since) = since.filter(|s| counters_only && *s < COUNTERS_EVERY) {
+                return Ok(Action::RequeueAfter(COUNTERS_EVERY - since));
+            }
             match objects::put_cas(&*self.store, &key, &next).await {
-                Ok(_) => return Ok(Action::Done),
+                Ok(_) => {
+                    let mut w = self.written.lock().unwrap();
+                    w.insert(id.to_string(), Instant::now());
+                    // Forget instances written long ago (bounded by the cluster's size anyway).
+                    if w.len() > 4096 {
+                        w.retain(|_, t| t.elapsed() < COUNTERS_EVERY);
+                    }
+                    return Ok(Action::Done);
+                }
                 Err(ObjectError::Conflict(_)) => {
                     // Our cut was stale: decide again once the cache has what the store has.
                     let rev = self.store.revision().await?;

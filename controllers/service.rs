@@ -260,20 +260,14 @@ impl ServiceController {
                 .map(|t| t.metadata.name.clone()),
         );
 
-        // New tasks are written together with the service status, fenced by its revision.
-        // At most one transaction's worth per pass (etcd's default --max-txn-ops); the rest
-        // follow on an immediate requeue, each pass fenced by the service revision again.
-        let mut creates = Vec::new();
-        let mut bytes = next.to_bytes().len();
-        for _ in 0..step.start {
-            let t = self.new_task(&svc, &td, &primary_id);
-            let n = t.to_bytes().len();
-            if creates.len() + 1 >= MAX_TXN_OPS || bytes + n > MAX_TXN_BYTES {
-                break;
-            }
-            bytes += n;
-            creates.push(t);
-        }
+        // New tasks are written together with the service status, fenced by its revision, in
+        // transactions that fit etcd's defaults (--max-txn-ops 128, 1.5 MiB): the first carries
+        // the status, each next one compares the service revision the previous one wrote, so
+        // the chain is as safe as one transaction (a change of the service by anyone else
+        // stops it). At most MAX_CREATES_PER_PASS per pass; the rest follow on a requeue.
+        let creates: Vec<Task> = (0..step.start.min(MAX_CREATES_PER_PASS))
+            .map(|_| self.new_task(&svc, &td, &primary_id))
+            .collect();
         let more_to_create = (creates.len() as u32) < step.start;
         if !creates.is_empty() {
             let ids: Vec<String> = creates
@@ -311,7 +305,9 @@ impl ServiceController {
             && counts.old_total == 0
             && stopping == 0;
         let n_creates = creates.len();
-        let written = match self.write_status(&key, &svc, &next, creates).await {
+        let mut chunks = chunk_creates(creates, next.to_bytes().len()).into_iter();
+        let first = chunks.next().unwrap_or_default();
+        let written = match self.write_status(&key, &svc, &next, first).await {
             Ok(w) => w,
             Err(e) => {
                 // Users read the service, not /v1/controllers: say why nothing starts.
@@ -324,9 +320,16 @@ impl ServiceController {
                 return Err(e);
             }
         };
-        if !written {
+        let Some(mut fence) = written else {
             // Lost a race with another writer: start over on fresh state.
             return Ok(Action::Requeue);
+        };
+        for chunk in chunks {
+            match self.write_more(&key, fence, &chunk).await? {
+                Some(rev) => fence = rev,
+                // The service changed: the rest is decided again on fresh state.
+                None => return Ok(Action::Requeue),
+            }
         }
         self.stop_tasks(
             &to_stop,
@@ -370,16 +373,16 @@ impl ServiceController {
     }
 
     /// Write the service status (if changed) and any new tasks in one fenced transaction.
-    /// Returns false when the service changed underneath.
+    /// Returns the service's revision afterwards, None when it changed underneath.
     async fn write_status(
         &self,
         key: &str,
         before: &Service,
         after: &Service,
         creates: Vec<Task>,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Option<i64>> {
         if before == after && creates.is_empty() {
-            return Ok(true);
+            return Ok(Some(before.metadata.revision));
         }
         let mut txn = Txn::new()
             .when(Compare::mod_revision(key, before.metadata.revision))
@@ -390,8 +393,50 @@ impl ServiceController {
                 .when(Compare::absent(&tk))
                 .and_then(Op::put(tk, t.to_bytes()));
         }
-        Ok(self.store.txn(txn).await?.succeeded)
+        let r = self.store.txn(txn).await?;
+        Ok(r.succeeded.then_some(r.revision))
     }
+
+    /// More new tasks, fenced on the service revision the previous write left (the service
+    /// record itself is not rewritten). Returns the store revision afterwards.
+    async fn write_more(
+        &self,
+        key: &str,
+        fence: i64,
+        creates: &[Task],
+    ) -> anyhow::Result<Option<i64>> {
+        let mut txn = Txn::new().when(Compare::mod_revision(key, fence));
+        for t in creates {
+            let tk = keys::key(Kind::Task, &t.metadata.name);
+            txn = txn
+                .when(Compare::absent(&tk))
+                .and_then(Op::put(tk, t.to_bytes()));
+        }
+        let r = self.store.txn(txn).await?;
+        // The service's revision is unchanged by this write: keep fencing on it.
+        Ok(r.succeeded.then_some(fence))
+    }
+}
+
+/// New tasks per pass (a pass of a big service writes several transactions).
+const MAX_CREATES_PER_PASS: u32 = 1024;
+
+/// Split new tasks into transactions within etcd's limits: one compare per task plus the
+/// service's, and the first also carries the service record (`first_bytes`).
+fn chunk_creates(creates: Vec<Task>, first_bytes: usize) -> Vec<Vec<Task>> {
+    let mut out: Vec<Vec<Task>> = vec![Vec::new()];
+    let mut bytes = first_bytes;
+    for t in creates {
+        let n = t.to_bytes().len() + 128;
+        let cur = out.last().expect("one chunk");
+        if !cur.is_empty() && (cur.len() + 1 >= MAX_TXN_OPS || bytes + n > MAX_TXN_BYTES) {
+            out.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += n;
+        out.last_mut().expect("one chunk").push(t);
+    }
+    out
 }
 
 /// Failed tasks in a row, newest first, until one that did not fail.
