@@ -261,10 +261,12 @@ impl ServiceController {
         );
 
         // New tasks are written together with the service status, fenced by its revision, in
-        // transactions that fit etcd's defaults (--max-txn-ops 128, 1.5 MiB): the first carries
-        // the status, each next one compares the service revision the previous one wrote, so
-        // the chain is as safe as one transaction (a change of the service by anyone else
-        // stops it). At most MAX_CREATES_PER_PASS per pass; the rest follow on a requeue.
+        // transactions that fit etcd's defaults (--max-txn-ops 128, 1.5 MiB): each compares
+        // the service revision the previous one wrote and rewrites the service record, so the
+        // chain is as safe as one transaction (a change of the service by anyone else stops
+        // it) and the service's revision is always that of its newest tasks (what the next
+        // pass waits for in the cache before counting). At most MAX_CREATES_PER_PASS per pass;
+        // the rest follow on a requeue.
         let creates: Vec<Task> = (0..step.start.min(MAX_CREATES_PER_PASS))
             .map(|_| self.new_task(&svc, &td, &primary_id))
             .collect();
@@ -325,7 +327,7 @@ impl ServiceController {
             return Ok(Action::Requeue);
         };
         for chunk in chunks {
-            match self.write_more(&key, fence, &chunk).await? {
+            match self.write_more(&key, fence, &next, &chunk).await? {
                 Some(rev) => fence = rev,
                 // The service changed: the rest is decided again on fresh state.
                 None => return Ok(Action::Requeue),
@@ -397,15 +399,18 @@ impl ServiceController {
         Ok(r.succeeded.then_some(r.revision))
     }
 
-    /// More new tasks, fenced on the service revision the previous write left (the service
-    /// record itself is not rewritten). Returns the store revision afterwards.
+    /// More new tasks, fenced on the service revision the previous write left, with the
+    /// service record rewritten so its revision moves with them. Returns that revision.
     async fn write_more(
         &self,
         key: &str,
         fence: i64,
+        svc: &Service,
         creates: &[Task],
     ) -> anyhow::Result<Option<i64>> {
-        let mut txn = Txn::new().when(Compare::mod_revision(key, fence));
+        let mut txn = Txn::new()
+            .when(Compare::mod_revision(key, fence))
+            .and_then(Op::put(key, svc.to_bytes()));
         for t in creates {
             let tk = keys::key(Kind::Task, &t.metadata.name);
             txn = txn
@@ -413,25 +418,24 @@ impl ServiceController {
                 .and_then(Op::put(tk, t.to_bytes()));
         }
         let r = self.store.txn(txn).await?;
-        // The service's revision is unchanged by this write: keep fencing on it.
-        Ok(r.succeeded.then_some(fence))
+        Ok(r.succeeded.then_some(r.revision))
     }
 }
 
 /// New tasks per pass (a pass of a big service writes several transactions).
 const MAX_CREATES_PER_PASS: u32 = 1024;
 
-/// Split new tasks into transactions within etcd's limits: one compare per task plus the
-/// service's, and the first also carries the service record (`first_bytes`).
-fn chunk_creates(creates: Vec<Task>, first_bytes: usize) -> Vec<Vec<Task>> {
+/// Split new tasks into transactions within etcd's limits: one compare and one put per task
+/// plus the service's, each carrying the service record (`svc_bytes`).
+fn chunk_creates(creates: Vec<Task>, svc_bytes: usize) -> Vec<Vec<Task>> {
     let mut out: Vec<Vec<Task>> = vec![Vec::new()];
-    let mut bytes = first_bytes;
+    let mut bytes = svc_bytes;
     for t in creates {
         let n = t.to_bytes().len() + 128;
         let cur = out.last().expect("one chunk");
         if !cur.is_empty() && (cur.len() + 1 >= MAX_TXN_OPS || bytes + n > MAX_TXN_BYTES) {
             out.push(Vec::new());
-            bytes = 0;
+            bytes = svc_bytes;
         }
         bytes += n;
         out.last_mut().expect("one chunk").push(t);
