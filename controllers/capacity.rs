@@ -1,63 +1,58 @@
-//! What an instance has and uses, from the store: the placement candidates the scheduler ranks
-//! and the remaining resources the instance-status controller reports. Both read it the same way.
+//! What an instance has and uses: the placement candidates the scheduler ranks and the
+//! remaining resources the instance-status controller reports, both from the shared cache's
+//! per-instance usage (kept as tasks change), so neither folds over every task of the cluster.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::HashMap;
 
-use berth_core::model::{ContainerInstance, Resources, Task};
-use berth_core::objects;
+use berth_core::model::{ContainerInstance, Protocol, Resources};
 use berth_core::placement::Candidate;
+use berth_core::runtime::{ClusterCache, Usage};
 
-/// Build placement candidates from a consistent-enough snapshot.
-pub async fn candidates(
-    instances: &[ContainerInstance],
-    connected: &BTreeSet<String>,
-    tasks: &[Task],
-    store: &dyn berth_core::store::Store,
-) -> Vec<Candidate> {
-    let mut by_id: BTreeMap<&str, Candidate> = BTreeMap::new();
-    for i in instances {
-        by_id.insert(
-            &i.metadata.name,
-            Candidate {
-                id: i.metadata.name.clone(),
-                cluster: i.spec.cluster.clone(),
-                usable: i.status.status == "ACTIVE" && connected.contains(&i.metadata.name),
-                cpu_total: i.status.registered_resources.cpu,
-                memory_total: i.status.registered_resources.memory,
-                attributes: i.spec.attributes.clone(),
-                ..Default::default()
-            },
-        );
+/// Host ports each task definition holds, looked up once per definition.
+#[derive(Default)]
+pub struct PortsOf {
+    memo: HashMap<String, Vec<(u16, Protocol)>>,
+}
+
+impl PortsOf {
+    pub fn get(&mut self, cache: &ClusterCache, taskdef: &str) -> &[(u16, Protocol)] {
+        self.memo
+            .entry(taskdef.to_string())
+            .or_insert_with(|| {
+                cache
+                    .taskdef(taskdef)
+                    .map(|td| td.spec.fixed_host_ports())
+                    .unwrap_or_default()
+            })
+            .as_slice()
     }
-    let mut td_ports: BTreeMap<String, Vec<(u16, berth_core::model::Protocol)>> = BTreeMap::new();
-    for t in tasks.iter().filter(|t| t.holds_resources()) {
-        let Some(c) = t
-            .status
-            .container_instance
-            .as_deref()
-            .and_then(|i| by_id.get_mut(i))
-        else {
-            continue;
-        };
-        c.cpu_used += t.spec.cpu;
-        c.memory_used += t.spec.memory;
-        c.tasks += 1;
-        if t.is_active() {
-            *c.groups.entry(t.spec.group.clone()).or_insert(0) += 1;
-        }
-        if !td_ports.contains_key(&t.spec.task_definition) {
-            let ports = objects::taskdef(store, &t.spec.task_definition)
-                .await
-                .ok()
-                .flatten()
-                .map(|td| td.spec.fixed_host_ports())
-                .unwrap_or_default();
-            td_ports.insert(t.spec.task_definition.clone(), ports);
-        }
-        c.ports_used
-            .extend(td_ports[&t.spec.task_definition].iter().copied());
+}
+
+/// The candidate an instance makes, given what its tasks use.
+pub fn candidate(
+    i: &ContainerInstance,
+    connected: bool,
+    u: &Usage,
+    cache: &ClusterCache,
+    ports: &mut PortsOf,
+) -> Candidate {
+    let mut c = Candidate {
+        id: i.metadata.name.clone(),
+        cluster: i.spec.cluster.clone(),
+        usable: i.status.status == "ACTIVE" && connected,
+        cpu_total: i.status.registered_resources.cpu,
+        memory_total: i.status.registered_resources.memory,
+        cpu_used: u.cpu,
+        memory_used: u.memory,
+        tasks: u.tasks,
+        groups: u.groups.iter().map(|(g, n)| (g.clone(), *n)).collect(),
+        attributes: i.spec.attributes.clone(),
+        ..Default::default()
+    };
+    for td in u.taskdefs.keys() {
+        c.ports_used.extend(ports.get(cache, td).iter().copied());
     }
-    by_id.into_values().collect()
+    c
 }
 
 /// What is left on an instance, as ECS reports `remainingResources`.

@@ -1,49 +1,61 @@
 //! Reads and rules shared by the service, deployment and recovery controllers.
 
 use berth_core::model::{
-    keys, parse_taskdef_ref, ContainerInstance, HealthStatus, Kind, SchedulingStrategy, Service,
-    Task, TaskDefinition, TaskState,
+    ContainerInstance, HealthStatus, SchedulingStrategy, Service, Task, TaskDefinition, TaskState,
 };
+use std::sync::Arc;
+
 use berth_core::objects;
-use berth_core::runtime::Cache;
-use berth_core::store::{DynStore, KeyValue, Store};
+use berth_core::runtime::ClusterCache;
+use berth_core::store::Store;
 
 /// Trigger mapper: a task → the service it belongs to, if any.
-pub fn task_service(kv: &berth_core::store::KeyValue) -> Vec<String> {
-    serde_json::from_slice::<Task>(&kv.value)
-        .ok()
-        .and_then(|t| t.service_name().map(str::to_string))
-        .into_iter()
-        .collect()
+pub fn task_service(t: &Task) -> Vec<String> {
+    t.service_name().map(str::to_string).into_iter().collect()
 }
 
 pub fn group_of(service: &str) -> String {
     format!("service:{service}")
 }
 
-/// Every task of a service (any state), read fresh from the store.
-pub async fn tasks_of(store: &dyn Store, service: &str) -> anyhow::Result<Vec<Task>> {
-    let group = group_of(service);
-    Ok(objects::list_tasks(store)
-        .await?
-        .into_iter()
-        .filter(|t| t.spec.group == group)
-        .collect())
+/// Every task of a service (any state), from the shared cache's index: the work follows the
+/// service's own tasks, not the cluster's.
+/// Shared, not copied: a reconcile of a big service must not copy its tasks.
+pub fn tasks_of(cache: &ClusterCache, service: &str) -> Vec<Arc<Task>> {
+    cache.tasks_of_service(service)
+}
+
+/// Wait until the cache has seen the service record as read (`revision`): every task created
+/// with that record (in its transaction) is then in the cache, so counting tasks from it can
+/// never under-count and create twice.
+pub async fn caught_up(cache: &ClusterCache, revision: i64) -> anyhow::Result<()> {
+    Ok(cache.wait_for(revision).await?)
+}
+
+/// A task definition from the cache, else from the store (just registered, not seen yet).
+pub async fn taskdef(
+    store: &dyn Store,
+    cache: &ClusterCache,
+    reference: &str,
+) -> anyhow::Result<Option<TaskDefinition>> {
+    match cache.taskdef(reference) {
+        Some(td) => Ok(Some((*td).clone())),
+        None => Ok(objects::taskdef(store, reference).await?),
+    }
 }
 
 /// REPLICA: the spec's count; DAEMON: one per ACTIVE instance of the cluster.
-pub async fn desired_count(store: &dyn Store, svc: &Service) -> anyhow::Result<u32> {
-    Ok(match svc.spec.scheduling_strategy.unwrap_or_default() {
+pub fn desired_count(cache: &ClusterCache, svc: &Service) -> u32 {
+    match svc.spec.scheduling_strategy.unwrap_or_default() {
         SchedulingStrategy::Replica => svc.spec.desired_count,
         SchedulingStrategy::Daemon => {
-            let instances: Vec<ContainerInstance> =
-                objects::list(store, &keys::prefix(Kind::ContainerInstance)).await?;
+            let instances: Vec<std::sync::Arc<ContainerInstance>> = cache.instances.list();
             instances
                 .iter()
                 .filter(|i| i.spec.cluster == svc.spec.cluster && i.status.status == "ACTIVE")
                 .count() as u32
         }
-    })
+    }
 }
 
 /// Does the task definition have a health check on an essential container?
@@ -69,7 +81,8 @@ pub fn counts_healthy(t: &Task, has_checks: bool) -> bool {
 /// `has_checks` for every task definition the tasks use (plus `extra`), fetched once each.
 pub async fn checks_by_taskdef(
     store: &dyn Store,
-    tasks: &[Task],
+    cache: &ClusterCache,
+    tasks: &[Arc<Task>],
     extra: &[&TaskDefinition],
 ) -> anyhow::Result<std::collections::BTreeMap<String, bool>> {
     let mut m = std::collections::BTreeMap::new();
@@ -78,7 +91,7 @@ pub async fn checks_by_taskdef(
     }
     for t in tasks {
         if !m.contains_key(&t.spec.task_definition) {
-            let h = objects::taskdef(store, &t.spec.task_definition)
+            let h = taskdef(store, cache, &t.spec.task_definition)
                 .await?
                 .map(|d| has_checks(&d))
                 .unwrap_or(false);
@@ -95,25 +108,11 @@ pub fn event_once(svc: &mut Service, msg: String) {
     }
 }
 
-/// Maps a changed task definition to the services that follow its family (from a local
-/// cache of services), so a new revision triggers exactly those.
+/// Maps a changed task definition to the services that follow its family (the cache's
+/// services-by-family index), so a new revision triggers exactly those.
 pub fn family_trigger(
-    store: DynStore,
-) -> impl Fn(&KeyValue) -> Vec<String> + Send + Sync + 'static {
-    let services = Cache::start(store, &keys::prefix(Kind::Service), |_| {});
-    move |kv: &KeyValue| -> Vec<String> {
-        let Ok(td) = serde_json::from_slice::<TaskDefinition>(&kv.value) else {
-            return vec![];
-        };
-        services
-            .list()
-            .iter()
-            .filter_map(|kv| serde_json::from_slice::<Service>(&kv.value).ok())
-            .filter(|s| {
-                parse_taskdef_ref(&s.spec.task_definition).map(|(f, _)| f)
-                    == Some(td.status.family.as_str())
-            })
-            .map(|s| s.metadata.name)
-            .collect()
-    }
+    cache: &ClusterCache,
+) -> impl Fn(&TaskDefinition) -> Vec<String> + Send + Sync + 'static {
+    let cache = cache.clone();
+    move |td: &TaskDefinition| cache.services_of_family(&td.status.family)
 }

@@ -15,9 +15,13 @@ use tokio::time::Duration;
 
 use super::common::{self, counts_healthy, event_once};
 use super::rollout;
-use berth_core::model::{keys, new_id, now, Deployment, DesiredStatus, Kind, Service, Task};
+use berth_core::model::{
+    keys, new_id, now, Deployment, DesiredStatus, Kind, Service, Task, TaskDefinition,
+};
 use berth_core::objects::{self, ObjectError};
-use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
+use berth_core::runtime::{
+    Action, ClusterCache, Controller, ControllerOptions, Reconciler, Trigger,
+};
 use berth_core::store::DynStore;
 
 /// INACTIVE deployments kept for history and rollback.
@@ -25,14 +29,22 @@ const KEEP_INACTIVE: usize = 5;
 
 pub struct DeploymentController {
     store: DynStore,
+    cache: ClusterCache,
 }
 
 impl DeploymentController {
+    /// A deployment controller with a cache of its own.
     pub fn controller(store: DynStore) -> Controller {
+        let cache = ClusterCache::start(store.clone(), &[]);
+        Self::controller_with(store, &cache)
+    }
+
+    pub fn controller_with(store: DynStore, cache: &ClusterCache) -> Controller {
         let r = Arc::new(DeploymentController {
             store: store.clone(),
+            cache: cache.clone(),
         });
-        let by_family = common::family_trigger(store.clone());
+        let by_family = common::family_trigger(cache);
         Controller::new(
             "deployment",
             store,
@@ -43,9 +55,16 @@ impl DeploymentController {
                 ..Default::default()
             },
         )
+        .shared(&cache.informer)
         .primary(Kind::Service)
-        .trigger(Trigger::new(keys::prefix(Kind::Task), common::task_service))
-        .trigger(Trigger::new(keys::prefix(Kind::TaskDefinition), by_family))
+        .trigger(Trigger::on::<Task>(
+            keys::prefix(Kind::Task),
+            common::task_service,
+        ))
+        .trigger(Trigger::on::<TaskDefinition>(
+            keys::prefix(Kind::TaskDefinition),
+            by_family,
+        ))
     }
 
     fn new_deployment(td: &str, desired: u32) -> Deployment {
@@ -72,8 +91,11 @@ impl DeploymentController {
         if svc.metadata.deletion_timestamp.is_some() {
             return Ok(Action::Done);
         }
+        common::caught_up(&self.cache, svc.metadata.revision).await?;
         let mut next = svc.clone();
-        let Some(td) = objects::taskdef(&*self.store, &svc.spec.task_definition).await? else {
+        let Some(td) =
+            common::taskdef(&*self.store, &self.cache, &svc.spec.task_definition).await?
+        else {
             event_once(
                 &mut next,
                 format!(
@@ -85,8 +107,8 @@ impl DeploymentController {
             return Ok(Action::RequeueAfter(Duration::from_secs(10)));
         };
         let target = td.metadata.name.clone();
-        let desired = common::desired_count(&*self.store, &svc).await?;
-        let tasks = common::tasks_of(&*self.store, name).await?;
+        let desired = common::desired_count(&self.cache, &svc);
+        let tasks = common::tasks_of(&self.cache, name);
         let deps = &mut next.status.deployments;
 
         // 1. A new revision (that has not already failed) becomes PRIMARY.
@@ -113,10 +135,11 @@ impl DeploymentController {
         }
 
         // 2. Counts per deployment.
-        let checks = common::checks_by_taskdef(&*self.store, &tasks, &[&td]).await?;
+        let checks = common::checks_by_taskdef(&*self.store, &self.cache, &tasks, &[&td]).await?;
         for d in deps.iter_mut() {
             let mine: Vec<&Task> = tasks
                 .iter()
+                .map(|t| &**t)
                 .filter(|t| t.is_active() && t.spec.task_definition == d.task_definition)
                 .collect();
             let running = mine
@@ -186,7 +209,7 @@ impl DeploymentController {
 
         // 4. Completion, and retiring deployments whose tasks are gone.
         let primary = deps[0].task_definition.clone();
-        let behind_lb = super::lb_target::lb_healthy_tasks(&*self.store, &svc).await?;
+        let behind_lb = super::lb_target::lb_healthy_tasks(&self.cache, &svc, &tasks);
         let healthy = |t: &Task| {
             behind_lb
                 .as_ref()
@@ -199,7 +222,11 @@ impl DeploymentController {
                         .unwrap_or(false),
                 )
         };
-        let active: Vec<&Task> = tasks.iter().filter(|t| t.is_active()).collect();
+        let active: Vec<&Task> = tasks
+            .iter()
+            .map(|t| &**t)
+            .filter(|t| t.is_active())
+            .collect();
         let new_healthy = active
             .iter()
             .filter(|t| t.spec.task_definition == primary && healthy(t))

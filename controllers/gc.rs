@@ -10,7 +10,10 @@ use tokio::time::Duration;
 
 use berth_core::model::{keys, now, Kind, Task};
 use berth_core::objects::{self, ObjectError};
-use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
+use berth_core::runtime::cluster_cache::{STOPPED, TASKS_BY_PHASE};
+use berth_core::runtime::{
+    Action, ClusterCache, Controller, ControllerOptions, Reconciler, Trigger,
+};
 use berth_core::store::{DynStore, KeyValue};
 
 /// A stopped task stays readable this long (as on ECS, about an hour), as the service
@@ -20,11 +23,18 @@ pub const RETENTION: chrono::Duration = crate::service::STOPPED_TASK_RETENTION;
 pub struct GcController {
     store: DynStore,
     retention: chrono::Duration,
+    /// When shared, the resync offers the cache's stopped tasks instead of listing the store.
+    cache: Option<ClusterCache>,
 }
 
 /// The task garbage collector with the default [`RETENTION`].
 pub fn controller(store: DynStore) -> Controller {
-    GcController::controller(store, RETENTION)
+    GcController::controller(store, RETENTION, None)
+}
+
+/// The task garbage collector on the process's shared cache.
+pub fn controller_with(store: DynStore, cache: &ClusterCache) -> Controller {
+    GcController::controller(store, RETENTION, Some(cache.clone())).shared(&cache.informer)
 }
 
 /// A stopped task's id, for the trigger: only stopped tasks concern this controller.
@@ -38,10 +48,15 @@ fn stopped_task(kv: &KeyValue) -> Vec<String> {
 }
 
 impl GcController {
-    pub fn controller(store: DynStore, retention: chrono::Duration) -> Controller {
+    pub fn controller(
+        store: DynStore,
+        retention: chrono::Duration,
+        cache: Option<ClusterCache>,
+    ) -> Controller {
         let r = Arc::new(GcController {
             store: store.clone(),
             retention,
+            cache,
         });
         Controller::new(
             "gc",
@@ -49,8 +64,8 @@ impl GcController {
             r,
             ControllerOptions {
                 workers: 1,
-                // The resync lists every task; stopped tasks are also requeued for their own
-                // deadline, so this only covers lost events.
+                // Stopped tasks are also requeued for their own deadline, so this only covers
+                // lost events.
                 resync: Duration::from_secs(300),
                 ..Default::default()
             },
@@ -100,6 +115,14 @@ impl Reconciler for GcController {
     }
 
     async fn resync_keys(&self) -> anyhow::Result<Vec<String>> {
+        if let Some(c) = self.cache.as_ref().filter(|c| c.informer.is_synced()) {
+            return Ok(c
+                .tasks
+                .by_index(TASKS_BY_PHASE, STOPPED)
+                .iter()
+                .map(|t| t.metadata.name.clone())
+                .collect());
+        }
         let (kvs, _) = self.store.range(&keys::prefix(Kind::Task)).await?;
         Ok(kvs.iter().flat_map(stopped_task).collect())
     }
@@ -158,6 +181,7 @@ mod tests {
         GcController {
             store: s.clone(),
             retention: RETENTION,
+            cache: None,
         }
     }
 
@@ -224,6 +248,7 @@ mod tests {
         let g = GcController {
             store: s.clone(),
             retention: chrono::Duration::milliseconds(200),
+            cache: None,
         };
         let zero = Some(chrono::Duration::zero());
         put_task(&s, "job-1", "family:job", TaskState::Stopped, zero).await;

@@ -22,7 +22,10 @@ use berth_core::auth::identity::{
 };
 use berth_core::model::{keys, now, Kind, Task};
 use berth_core::objects;
-use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
+use berth_core::runtime::cluster_cache::{ACTIVE, TASKS_BY_PHASE};
+use berth_core::runtime::{
+    Action, ClusterCache, Controller, ControllerOptions, Reconciler, Trigger,
+};
 use berth_core::store::{Compare, DynStore, KeyValue, Op, Txn};
 
 pub const TTL_ENV: &str = "BERTH_TASK_CREDENTIALS_TTL";
@@ -31,7 +34,11 @@ const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 pub struct IamBinder {
     store: DynStore,
     ttl: Duration,
+    /// With a shared cache: which tasks may hold credentials, and where to list them from.
+    cached: Option<(ClusterCache, Concerns)>,
 }
+
+type Concerns = Arc<dyn Fn(&Task) -> bool + Send + Sync>;
 
 /// Credential lifetime from the environment (at least 10 s), else one hour.
 pub fn ttl_from_env() -> Duration {
@@ -47,15 +54,45 @@ impl IamBinder {
         Self::with_ttl(store, ttl_from_env())
     }
 
+    /// On the process's shared cache: only tasks that may hold credentials are reconciled
+    /// (their definition names a role, or they stopped and may need a revocation), instead of
+    /// every change of every task.
+    pub fn controller_with(store: DynStore, cache: &ClusterCache) -> Controller {
+        let c = cache.clone();
+        let concerns: Concerns = Arc::new(move |t: &Task| {
+            t.is_stopped()
+                || c.taskdef(&t.spec.task_definition)
+                    .is_none_or(|td| td.spec.task_role.is_some())
+        });
+        Self::build(
+            store,
+            ttl_from_env(),
+            concerns.clone(),
+            Some((cache.clone(), concerns)),
+        )
+    }
+
     pub fn with_ttl(store: DynStore, ttl: Duration) -> Controller {
+        Self::build(store, ttl, Arc::new(|_: &Task| true), None)
+    }
+
+    fn build(
+        store: DynStore,
+        ttl: Duration,
+        concerns: Concerns,
+        cached: Option<(ClusterCache, Concerns)>,
+    ) -> Controller {
         let r = Arc::new(IamBinder {
             store: store.clone(),
             ttl,
+            cached,
         });
-        let task_key = |kv: &KeyValue| -> Vec<String> {
-            keys::name_of(&kv.key, Kind::Task)
-                .map(|n| vec![n.to_string()])
-                .unwrap_or_default()
+        let task_key = move |t: &Task| -> Vec<String> {
+            if concerns(t) {
+                vec![t.metadata.name.clone()]
+            } else {
+                vec![]
+            }
         };
         let binding_key = |kv: &KeyValue| -> Vec<String> {
             kv.key
@@ -73,7 +110,7 @@ impl IamBinder {
                 ..Default::default()
             },
         )
-        .trigger(Trigger::new(keys::prefix(Kind::Task), task_key))
+        .trigger(Trigger::on::<Task>(keys::prefix(Kind::Task), task_key))
         .trigger(Trigger::new(TASK_CREDS, binding_key))
     }
 
@@ -207,6 +244,33 @@ impl Reconciler for IamBinder {
     }
 
     async fn resync_keys(&self) -> anyhow::Result<Vec<String>> {
+        if let Some((cache, concerns)) =
+            self.cached.as_ref().filter(|(c, _)| c.informer.is_synced())
+        {
+            // Tasks that may hold credentials, and every binding's task (which may be gone).
+            let mut out: Vec<String> = cache
+                .tasks
+                .by_index(TASKS_BY_PHASE, ACTIVE)
+                .iter()
+                .filter(|t| concerns(t))
+                .map(|t| t.metadata.name.clone())
+                .collect();
+            let bindings = match cache.informer.keys(TASK_CREDS) {
+                Some(keys) => keys,
+                None => {
+                    let (kvs, _) = self.store.range(TASK_CREDS).await?;
+                    kvs.into_iter().map(|kv| kv.key).collect()
+                }
+            };
+            out.extend(
+                bindings
+                    .iter()
+                    .filter_map(|k| k.strip_prefix(TASK_CREDS).map(str::to_string)),
+            );
+            out.sort();
+            out.dedup();
+            return Ok(out);
+        }
         let mut out: Vec<String> = objects::list_tasks(&*self.store)
             .await?
             .into_iter()
@@ -287,6 +351,7 @@ mod tests {
         let b = IamBinder {
             store: store.clone(),
             ttl: Duration::from_secs(40),
+            cached: None,
         };
         b.reconcile("t1").await.unwrap();
         let (c1, _) = get_task_creds(&*store, "t1").await.unwrap().unwrap();

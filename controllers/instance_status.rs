@@ -1,35 +1,49 @@
 //! Keeps each ContainerInstance's observed status true: remaining resources, task counts and
 //! whether its agent holds its lease.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use tokio::time::Duration;
+use tokio::time::{Duration, Instant};
 
-use berth_core::model::{keys, ContainerInstance, Kind, Task, TaskState};
+use berth_core::model::{keys, Kind, Task};
 use berth_core::objects::{self, ObjectError};
-use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
+use berth_core::runtime::{
+    Action, ClusterCache, Controller, ControllerOptions, Reconciler, Trigger,
+};
 use berth_core::store::DynStore;
 
-use crate::capacity::remaining;
+use crate::capacity::{candidate, remaining, PortsOf};
 
 pub struct InstanceStatus {
     store: DynStore,
+    cache: ClusterCache,
+    /// When each instance's counters were last written by us.
+    written: Mutex<HashMap<String, Instant>>,
 }
 
+/// Counters (remaining resources, task counts) of one instance are written at most this
+/// often: a burst of placements would otherwise rewrite the record after every task
+/// transition, and every rewrite makes the scheduler's compare on that record fail once.
+/// Connection changes are written at once.
+const COUNTERS_EVERY: Duration = Duration::from_secs(1);
+
 impl InstanceStatus {
+    /// An instance-status controller with a cache of its own.
     pub fn controller(store: DynStore) -> Controller {
+        let cache = ClusterCache::start(store.clone(), &[]);
+        Self::controller_with(store, &cache)
+    }
+
+    pub fn controller_with(store: DynStore, cache: &ClusterCache) -> Controller {
         let r = Arc::new(InstanceStatus {
             store: store.clone(),
+            cache: cache.clone(),
+            written: Mutex::new(HashMap::new()),
         });
-        let by_task = |kv: &berth_core::store::KeyValue| -> Vec<String> {
-            serde_json::from_slice::<Task>(&kv.value)
-                .ok()
-                .and_then(|t| t.status.container_instance)
-                .into_iter()
-                .collect()
-        };
+        let by_task =
+            |t: &Task| -> Vec<String> { t.status.container_instance.clone().into_iter().collect() };
         let by_name = |prefix: String| {
             move |kv: &berth_core::store::KeyValue| -> Vec<String> {
                 kv.key
@@ -48,7 +62,8 @@ impl InstanceStatus {
                 ..Default::default()
             },
         )
-        .trigger(Trigger::new(keys::prefix(Kind::Task), by_task))
+        .shared(&cache.informer)
+        .trigger(Trigger::on::<Task>(keys::prefix(Kind::Task), by_task))
         .primary(Kind::ContainerInstance)
         .trigger(Trigger::new(
             keys::INSTANCE_LEASE_PREFIX,
@@ -62,46 +77,56 @@ impl Reconciler for InstanceStatus {
     async fn reconcile(&self, id: &str) -> anyhow::Result<Action> {
         let key = keys::key(Kind::ContainerInstance, id);
         for _ in 0..10 {
-            let Some(inst) = objects::get::<_, _>(&*self.store, &key).await? else {
+            // The record, its lease and its tasks' usage as one cut of the cache: the usage
+            // is the cache's per-instance aggregate, not a fold over the cluster's tasks.
+            let cut = self.cache.informer.consistent(|_| {
+                let inst = self.cache.instances.get_name(id)?;
+                Some((inst, self.cache.connected(id), self.cache.usage(id)))
+            });
+            let Some((inst, connected, usage)) = cut else {
                 return Ok(Action::Done);
             };
-            let inst: ContainerInstance = inst;
-            let connected = self
-                .store
-                .get(&keys::instance_lease_key(id))
-                .await?
-                .is_some();
-            let tasks = objects::list_tasks(&*self.store).await?;
-            let mine: Vec<Task> = tasks
-                .into_iter()
-                .filter(|t| t.status.container_instance.as_deref() == Some(id))
-                .collect();
-            let set: BTreeSet<String> = [id.to_string()].into();
-            let cands =
-                crate::capacity::candidates(std::slice::from_ref(&inst), &set, &mine, &*self.store)
-                    .await;
-            let mut next = inst.clone();
+            let cand = candidate(
+                &inst,
+                connected,
+                &usage,
+                &self.cache,
+                &mut PortsOf::default(),
+            );
+            let mut next = (*inst).clone();
             next.status.agent_connected = connected;
             next.status.disconnected_at = match (connected, inst.status.disconnected_at) {
                 (true, _) => None,
                 (false, Some(t)) => Some(t),
                 (false, None) => Some(berth_core::model::now()),
             };
-            next.status.remaining_resources = remaining(&cands[0]);
-            next.status.running_tasks_count = mine
-                .iter()
-                .filter(|t| t.status.last_status == TaskState::Running)
-                .count() as u32;
-            next.status.pending_tasks_count = mine
-                .iter()
-                .filter(|t| t.status.last_status < TaskState::Running)
-                .count() as u32;
+            next.status.remaining_resources = remaining(&cand);
+            next.status.running_tasks_count = usage.running;
+            next.status.pending_tasks_count = usage.pending;
             if next.status == inst.status {
                 return Ok(Action::Done);
             }
+            let counters_only = next.status.agent_connected == inst.status.agent_connected
+                && next.status.disconnected_at == inst.status.disconnected_at;
+            let since = self.written.lock().unwrap().get(id).map(|t| t.elapsed());
+            if let Some(since) = since.filter(|s| counters_only && *s < COUNTERS_EVERY) {
+                return Ok(Action::RequeueAfter(COUNTERS_EVERY - since));
+            }
             match objects::put_cas(&*self.store, &key, &next).await {
-                Ok(_) => return Ok(Action::Done),
-                Err(ObjectError::Conflict(_)) => continue,
+                Ok(_) => {
+                    let mut w = self.written.lock().unwrap();
+                    w.insert(id.to_string(), Instant::now());
+                    // Forget instances written long ago (bounded by the cluster's size anyway).
+                    if w.len() > 4096 {
+                        w.retain(|_, t| t.elapsed() < COUNTERS_EVERY);
+                    }
+                    return Ok(Action::Done);
+                }
+                Err(ObjectError::Conflict(_)) => {
+                    // Our cut was stale: decide again once the cache has what the store has.
+                    let rev = self.store.revision().await?;
+                    self.cache.wait_for(rev).await?;
+                }
                 Err(e) => return Err(e.into()),
             }
         }

@@ -17,32 +17,33 @@ use tokio::time::Duration;
 
 use super::common::{self, event_once};
 use berth_core::model::lb::{lb_keys, Target, TargetHealth};
-use berth_core::model::{
-    keys, now, ContainerInstance, Kind, Service, TargetGroup, Task, TaskState,
-};
+use berth_core::model::{keys, now, Kind, Service, TargetGroup, Task, TaskState};
 use berth_core::objects::{self, ObjectError};
-use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
-use berth_core::store::{chunk_ops, DynStore, KeyValue, Op, Txn};
+use berth_core::runtime::cluster_cache::TARGETS_BY_SERVICE;
+use berth_core::runtime::{
+    Action, ClusterCache, Controller, ControllerOptions, Reconciler, Trigger,
+};
+use berth_core::store::{chunk_ops, DynStore, Op, Txn};
 
 pub struct LbTargetController {
     store: DynStore,
+    cache: ClusterCache,
 }
 
 impl LbTargetController {
+    /// An lb_target controller with a cache of its own.
     pub fn controller(store: DynStore) -> Controller {
+        let cache = ClusterCache::start(store.clone(), &[]);
+        Self::controller_with(store, &cache)
+    }
+
+    pub fn controller_with(store: DynStore, cache: &ClusterCache) -> Controller {
         let r = Arc::new(LbTargetController {
             store: store.clone(),
+            cache: cache.clone(),
         });
-        let by_health = |kv: &KeyValue| -> Vec<String> {
-            serde_json::from_slice::<TargetHealth>(&kv.value)
-                .map(|h| vec![h.service])
-                .unwrap_or_default()
-        };
-        let by_target = |kv: &KeyValue| -> Vec<String> {
-            serde_json::from_slice::<Target>(&kv.value)
-                .map(|t| vec![t.service])
-                .unwrap_or_default()
-        };
+        let by_health = |h: &TargetHealth| vec![h.service.clone()];
+        let by_target = |t: &Target| vec![t.service.clone()];
         Controller::new(
             "lb_target",
             store,
@@ -53,25 +54,29 @@ impl LbTargetController {
                 ..Default::default()
             },
         )
+        .shared(&cache.informer)
         .primary(Kind::Service)
-        .trigger(Trigger::new(keys::prefix(Kind::Task), common::task_service))
-        .trigger(Trigger::new(lb_keys::TARGET_HEALTH, by_health))
-        .trigger(Trigger::new(lb_keys::TARGETS, by_target))
+        .trigger(Trigger::on::<Task>(
+            keys::prefix(Kind::Task),
+            common::task_service,
+        ))
+        .trigger(Trigger::on::<TargetHealth>(
+            lb_keys::TARGET_HEALTH,
+            by_health,
+        ))
+        .trigger(Trigger::on::<Target>(lb_keys::TARGETS, by_target))
     }
 
     /// Where a load balancer reaches a task's container port: the instance's host IP and the
     /// published host port (bridge/host), or the task's own IP and the container port (awsvpc).
-    fn address(
-        t: &Task,
-        container: &str,
-        port: u16,
-        instances: &BTreeMap<String, ContainerInstance>,
-    ) -> Option<(String, u16)> {
+    fn address(&self, t: &Task, container: &str, port: u16) -> Option<(String, u16)> {
         if let Some(ip) = t.status.task_ip.as_deref().filter(|ip| !ip.is_empty()) {
             return Some((ip.to_string(), port));
         }
-        let host_ip = instances
-            .get(t.status.container_instance.as_deref()?)
+        let host_ip = self
+            .cache
+            .instances
+            .get_name(t.status.container_instance.as_deref()?)
             .map(|i| i.spec.host_ip.clone())
             .filter(|ip| !ip.is_empty())
             .unwrap_or_else(|| "127.0.0.1".into());
@@ -86,27 +91,23 @@ impl LbTargetController {
     async fn reconcile_service(&self, name: &str) -> anyhow::Result<Action> {
         let svc: Option<Service> =
             objects::get(&*self.store, &keys::key(Kind::Service, name)).await?;
-        let tasks = common::tasks_of(&*self.store, name).await?;
+        // Targets are written unfenced: decide on a cache that holds everything the store had
+        // when this reconcile began (a consistent read), so a stale view cannot re-register a
+        // target that was just drained.
+        let rev = self.store.revision().await?;
+        self.cache.wait_for(rev).await?;
+        let tasks = common::tasks_of(&self.cache, name);
         let by_id: BTreeMap<&str, &Task> = tasks
             .iter()
-            .map(|t| (t.metadata.name.as_str(), t))
+            .map(|t| (t.metadata.name.as_str(), &**t))
             .collect();
-        let instances: BTreeMap<String, ContainerInstance> =
-            objects::list::<_, _>(&*self.store, &keys::prefix(Kind::ContainerInstance))
-                .await?
-                .into_iter()
-                .map(|i: ContainerInstance| (i.metadata.name.clone(), i))
-                .collect();
-        // Every target of this service, in any target group.
-        let (kvs, _) = self.store.range(lb_keys::TARGETS).await?;
-        let mut existing: Vec<(KeyValue, Target)> = kvs
-            .into_iter()
-            .filter_map(|kv| {
-                serde_json::from_slice::<Target>(&kv.value)
-                    .ok()
-                    .map(|t| (kv, t))
-            })
-            .filter(|(_, t)| t.service == name)
+        // Every target of this service, in any target group (the targets-by-service index).
+        let mut existing: Vec<(String, Target)> = self
+            .cache
+            .targets
+            .by_index(TARGETS_BY_SERVICE, name)
+            .iter()
+            .map(|t| (lb_keys::target(&t.target_group, &t.task_id), (**t).clone()))
             .collect();
         let wanted_lbs = svc
             .as_ref()
@@ -129,12 +130,11 @@ impl LbTargetController {
                 .unwrap_or(30);
             for t in &tasks {
                 let key = lb_keys::target(&lb.target_group, &t.metadata.name);
-                let have = existing.iter().any(|(kv, _)| kv.key == key);
+                let have = existing.iter().any(|(k, _)| *k == key);
                 if have || !t.is_active() || t.status.last_status != TaskState::Running {
                     continue;
                 }
-                let Some((ip, port)) =
-                    Self::address(t, &lb.container_name, lb.container_port, &instances)
+                let Some((ip, port)) = self.address(t, &lb.container_name, lb.container_port)
                 else {
                     continue;
                 };
@@ -156,7 +156,7 @@ impl LbTargetController {
         }
         let wanted_groups: BTreeSet<&str> =
             wanted_lbs.iter().map(|l| l.target_group.as_str()).collect();
-        for (kv, target) in existing.iter_mut() {
+        for (tkey, target) in existing.iter_mut() {
             let task = by_id.get(target.task_id.as_str());
             let keep = task
                 .is_some_and(|t| t.is_active() && t.status.last_status == TaskState::Running)
@@ -166,29 +166,29 @@ impl LbTargetController {
                 if task.is_none_or(|t| t.is_stopped()) {
                     // Nothing left to drain.
                     txn = txn
-                        .and_then(Op::delete(kv.key.clone()))
+                        .and_then(Op::delete(tkey.clone()))
                         .and_then(Op::delete(health_key));
                     *deregistered.entry(target.target_group.clone()).or_insert(0) += 1;
                 } else {
                     target.state = "draining".into();
                     target.draining_since = Some(now());
-                    txn = txn.and_then(Op::put(kv.key.clone(), serde_json::to_vec(&*target)?));
+                    txn = txn.and_then(Op::put(tkey.clone(), serde_json::to_vec(&*target)?));
                     draining = true;
                 }
                 writes += 1;
             } else if target.state == "draining" {
-                let drained = match self.store.get(&health_key).await? {
-                    Some(h) => serde_json::from_slice::<TargetHealth>(&h.value)
-                        .is_ok_and(|h| h.state == "drained"),
-                    None => false,
-                };
+                let drained = self
+                    .cache
+                    .target_health
+                    .get(&health_key)
+                    .is_some_and(|h| h.state == "drained");
                 let expired = target.draining_since.is_none_or(|s| {
                     now() - s
                         >= chrono::Duration::seconds(target.deregistration_delay_seconds as i64)
                 });
                 if drained || expired || task.is_none_or(|t| t.is_stopped()) {
                     txn = txn
-                        .and_then(Op::delete(kv.key.clone()))
+                        .and_then(Op::delete(tkey.clone()))
                         .and_then(Op::delete(health_key));
                     *deregistered.entry(target.target_group.clone()).or_insert(0) += 1;
                     writes += 1;
@@ -257,38 +257,29 @@ impl LbTargetController {
 
 /// Tasks of a service whose every load-balancer target is healthy (for the deployment math:
 /// a task behind a load balancer counts as healthy only once the load balancer says so).
-pub async fn lb_healthy_tasks(
-    store: &dyn berth_core::store::Store,
+/// One cache lookup per task and load balancer: the service's own work.
+pub fn lb_healthy_tasks(
+    cache: &ClusterCache,
     svc: &Service,
-) -> anyhow::Result<Option<BTreeSet<String>>> {
+    tasks: &[Arc<Task>],
+) -> Option<BTreeSet<String>> {
     if svc.spec.load_balancers.is_empty() {
-        return Ok(None);
+        return None;
     }
-    let mut per_task: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    for lb in &svc.spec.load_balancers {
-        let prefix = format!("{}{}/", lb_keys::TARGET_HEALTH, lb.target_group);
-        let (kvs, _) = store.range(&prefix).await?;
-        for kv in kvs {
-            let Some(task) = kv.key.strip_prefix(&prefix) else {
-                continue;
-            };
-            let healthy = serde_json::from_slice::<TargetHealth>(&kv.value)
-                .is_ok_and(|h| h.state == "healthy");
-            let e = per_task.entry(task.to_string()).or_insert((0, 0));
-            e.0 += 1;
-            if healthy {
-                e.1 += 1;
-            }
-        }
-    }
-    let n = svc.spec.load_balancers.len();
-    Ok(Some(
-        per_task
-            .into_iter()
-            .filter(|(_, (seen, ok))| *seen == n && *ok == n)
-            .map(|(t, _)| t)
+    Some(
+        tasks
+            .iter()
+            .filter(|t| {
+                svc.spec.load_balancers.iter().all(|lb| {
+                    cache
+                        .target_health
+                        .get(&lb_keys::health(&lb.target_group, &t.metadata.name))
+                        .is_some_and(|h| h.state == "healthy")
+                })
+            })
+            .map(|t| t.metadata.name.clone())
             .collect(),
-    ))
+    )
 }
 
 #[async_trait]
@@ -298,13 +289,6 @@ impl Reconciler for LbTargetController {
     }
 
     async fn resync_keys(&self) -> anyhow::Result<Vec<String>> {
-        let mut names = BTreeSet::new();
-        let (targets, _) = self.store.range(lb_keys::TARGETS).await?;
-        for kv in targets {
-            if let Ok(t) = serde_json::from_slice::<Target>(&kv.value) {
-                names.insert(t.service);
-            }
-        }
-        Ok(names.into_iter().collect())
+        Ok(self.cache.targets.index_values(TARGETS_BY_SERVICE))
     }
 }

@@ -15,7 +15,8 @@ pub mod scaling;
 pub mod scheduler;
 pub mod service;
 
-use berth_core::runtime::{Controller, Registry};
+use berth_core::auth::identity::TASK_CREDS;
+use berth_core::runtime::{ClusterCache, Controller, Registry};
 use berth_core::store::DynStore;
 
 /// Settings of the control-plane controllers (flags of `berth up` / `berth server`).
@@ -33,23 +34,55 @@ impl Default for ControlConfig {
     }
 }
 
-/// Every control-plane controller with default settings, registered for status reporting.
-pub fn all(store: DynStore, registry: &Registry) -> Vec<Controller> {
-    all_with(store, registry, &ControlConfig::default())
+/// The shared cache every control-plane controller of a process reads and triggers from: each
+/// prefix a controller watches is covered, so the process watches the store once.
+pub fn cache(store: DynStore) -> ClusterCache {
+    ClusterCache::start(store, &[TASK_CREDS])
 }
 
-/// Every control-plane controller, registered for status reporting.
-pub fn all_with(store: DynStore, registry: &Registry, cfg: &ControlConfig) -> Vec<Controller> {
+/// Every control-plane controller with default settings on a cache of their own (see
+/// [`all_with`]).
+pub fn all(store: DynStore, registry: &Registry) -> Vec<Controller> {
+    let c = cache(store.clone());
+    all_with(store, &c, registry, &ControlConfig::default())
+}
+
+/// Every control-plane controller, reading from and triggered by one shared cache, writing
+/// through `store` (the leader's fenced store), registered for status reporting.
+pub fn all_with(
+    store: DynStore,
+    cache: &ClusterCache,
+    registry: &Registry,
+    cfg: &ControlConfig,
+) -> Vec<Controller> {
+    let shared = |c: Controller| c.shared(&cache.informer).register(registry);
     vec![
-        service::ServiceController::controller(store.clone()).register(registry),
-        deployment::DeploymentController::controller(store.clone()).register(registry),
-        recovery::RecoveryController::controller(store.clone(), cfg.lost_instance_grace)
-            .register(registry),
-        lb_target::LbTargetController::controller(store.clone()).register(registry),
-        iam_binder::IamBinder::controller(store.clone()).register(registry),
-        crate::scheduler::Scheduler::controller(store.clone()).register(registry),
-        scaling::ScalingController::controller(store.clone()).register(registry),
-        crate::instance_status::InstanceStatus::controller(store.clone()).register(registry),
-        gc::controller(store).register(registry),
+        shared(service::ServiceController::controller_with(
+            store.clone(),
+            cache,
+        )),
+        shared(deployment::DeploymentController::controller_with(
+            store.clone(),
+            cache,
+        )),
+        shared(recovery::RecoveryController::controller(
+            store.clone(),
+            cfg.lost_instance_grace,
+        )),
+        shared(lb_target::LbTargetController::controller_with(
+            store.clone(),
+            cache,
+        )),
+        shared(iam_binder::IamBinder::controller_with(store.clone(), cache)),
+        shared(scheduler::Scheduler::controller_with(store.clone(), cache)),
+        shared(scaling::ScalingController::controller_with(
+            store.clone(),
+            cache,
+        )),
+        shared(instance_status::InstanceStatus::controller_with(
+            store.clone(),
+            cache,
+        )),
+        shared(gc::controller_with(store, cache)),
     ]
 }

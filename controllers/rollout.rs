@@ -97,14 +97,15 @@ pub fn launch_backoff(consecutive: u32) -> std::time::Duration {
 ///   starts afresh, so a failed revision's crash loop never slows its replacement down;
 /// - the start of any task of the service that is running as a success now (HEALTHY, or past
 ///   its startup window): once tasks run again, earlier failures are history.
-pub fn crash_loop_failures(
-    tasks: &[Task],
+pub fn crash_loop_failures<T: std::borrow::Borrow<Task>>(
+    tasks: &[T],
     primary_td: &str,
     deployment_created: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> u32 {
     let recovered = tasks
         .iter()
+        .map(|t| t.borrow())
         .filter(|t| t.is_active() && t.status.last_status == TaskState::Running)
         .filter_map(|t| {
             let started = t.status.started_at?;
@@ -115,6 +116,7 @@ pub fn crash_loop_failures(
     let since = recovered.map_or(deployment_created, |r| r.max(deployment_created));
     let mut stopped: Vec<&Task> = tasks
         .iter()
+        .map(|t| t.borrow())
         .filter(|t| {
             t.is_stopped()
                 && t.spec.task_definition == primary_td

@@ -26,6 +26,7 @@ const STATUS_REFRESH: chrono::Duration = chrono::Duration::seconds(30);
 
 pub struct ScalingController {
     store: DynStore,
+    cache: berth_core::runtime::ClusterCache,
 }
 
 /// What one evaluation decided.
@@ -134,11 +135,23 @@ pub fn decide(
 }
 
 impl ScalingController {
+    /// A scaling controller with a cache of its own.
     pub fn controller(store: DynStore) -> Controller {
+        let cache = berth_core::runtime::ClusterCache::start(store.clone(), &[]);
+        Self::controller_with(store, &cache)
+    }
+
+    pub fn controller_with(
+        store: DynStore,
+        cache: &berth_core::runtime::ClusterCache,
+    ) -> Controller {
         Controller::new(
             "scaling",
             store.clone(),
-            Arc::new(ScalingController { store }),
+            Arc::new(ScalingController {
+                store,
+                cache: cache.clone(),
+            }),
             ControllerOptions {
                 workers: 2,
                 resync: Duration::from_secs(30),
@@ -150,11 +163,11 @@ impl ScalingController {
 
     /// The service's average utilization now, from fresh samples of its running tasks.
     async fn metric(&self, service: &str, which: PredefinedMetric) -> anyhow::Result<Option<f64>> {
-        let tasks = crate::common::tasks_of(&*self.store, service).await?;
+        let tasks = crate::common::tasks_of(&self.cache, service);
         let infos: Vec<TaskInfo> = tasks
             .iter()
             .filter(|t| t.is_active())
-            .map(TaskInfo::from_task)
+            .map(|t| TaskInfo::from_task(t))
             .collect();
         let (kvs, _) = self.store.range(STATS_PREFIX).await?;
         let samples: Vec<InstanceSample> = kvs.iter().filter_map(InstanceSample::decode).collect();

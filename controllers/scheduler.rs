@@ -1,203 +1,442 @@
-//! The scheduler: assigns PROVISIONING tasks to container instances.
+//! The scheduler: assigns PROVISIONING tasks to container instances, as a batch pipeline.
 //!
-//! Optimistic concurrency (Nomad's plan check): read the instances, then the tasks, choose, and
-//! commit the assignment in one transaction that compares the chosen instance's record. Every
-//! placement bumps that record, so a racing scheduler that decided on stale usage fails the
-//! compare and retries on fresh state: an instance is never over-committed.
+//! One pass (the single key `*`) takes every unplaced task from the shared cache and, on one
+//! consistent cut of tasks and instances ([`ClusterCache`]), decides all their placements:
+//! feasibility → rank over a bounded, shuffled walk of the instances (Nomad's limited
+//! candidate iterator, `placement::place_sampled`), each decision accounted on the in-memory
+//! candidates so the next task sees it. Per-instance usage comes from the cache's aggregate,
+//! so the cost of a placement does not grow with the number of tasks in the cluster.
+//!
+//! Commit (Nomad's plan apply): the placements, grouped by instance, go out in as few
+//! transactions as fit etcd's defaults (`store::MAX_TXN_OPS`, `MAX_TXN_BYTES`). Each one
+//! compares every instance record it touches (and every task), and bumps those records, so a
+//! racing scheduler that decided on stale usage fails the compare: an instance is never
+//! over-committed. A pass whose transaction failed waits until its cache has caught up with
+//! the store and plans again from there.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use tokio::time::Duration;
 
-use crate::capacity::{self, candidates};
-use berth_core::model::{keys, ContainerInstance, DesiredStatus, Kind, Task, TaskState};
-use berth_core::objects::{self, ObjectError};
-use berth_core::placement::{self, Request};
-use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
-use berth_core::store::{Compare, DynStore, Op, Txn};
+use crate::capacity::{self, candidate, PortsOf};
+use berth_core::model::{
+    keys, ContainerInstance, DesiredStatus, Kind, PlacementConstraintType, Task, TaskState,
+};
+use berth_core::objects;
+use berth_core::placement::{self, Candidate, Request};
+use berth_core::runtime::{
+    Action, ClusterCache, Controller, ControllerOptions, Reconciler, Trigger,
+};
+use berth_core::store::{
+    op_bytes, Compare, DynStore, KeyValue, Op, Txn, MAX_TXN_BYTES, MAX_TXN_OPS,
+};
 
 /// The key of a placement pass over every pending task.
 const ALL: &str = "*";
+/// Tasks decided per pass; the rest follow on an immediate requeue (bounds a pass's time).
+const MAX_PER_PASS: usize = 4096;
+/// Tries of one transaction whose compares failed only on instance records that saw no
+/// placement meanwhile.
+const COMMIT_ATTEMPTS: usize = 3;
+/// Clusters up to this many usable instances are ranked whole; larger ones by a walk of
+/// log2(n) feasible instances, but never fewer than this.
+const SAMPLE_FLOOR: usize = 16;
 
 pub struct Scheduler {
     store: DynStore,
+    cache: ClusterCache,
+}
+
+/// One decided placement.
+struct Plan {
+    task: Arc<Task>,
+    req: Request,
+}
+
+/// What a pass decides from: one consistent cut.
+struct Snapshot {
+    pending: Vec<Arc<Task>>,
+    instances: Vec<Arc<ContainerInstance>>,
+    cands: Vec<Candidate>,
 }
 
 impl Scheduler {
+    /// A scheduler with a cache of its own (as a separate process would have).
     pub fn controller(store: DynStore) -> Controller {
-        let r = Arc::new(Scheduler {
-            store: store.clone(),
-        });
-        let task_prefix = keys::prefix(Kind::Task);
-        // A pending task is placed by its own key; anything that may free or add room
-        // (a task stopping, an instance or agent lease changing) re-runs a pass over all
-        // pending tasks ("*").
-        let on_task = |kv: &berth_core::store::KeyValue| -> Vec<String> {
-            match serde_json::from_slice::<Task>(&kv.value) {
-                Ok(t) if t.status.container_instance.is_none() && !t.is_stopped() => {
-                    vec![t.metadata.name]
-                }
-                Ok(t) if t.is_stopped() || t.status.desired_status == DesiredStatus::Stopped => {
-                    vec![ALL.to_string()]
-                }
-                _ => vec![],
+        let cache = ClusterCache::start(store.clone(), &[]);
+        Self::controller_with(store, &cache)
+    }
+
+    /// The reconciler alone (tests call `reconcile` on it directly).
+    pub fn new(store: DynStore, cache: &ClusterCache) -> Self {
+        Scheduler {
+            store,
+            cache: cache.clone(),
+        }
+    }
+
+    pub fn controller_with(store: DynStore, cache: &ClusterCache) -> Controller {
+        let r = Arc::new(Scheduler::new(store.clone(), cache));
+        // A pending task, or anything that may free or add room (a task stopping, an instance
+        // or agent lease changing), runs a pass over all pending tasks.
+        let on_task = |t: &Task| -> Vec<String> {
+            let pending = t.status.container_instance.is_none() && !t.is_stopped();
+            let frees = t.is_stopped() || t.status.desired_status == DesiredStatus::Stopped;
+            if pending || frees {
+                vec![ALL.to_string()]
+            } else {
+                vec![]
             }
         };
-        let all = |_: &berth_core::store::KeyValue| vec![ALL.to_string()];
+        let all = |_: &KeyValue| vec![ALL.to_string()];
         Controller::new(
             "scheduler",
             store,
             r,
             ControllerOptions {
-                // Placements on one instance serialise on its record anyway.
-                workers: 2,
+                // One pass at a time: a pass decides for every pending task at once.
+                workers: 1,
                 resync: Duration::from_secs(10),
                 ..Default::default()
             },
         )
-        .trigger(Trigger::new(task_prefix, on_task))
+        .shared(&cache.informer)
+        .trigger(Trigger::on::<Task>(keys::prefix(Kind::Task), on_task))
         .trigger(Trigger::new(keys::prefix(Kind::ContainerInstance), all))
         .trigger(Trigger::new(keys::INSTANCE_LEASE_PREFIX, all))
     }
 
-    async fn place_all_pending(&self) -> anyhow::Result<Action> {
-        let pending: Vec<String> = self.resync_keys().await?;
-        let mut retry = false;
-        for id in pending {
-            match self.place_task(&id).await {
-                Ok(Action::Done) => {}
-                Ok(_) => retry = true,
-                Err(e) => {
-                    tracing::debug!(task = %id, error = %e, "placement pass failed for task");
-                    retry = true
+    /// Pending tasks (oldest first) and every instance as a candidate, read as one cut.
+    fn snapshot(&self) -> Snapshot {
+        let mut pending = self.cache.unplaced_tasks();
+        if pending.is_empty() {
+            return Snapshot {
+                pending,
+                instances: vec![],
+                cands: vec![],
+            };
+        }
+        pending.sort_by(|a, b| {
+            (a.status.created_at, &a.metadata.name).cmp(&(b.status.created_at, &b.metadata.name))
+        });
+        let instances = self.cache.instances.list();
+        let mut ports = PortsOf::default();
+        let cands = instances
+            .iter()
+            .map(|i| {
+                let id = &i.metadata.name;
+                let u = self.cache.usage(id);
+                candidate(i, self.cache.connected(id), &u, &self.cache, &mut ports)
+            })
+            .collect();
+        Snapshot {
+            pending,
+            instances,
+            cands,
+        }
+    }
+
+    async fn pass(&self) -> anyhow::Result<Action> {
+        self.cache.informer.wait_synced().await;
+        let Snapshot {
+            pending,
+            instances,
+            cands,
+        } = self.cache.informer.consistent(|_| self.snapshot());
+        if pending.is_empty() {
+            return Ok(Action::Done);
+        }
+        let (to_stop, pending): (Vec<Arc<Task>>, Vec<Arc<Task>>) = pending
+            .into_iter()
+            .partition(|t| t.status.desired_status == DesiredStatus::Stopped);
+        for t in &to_stop {
+            self.stop_unplaced(&t.metadata.name).await?;
+        }
+
+        // Decide.
+        let mut rng = rand::rngs::StdRng::from_entropy();
+        let mut order: Vec<usize> = (0..cands.len()).filter(|&i| cands[i].usable).collect();
+        order.shuffle(&mut rng);
+        let limit = placement::sample_limit(order.len(), SAMPLE_FLOOR);
+        let mut work = cands.clone();
+        let mut cursor = 0;
+        let mut ports = PortsOf::default();
+        // Usage only grows within a pass: a request shape that fitted nowhere fits nowhere
+        // for the rest of it (Nomad's computed node class, turned around).
+        let mut hopeless: HashMap<String, String> = HashMap::new();
+        let mut plans: BTreeMap<usize, Vec<Plan>> = BTreeMap::new();
+        let mut unplaceable: Vec<(Arc<Task>, String)> = Vec::new();
+        for t in pending.iter().take(MAX_PER_PASS) {
+            let req = Request {
+                cluster: t.spec.cluster.clone(),
+                cpu: t.spec.cpu,
+                memory: t.spec.memory,
+                ports: ports.get(&self.cache, &t.spec.task_definition).to_vec(),
+                group: t.spec.group.clone(),
+                strategy: t.spec.placement_strategy.clone(),
+                constraints: t.spec.placement_constraints.clone(),
+            };
+            let shape = shape_of(&req);
+            if let Some(why) = hopeless.get(&shape) {
+                unplaceable.push((t.clone(), why.clone()));
+                continue;
+            }
+            match placement::place_sampled(&req, &work, &order, &mut cursor, limit, &mut rng) {
+                Ok(i) => {
+                    work[i].take(&req);
+                    plans.entry(i).or_default().push(Plan {
+                        task: t.clone(),
+                        req,
+                    });
+                }
+                Err(no) => {
+                    hopeless.insert(shape, no.reason.clone());
+                    unplaceable.push((t.clone(), no.reason));
                 }
             }
         }
-        Ok(if retry {
+
+        // Commit, grouped by instance, chunked to the store's transaction limits.
+        let mut commit = Commit {
+            base: cands,
+            revisions: instances.iter().map(|i| i.metadata.revision).collect(),
+            records: HashMap::new(),
+            failed: HashSet::new(),
+            last_revision: 0,
+            conflicts: 0,
+        };
+        let mut chunk: Vec<(usize, &[Plan])> = Vec::new();
+        let (mut ops, mut bytes) = (0usize, 0usize);
+        for (&i, list) in &plans {
+            let inst_bytes = instances[i].to_bytes().len() + 256;
+            let mut rest: &[Plan] = list;
+            while !rest.is_empty() {
+                // Room for this instance's record and at least one of its tasks?
+                let mut n = 0;
+                let mut b = inst_bytes;
+                while n < rest.len() && ops + n + 2 <= MAX_TXN_OPS {
+                    let tb = rest[n].task.to_bytes().len() + 256;
+                    if bytes + b + tb > MAX_TXN_BYTES {
+                        break;
+                    }
+                    b += tb;
+                    n += 1;
+                }
+                if n == 0 {
+                    if chunk.is_empty() {
+                        anyhow::bail!("one placement does not fit a transaction");
+                    }
+                    self.commit(&mut commit, &instances, &std::mem::take(&mut chunk))
+                        .await?;
+                    (ops, bytes) = (0, 0);
+                    continue;
+                }
+                chunk.push((i, &rest[..n]));
+                ops += n + 1;
+                bytes += b;
+                rest = &rest[n..];
+            }
+        }
+        if !chunk.is_empty() {
+            self.commit(&mut commit, &instances, &chunk).await?;
+        }
+
+        for (t, why) in &unplaceable {
+            if t.status.placement_message.as_deref() != Some(why.as_str()) {
+                objects::update_task(&*self.store, &t.metadata.name, |t| {
+                    if t.status.placement_message.as_deref() == Some(why.as_str())
+                        || t.status.container_instance.is_some()
+                    {
+                        return false;
+                    }
+                    t.status.placement_message = Some(why.clone());
+                    true
+                })
+                .await?;
+            }
+        }
+        tracing::debug!(
+            pending = pending.len(),
+            instances = plans.len(),
+            conflicts = commit.conflicts,
+            failed = commit.failed.len(),
+            "placement pass"
+        );
+        if !commit.failed.is_empty() {
+            // Lost a race (another scheduler, an instance update): plan again once the cache
+            // holds everything the store has now.
+            let rev = self.store.revision().await?;
+            let _ = self.cache.wait_for(rev).await;
+            return Ok(Action::Requeue);
+        }
+        if commit.last_revision > 0 {
+            // The next pass must see these placements, or it would try them again.
+            let _ = self.cache.wait_for(commit.last_revision).await;
+        }
+        Ok(if pending.len() > MAX_PER_PASS {
+            Action::Requeue
+        } else if !unplaceable.is_empty() {
+            // Instance and task changes re-trigger a pass; this is the safety net.
             Action::RequeueAfter(Duration::from_secs(5))
         } else {
             Action::Done
         })
     }
 
-    /// Place one task if it still needs a place.
-    pub async fn place_task(&self, id: &str) -> anyhow::Result<Action> {
-        for _attempt in 0..10 {
-            let key = objects::task_key(id);
-            let Some(task) = objects::get::<_, _>(&*self.store, &key).await? else {
-                return Ok(Action::Done);
-            };
-            let task: Task = task;
-            if task.status.container_instance.is_some() || task.is_stopped() {
-                return Ok(Action::Done);
-            }
-            if task.status.desired_status == DesiredStatus::Stopped {
-                // Never placed: nothing runs, so it is stopped right here.
-                let r = objects::update_task(&*self.store, id, |t| {
-                    if t.status.container_instance.is_some() || t.is_stopped() {
-                        return false;
-                    }
-                    t.status.last_status = TaskState::Stopped;
-                    t.status.stopped_at = Some(berth_core::model::now());
-                    true
-                })
-                .await?;
-                if r.is_some_and(|t| t.status.container_instance.is_some()) {
+    /// One transaction: for each instance, its tasks' placements and its record, each
+    /// compared with the revision the decision was made on.
+    ///
+    /// A failed compare usually means an instance record changed for another reason (the
+    /// instance-status controller writes counters after every task transition). The record's
+    /// `placementGeneration` tells the two apart: every placement bumps it, so an instance
+    /// whose generation is still the one decided on has seen no placement since the cut, and
+    /// its tasks' usage is what the decision assumed. Those are retried on their fresh
+    /// revision (Nomad's partial plan apply); the others are left to the next pass.
+    async fn commit(
+        &self,
+        c: &mut Commit,
+        instances: &[Arc<ContainerInstance>],
+        chunk: &[(usize, &[Plan])],
+    ) -> anyhow::Result<()> {
+        for _attempt in 0..COMMIT_ATTEMPTS {
+            let mut txn = Txn::new();
+            let mut staged: Vec<(usize, Candidate, ContainerInstance)> = Vec::new();
+            for (i, plans) in chunk {
+                let i = *i;
+                // Failed before (or an earlier part of this instance's list did).
+                if c.failed.contains(&i) {
                     continue;
                 }
-                return Ok(Action::Done);
+                let mut cand = c.base[i].clone();
+                let mut rec = c
+                    .records
+                    .get(&i)
+                    .cloned()
+                    .unwrap_or_else(|| (*instances[i]).clone());
+                for p in plans.iter() {
+                    cand.take(&p.req);
+                    let key = objects::task_key(&p.task.metadata.name);
+                    let mut t = (*p.task).clone();
+                    t.status.container_instance = Some(rec.metadata.name.clone());
+                    t.status.last_status = TaskState::Pending;
+                    t.status.placement_message = None;
+                    txn = txn
+                        .when(Compare::mod_revision(&key, p.task.metadata.revision))
+                        .and_then(Op::put(key, t.to_bytes()));
+                }
+                rec.status.placement_generation += 1;
+                rec.status.remaining_resources = capacity::remaining(&cand);
+                rec.status.pending_tasks_count += plans.len() as u32;
+                let ikey = keys::key(Kind::ContainerInstance, &rec.metadata.name);
+                txn = txn
+                    .when(Compare::mod_revision(&ikey, c.revisions[i]))
+                    .and_then(Op::put(ikey, rec.to_bytes()));
+                staged.push((i, cand, rec));
             }
-            // Order matters: instances first, then tasks (see module docs).
-            let instances: Vec<ContainerInstance> =
-                objects::list(&*self.store, &keys::prefix(Kind::ContainerInstance)).await?;
-            let (leases, _) = self.store.range(keys::INSTANCE_LEASE_PREFIX).await?;
-            let connected: BTreeSet<String> = leases
-                .iter()
-                .filter_map(|kv| kv.key.strip_prefix(keys::INSTANCE_LEASE_PREFIX))
-                .map(str::to_string)
-                .collect();
-            let tasks = objects::list_tasks(&*self.store).await?;
-            let ports = objects::taskdef(&*self.store, &task.spec.task_definition)
-                .await?
-                .map(|td| td.spec.fixed_host_ports())
-                .unwrap_or_default();
-            let req = Request {
-                cluster: task.spec.cluster.clone(),
-                cpu: task.spec.cpu,
-                memory: task.spec.memory,
-                ports,
-                group: task.spec.group.clone(),
-                strategy: task.spec.placement_strategy.clone(),
-                constraints: task.spec.placement_constraints.clone(),
-            };
-            let cands = candidates(&instances, &connected, &tasks, &*self.store).await;
-            let chosen =
-                match placement::place(&req, &cands, &mut rand::rngs::StdRng::from_entropy()) {
-                    Ok(i) => i,
-                    Err(no) => {
-                        let msg = no.reason;
-                        objects::update_task(&*self.store, id, |t| {
-                            if t.status.placement_message.as_deref() == Some(msg.as_str())
-                                || t.status.container_instance.is_some()
-                            {
-                                return false;
-                            }
-                            t.status.placement_message = Some(msg.clone());
-                            true
-                        })
-                        .await?;
-                        // Instance changes re-trigger pending tasks; this is the safety net.
-                        return Ok(Action::RequeueAfter(Duration::from_secs(5)));
+            if staged.is_empty() {
+                return Ok(());
+            }
+            debug_assert!(txn.success.len() <= MAX_TXN_OPS);
+            debug_assert!(txn.success.iter().map(op_bytes).sum::<usize>() <= MAX_TXN_BYTES);
+            let r = self.store.txn(txn).await?;
+            if r.succeeded {
+                tracing::debug!(instances = staged.len(), revision = r.revision, "placed");
+                for (i, cand, rec) in staged {
+                    c.base[i] = cand;
+                    c.revisions[i] = r.revision;
+                    c.records.insert(i, rec);
+                }
+                c.last_revision = r.revision;
+                return Ok(());
+            }
+            c.conflicts += 1;
+            for (i, ..) in &staged {
+                let i = *i;
+                let decided = c
+                    .records
+                    .get(&i)
+                    .map_or(instances[i].status.placement_generation, |r| {
+                        r.status.placement_generation
+                    });
+                let key = keys::key(Kind::ContainerInstance, &instances[i].metadata.name);
+                match objects::get::<_, _>(&*self.store, &key).await? {
+                    Some(fresh)
+                        if {
+                            let fresh: &ContainerInstance = &fresh;
+                            fresh.status.placement_generation == decided
+                                && fresh.metadata.revision != c.revisions[i]
+                        } =>
+                    {
+                        let fresh: ContainerInstance = fresh;
+                        c.revisions[i] = fresh.metadata.revision;
+                        c.records.insert(i, fresh);
                     }
-                };
-            let inst = instances
-                .iter()
-                .find(|i| i.metadata.name == cands[chosen].id)
-                .expect("candidate comes from instances");
-            let mut inst2 = inst.clone();
-            let mut c = cands[chosen].clone();
-            c.take(&req);
-            inst2.status.placement_generation += 1;
-            inst2.status.remaining_resources = capacity::remaining(&c);
-            inst2.status.pending_tasks_count += 1;
-            let mut t2 = task.clone();
-            t2.status.container_instance = Some(inst.metadata.name.clone());
-            t2.status.last_status = TaskState::Pending;
-            t2.status.placement_message = None;
-            let ikey = keys::key(Kind::ContainerInstance, &inst.metadata.name);
-            let txn = Txn::new()
-                .when(Compare::mod_revision(&ikey, inst.metadata.revision))
-                .when(Compare::mod_revision(&key, task.metadata.revision))
-                .and_then(Op::put(&ikey, inst2.to_bytes()))
-                .and_then(Op::put(&key, t2.to_bytes()));
-            if self.store.txn(txn).await?.succeeded {
-                tracing::debug!(task = %id, instance = %inst.metadata.name, "placed");
-                return Ok(Action::Done);
+                    // Placed on by someone else, gone, or unchanged (then a task moved).
+                    _ => {
+                        c.failed.insert(i);
+                    }
+                }
             }
-            // Lost a race: re-read and decide again.
-            tokio::task::yield_now().await;
         }
-        Err(ObjectError::Conflict(format!("placement of task {id}")).into())
+        c.failed.extend(chunk.iter().map(|(i, _)| *i));
+        Ok(())
     }
+
+    /// A task asked to stop before it was ever placed: nothing runs, so it stops right here.
+    async fn stop_unplaced(&self, id: &str) -> anyhow::Result<()> {
+        objects::update_task(&*self.store, id, |t| {
+            if t.status.container_instance.is_some() || t.is_stopped() {
+                return false;
+            }
+            t.status.last_status = TaskState::Stopped;
+            t.status.stopped_at = Some(berth_core::model::now());
+            true
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// State of a pass's commits: what each instance holds as committed so far.
+struct Commit {
+    base: Vec<Candidate>,
+    revisions: Vec<i64>,
+    /// Instance records as last written by this pass.
+    records: HashMap<usize, ContainerInstance>,
+    failed: HashSet<usize>,
+    last_revision: i64,
+    /// Transactions that failed a compare.
+    conflicts: u32,
+}
+
+/// What decides whether a request fits an instance (strategy only ranks; the group matters
+/// only under distinctInstance).
+fn shape_of(r: &Request) -> String {
+    let distinct = r
+        .constraints
+        .iter()
+        .any(|c| c.kind == PlacementConstraintType::DistinctInstance);
+    format!(
+        "{}|{}|{}|{:?}|{:?}|{}",
+        r.cluster,
+        r.cpu,
+        r.memory,
+        r.ports,
+        r.constraints,
+        if distinct { r.group.as_str() } else { "" }
+    )
 }
 
 #[async_trait]
 impl Reconciler for Scheduler {
-    async fn reconcile(&self, key: &str) -> anyhow::Result<Action> {
-        if key == ALL {
-            return self.place_all_pending().await;
-        }
-        self.place_task(key).await
+    async fn reconcile(&self, _key: &str) -> anyhow::Result<Action> {
+        self.pass().await
     }
     async fn resync_keys(&self) -> anyhow::Result<Vec<String>> {
-        Ok(objects::list_tasks(&*self.store)
-            .await?
-            .into_iter()
-            .filter(|t| t.status.container_instance.is_none() && !t.is_stopped())
-            .map(|t| t.metadata.name)
-            .collect())
+        Ok(vec![ALL.to_string()])
     }
 }

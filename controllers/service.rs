@@ -14,11 +14,13 @@ use tokio::time::Duration;
 use super::common::{self, counts_healthy, event_once};
 use super::rollout::{self, Counts};
 use berth_core::model::{
-    keys, now, stop_codes, DesiredStatus, Kind, SchedulingStrategy, Service, Task, TaskDefinition,
-    TaskState,
+    keys, now, stop_codes, ContainerInstance, DesiredStatus, Kind, SchedulingStrategy, Service,
+    Task, TaskDefinition, TaskState,
 };
 use berth_core::objects::{self, ObjectError};
-use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
+use berth_core::runtime::{
+    Action, ClusterCache, Controller, ControllerOptions, Reconciler, Trigger,
+};
 use berth_core::store::{Compare, DynStore, Op, Txn, MAX_TXN_BYTES, MAX_TXN_OPS};
 
 /// How long STOPPED tasks stay readable (ECS keeps them about an hour).
@@ -26,13 +28,27 @@ pub const STOPPED_TASK_RETENTION: chrono::Duration = chrono::Duration::hours(1);
 
 pub struct ServiceController {
     store: DynStore,
+    cache: ClusterCache,
 }
 
 impl ServiceController {
+    /// A service controller with a cache of its own.
     pub fn controller(store: DynStore) -> Controller {
-        let r = Arc::new(ServiceController {
-            store: store.clone(),
-        });
+        let cache = ClusterCache::start(store.clone(), &[]);
+        Self::controller_with(store, &cache)
+    }
+
+    /// Reads the service's tasks from `cache` (its tasks-by-service index).
+    /// The reconciler alone (tests call `reconcile` on it directly).
+    pub fn new(store: DynStore, cache: &ClusterCache) -> Self {
+        ServiceController {
+            store,
+            cache: cache.clone(),
+        }
+    }
+
+    pub fn controller_with(store: DynStore, cache: &ClusterCache) -> Controller {
+        let r = Arc::new(ServiceController::new(store.clone(), cache));
         Controller::new(
             "service",
             store,
@@ -43,10 +59,23 @@ impl ServiceController {
                 ..Default::default()
             },
         )
+        .shared(&cache.informer)
         .primary(Kind::Service)
-        .trigger(Trigger::new(keys::prefix(Kind::Task), common::task_service))
+        .trigger(Trigger::on::<Task>(
+            keys::prefix(Kind::Task),
+            common::task_service,
+        ))
+        // DAEMON services follow their cluster's instances on the instance's own event (a
+        // join, a drain, a disconnect), not on the next resync.
+        .trigger(Trigger::on::<ContainerInstance>(
+            keys::prefix(Kind::ContainerInstance),
+            |i: &ContainerInstance| vec![format!("{DAEMONS_OF}{}", i.spec.cluster)],
+        ))
     }
 }
+
+/// Queue key standing for every DAEMON service of a cluster (no service name has a `/`).
+const DAEMONS_OF: &str = "daemons-of/";
 
 impl ServiceController {
     async fn stop_tasks(&self, ids: &[String], reason: &str) -> anyhow::Result<()> {
@@ -63,7 +92,7 @@ impl ServiceController {
     }
 
     /// Delete STOPPED tasks of the service past retention.
-    async fn collect_garbage(&self, tasks: &[Task]) -> anyhow::Result<()> {
+    async fn collect_garbage(&self, tasks: &[Arc<Task>]) -> anyhow::Result<()> {
         let cutoff = now() - STOPPED_TASK_RETENTION;
         for t in tasks {
             if t.is_stopped() && t.status.stopped_at.is_some_and(|s| s < cutoff) {
@@ -81,9 +110,16 @@ impl ServiceController {
     async fn reconcile_service(&self, name: &str) -> anyhow::Result<Action> {
         let key = keys::key(Kind::Service, name);
         let svc: Option<Service> = objects::get(&*self.store, &key).await?;
-        let tasks: Vec<Task> = common::tasks_of(&*self.store, name).await?;
+        if let Some(s) = &svc {
+            common::caught_up(&self.cache, s.metadata.revision).await?;
+        }
+        let tasks: Vec<Arc<Task>> = common::tasks_of(&self.cache, name);
         self.collect_garbage(&tasks).await?;
-        let active: Vec<&Task> = tasks.iter().filter(|t| t.is_active()).collect();
+        let active: Vec<&Task> = tasks
+            .iter()
+            .map(|t| &**t)
+            .filter(|t| t.is_active())
+            .collect();
         let Some(svc) = svc else {
             // Owner gone: its tasks are orphans and go too.
             let ids: Vec<String> = active.iter().map(|t| t.metadata.name.clone()).collect();
@@ -125,7 +161,8 @@ impl ServiceController {
         else {
             return Ok(Action::Done);
         };
-        let Some(td) = objects::taskdef(&*self.store, &primary.task_definition).await? else {
+        let Some(td) = common::taskdef(&*self.store, &self.cache, &primary.task_definition).await?
+        else {
             event_once(
                 &mut next,
                 format!(
@@ -138,9 +175,9 @@ impl ServiceController {
         };
         let primary_td = td.metadata.name.clone();
         let primary_id = primary.id.clone();
-        let desired = common::desired_count(&*self.store, &svc).await?;
-        let checks = common::checks_by_taskdef(&*self.store, &tasks, &[&td]).await?;
-        let behind_lb = super::lb_target::lb_healthy_tasks(&*self.store, &svc).await?;
+        let desired = common::desired_count(&self.cache, &svc);
+        let checks = common::checks_by_taskdef(&*self.store, &self.cache, &tasks, &[&td]).await?;
+        let behind_lb = super::lb_target::lb_healthy_tasks(&self.cache, &svc, &tasks);
         let healthy = |t: &Task| {
             counts_healthy(t, checks[&t.spec.task_definition])
                 && behind_lb
@@ -233,20 +270,16 @@ impl ServiceController {
                 .map(|t| t.metadata.name.clone()),
         );
 
-        // New tasks are written together with the service status, fenced by its revision.
-        // At most one transaction's worth per pass (etcd's default --max-txn-ops); the rest
-        // follow on an immediate requeue, each pass fenced by the service revision again.
-        let mut creates = Vec::new();
-        let mut bytes = next.to_bytes().len();
-        for _ in 0..step.start {
-            let t = self.new_task(&svc, &td, &primary_id);
-            let n = t.to_bytes().len();
-            if creates.len() + 1 >= MAX_TXN_OPS || bytes + n > MAX_TXN_BYTES {
-                break;
-            }
-            bytes += n;
-            creates.push(t);
-        }
+        // New tasks are written together with the service status, fenced by its revision, in
+        // transactions that fit etcd's defaults (--max-txn-ops 128, 1.5 MiB): each compares
+        // the service revision the previous one wrote and rewrites the service record, so the
+        // chain is as safe as one transaction (a change of the service by anyone else stops
+        // it) and the service's revision is always that of its newest tasks (what the next
+        // pass waits for in the cache before counting). At most MAX_CREATES_PER_PASS per pass;
+        // the rest follow on a requeue.
+        let creates: Vec<Task> = (0..step.start.min(MAX_CREATES_PER_PASS))
+            .map(|_| self.new_task(&svc, &td, &primary_id))
+            .collect();
         let more_to_create = (creates.len() as u32) < step.start;
         if !creates.is_empty() {
             let ids: Vec<String> = creates
@@ -284,7 +317,9 @@ impl ServiceController {
             && counts.old_total == 0
             && stopping == 0;
         let n_creates = creates.len();
-        let written = match self.write_status(&key, &svc, &next, creates).await {
+        let mut chunks = chunk_creates(creates, next.to_bytes().len()).into_iter();
+        let first = chunks.next().unwrap_or_default();
+        let written = match self.write_status(&key, &svc, &next, first).await {
             Ok(w) => w,
             Err(e) => {
                 // Users read the service, not /v1/controllers: say why nothing starts.
@@ -297,9 +332,16 @@ impl ServiceController {
                 return Err(e);
             }
         };
-        if !written {
+        let Some(mut fence) = written else {
             // Lost a race with another writer: start over on fresh state.
             return Ok(Action::Requeue);
+        };
+        for chunk in chunks {
+            match self.write_more(&key, fence, &next, &chunk).await? {
+                Some(rev) => fence = rev,
+                // The service changed: the rest is decided again on fresh state.
+                None => return Ok(Action::Requeue),
+            }
         }
         self.stop_tasks(
             &to_stop,
@@ -343,16 +385,16 @@ impl ServiceController {
     }
 
     /// Write the service status (if changed) and any new tasks in one fenced transaction.
-    /// Returns false when the service changed underneath.
+    /// Returns the service's revision afterwards, None when it changed underneath.
     async fn write_status(
         &self,
         key: &str,
         before: &Service,
         after: &Service,
         creates: Vec<Task>,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Option<i64>> {
         if before == after && creates.is_empty() {
-            return Ok(true);
+            return Ok(Some(before.metadata.revision));
         }
         let mut txn = Txn::new()
             .when(Compare::mod_revision(key, before.metadata.revision))
@@ -363,28 +405,80 @@ impl ServiceController {
                 .when(Compare::absent(&tk))
                 .and_then(Op::put(tk, t.to_bytes()));
         }
-        Ok(self.store.txn(txn).await?.succeeded)
+        let r = self.store.txn(txn).await?;
+        Ok(r.succeeded.then_some(r.revision))
     }
+
+    /// More new tasks, fenced on the service revision the previous write left, with the
+    /// service record rewritten so its revision moves with them. Returns that revision.
+    async fn write_more(
+        &self,
+        key: &str,
+        fence: i64,
+        svc: &Service,
+        creates: &[Task],
+    ) -> anyhow::Result<Option<i64>> {
+        let mut txn = Txn::new()
+            .when(Compare::mod_revision(key, fence))
+            .and_then(Op::put(key, svc.to_bytes()));
+        for t in creates {
+            let tk = keys::key(Kind::Task, &t.metadata.name);
+            txn = txn
+                .when(Compare::absent(&tk))
+                .and_then(Op::put(tk, t.to_bytes()));
+        }
+        let r = self.store.txn(txn).await?;
+        Ok(r.succeeded.then_some(r.revision))
+    }
+}
+
+/// New tasks per pass (a pass of a big service writes several transactions).
+const MAX_CREATES_PER_PASS: u32 = 1024;
+
+/// Split new tasks into transactions within etcd's limits: one compare and one put per task
+/// plus the service's, each carrying the service record (`svc_bytes`).
+fn chunk_creates(creates: Vec<Task>, svc_bytes: usize) -> Vec<Vec<Task>> {
+    let mut out: Vec<Vec<Task>> = vec![Vec::new()];
+    let mut bytes = svc_bytes;
+    for t in creates {
+        let n = t.to_bytes().len() + 128;
+        let cur = out.last().expect("one chunk");
+        if !cur.is_empty() && (cur.len() + 1 >= MAX_TXN_OPS || bytes + n > MAX_TXN_BYTES) {
+            out.push(Vec::new());
+            bytes = svc_bytes;
+        }
+        bytes += n;
+        out.last_mut().expect("one chunk").push(t);
+    }
+    out
 }
 
 #[async_trait]
 impl Reconciler for ServiceController {
     async fn reconcile(&self, name: &str) -> anyhow::Result<Action> {
+        if let Some(cluster) = name.strip_prefix(DAEMONS_OF) {
+            let daemons: Vec<String> = self
+                .cache
+                .services
+                .list()
+                .iter()
+                .filter(|s| {
+                    s.spec.cluster == cluster
+                        && s.spec.scheduling_strategy == Some(SchedulingStrategy::Daemon)
+                })
+                .map(|s| s.metadata.name.clone())
+                .collect();
+            for svc in daemons {
+                self.reconcile_service(&svc).await?;
+            }
+            return Ok(Action::Done);
+        }
         self.reconcile_service(name).await
     }
 
     async fn resync_keys(&self) -> anyhow::Result<Vec<String>> {
-        let mut names = Vec::new();
-        // Tasks whose service is gone are reconciled through their group's name.
-        for t in objects::list_tasks(&*self.store).await? {
-            if let Some(s) = t.service_name() {
-                if t.is_active() {
-                    names.push(s.to_string());
-                }
-            }
-        }
-        names.sort();
-        names.dedup();
-        Ok(names)
+        // Tasks whose service is gone are reconciled through their group's name (from the
+        // cache's index: a resync reads no store).
+        Ok(self.cache.services_with_tasks())
     }
 }

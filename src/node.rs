@@ -140,11 +140,15 @@ pub async fn start(store: DynStore, cfg: NodeConfig) -> anyhow::Result<Node> {
         }));
     }
     if cfg.controllers {
-        // Controllers run only on the elected leader, every write fenced by its term; on the
-        // embedded store this process is the only candidate and leads at once.
+        // One shared cache for every controller: the process watches the store once, and the
+        // cache outlives leadership terms. Controllers run only on the elected leader, every
+        // write fenced by its term; on the embedded store this process is the only candidate
+        // and leads at once.
+        let cache = berth_controllers::cache(store.clone());
         // Registered up front so a standby control plane lists what it would run.
         drop(berth_controllers::all_with(
             store.clone(),
+            &cache,
             &registry,
             &cfg.control,
         ));
@@ -164,7 +168,7 @@ pub async fn start(store: DynStore, cfg: NodeConfig) -> anyhow::Result<Node> {
                     audit.clone(),
                     &format!("controllers@{me}"),
                 ));
-                let controllers = berth_controllers::all_with(audited, &reg, &control);
+                let controllers = berth_controllers::all_with(audited, &cache, &reg, &control);
                 async move {
                     let running: Vec<_> = controllers
                         .into_iter()

@@ -21,7 +21,15 @@ impl Agent {
     fn start(store: &str, instance: &str) -> Agent {
         let data = tempfile::tempdir().unwrap();
         let child = Command::new(berth_bin())
-            .args(["agent", "--store", store, "--instance-id", instance, "--lease-ttl", "3s"])
+            .args([
+                "agent",
+                "--store",
+                store,
+                "--instance-id",
+                instance,
+                "--lease-ttl",
+                "3s",
+            ])
             .env("XDG_DATA_HOME", data.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -61,7 +69,10 @@ fn a_daemon_service_follows_instances_as_they_join() {
     let second = unique("daemon-b");
     let _b2 = Agent::start(&etcd.url(), &second);
     let name = unique("daemon");
-    let td = task_definition(&name, [container("app", &["sleep", "3600"]).cpu(8).memory(8)]);
+    let td = task_definition(
+        &name,
+        [container("app", &["sleep", "3600"]).cpu(8).memory(8)],
+    );
     let doc = documents(&[
         td.to_string(),
         service(&name, &name, 0, &["schedulingStrategy: DAEMON"]),
@@ -69,13 +80,23 @@ fn a_daemon_service_follows_instances_as_they_join() {
     b.apply(manifest_dir(&[("d.yaml", doc)]).path());
     let mut want = vec![b.instance.clone(), second.clone()];
     want.sort();
-    wait_for("one task on each of the two instances", Duration::from_secs(90), || {
-        (on_instances(&b, &name) == want).then_some(())
-    });
+    wait_for(
+        "one task on each of the two instances",
+        Duration::from_secs(90),
+        || (on_instances(&b, &name) == want).then_some(()),
+    );
     let list = b.cli_ok(&["get", "services"]);
-    let row = list.lines().find(|l| l.starts_with(&name)).unwrap_or("").to_string();
+    let row = list
+        .lines()
+        .find(|l| l.starts_with(&name))
+        .unwrap_or("")
+        .to_string();
     let cols: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(cols.get(3), Some(&"2"), "DESIRED shows the instance count: {list}");
+    assert_eq!(
+        cols.get(3),
+        Some(&"2"),
+        "DESIRED shows the instance count: {list}"
+    );
 
     // A third instance joins: it gets its task on its own event (the resync is 30 s).
     let third = unique("daemon-c");
@@ -83,10 +104,15 @@ fn a_daemon_service_follows_instances_as_they_join() {
     let _c = Agent::start(&etcd.url(), &third);
     want.push(third.clone());
     want.sort();
-    wait_for("a task on the new instance", Duration::from_secs(15), || {
-        (on_instances(&b, &name) == want).then_some(())
-    });
-    eprintln!("the joining instance ran its daemon task after {:?}", joined.elapsed());
+    wait_for(
+        "a task on the new instance",
+        Duration::from_secs(15),
+        || (on_instances(&b, &name) == want).then_some(()),
+    );
+    eprintln!(
+        "the joining instance ran its daemon task after {:?}",
+        joined.elapsed()
+    );
     let svc = b.get_json(&["services", &name]);
     assert_eq!(svc["status"]["desiredCount"], 3, "{svc}");
 }

@@ -1,14 +1,15 @@
-//! `berth bench scale`: the control plane (controllers, in-process, no agent) against many
-//! SIMULATED instances — fakes, no Docker, named `fake-scale-*`: ContainerInstance records plus
-//! their lease keys, and a simulated agent (below, written for this bench because
-//! `berth_core::agent::simulated` is still a placeholder) that marks their tasks RUNNING.
+//! `berth bench scale`: the control plane (controllers, in-process, no real agent) against many
+//! SIMULATED instances — fakes, no Docker, named `fake-scale-*`, played by
+//! `berth_core::agent::simulated::SimulatedAgent` (their records, leases and task status
+//! transitions, as a real agent writes them).
 //!
 //! It prints: time until every task is placed; placements/s for the same batch on an empty
 //! cluster and with the cluster full (side by side); idle control-plane CPU over a quiet window
 //! (`/proc/self/stat`); p99 reconcile time (the controllers' histograms, bucket upper bounds);
 //! control-plane RSS (`/proc/self/status`). Every phase is bounded by `--timeout`; nothing is
-//! asserted. The process's figures include the simulated agent and, on the embedded store, the
-//! store itself; etcd runs in its own process with its default limits.
+//! asserted. The process's figures include the simulated agent (one process playing every
+//! instance) and, on the embedded store, the store itself; etcd runs in its own process with
+//! its default limits.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -18,14 +19,14 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::node::{self, NodeConfig};
-use berth_core::model::{keys, now, DesiredStatus, Kind, Task, TaskState};
-use berth_core::objects;
-use berth_core::store::{DynStore, Op, Txn};
+use berth_core::agent::simulated::{SimulatedAgent, SimulatedAgentConfig};
+use berth_core::model::{keys, Kind, Task, TaskState};
+use berth_core::store::DynStore;
 
 /// Names of the simulated instances start with this: they are fakes.
 pub const FAKE_PREFIX: &str = "fake-scale-";
-/// Operations per transaction when writing the fakes (etcd allows 128 by default).
-const CHUNK: usize = 100;
+/// Instances registered at once.
+const REGISTER_CONCURRENCY: usize = 32;
 /// Concurrent task updates of the simulated agent.
 const AGENT_WORKERS: usize = 16;
 /// Each simulated instance's capacity (CPU units, MiB); a task takes 10 units and 16 MiB.
@@ -82,17 +83,24 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
         o.store, o.instances, o.tasks, o.batch
     );
     node::ensure_default_cluster(&*store).await?;
+    let stop = CancellationToken::new();
+    let counts: Counts = Arc::default();
+    let observer = tokio::spawn(observe(store.clone(), counts.clone(), stop.clone()));
+    let mut cfg = SimulatedAgentConfig::new("default");
+    (cfg.cpu, cfg.memory) = (INSTANCE_CPU, INSTANCE_MEMORY);
+    cfg.workers = AGENT_WORKERS;
+    // Long leases and a rare resync: the fake agent's own upkeep should not be what the idle
+    // figure measures (a real agent is a process of its own).
+    cfg.lease_ttl = Duration::from_secs(120);
+    cfg.resync = Duration::from_secs(600);
+    let agent = SimulatedAgent::start(store.clone(), cfg, stop.clone());
     let t = Instant::now();
-    let lease = write_fake_instances(&store, o.instances).await?;
+    add_fake_instances(&agent, o.instances).await?;
     println!(
-        "  {} fake instances and their lease keys written in {:.1} s",
+        "  {} fake instances registered by the simulated agent in {:.1} s",
         o.instances,
         t.elapsed().as_secs_f64()
     );
-    let stop = CancellationToken::new();
-    let counts: Counts = Arc::default();
-    let keeper = tokio::spawn(keep_alive(store.clone(), lease, stop.clone()));
-    let agent = tokio::spawn(simulated_agent(store.clone(), counts.clone(), stop.clone()));
     let n = node::start(
         store.clone(),
         NodeConfig {
@@ -168,93 +176,25 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
 
     n.shutdown().await;
     stop.cancel();
-    let _ = agent.await;
-    let _ = keeper.await;
+    agent.join().await;
+    let _ = observer.await;
     Ok(())
 }
 
-/// ContainerInstance records and one lease (shared by all fakes) holding their lease keys.
-async fn write_fake_instances(store: &DynStore, n: u32) -> anyhow::Result<i64> {
-    let lease = store.lease_grant(Duration::from_secs(30)).await?;
-    let mut ops = Vec::new();
-    for i in 0..n {
-        let id = format!("{FAKE_PREFIX}{i:05}");
-        let ci = super::harness::fake_instance(&id, INSTANCE_CPU, INSTANCE_MEMORY);
-        ops.push(Op::put(
-            keys::key(Kind::ContainerInstance, &id),
-            ci.to_bytes(),
-        ));
-        ops.push(Op::put_with_lease(
-            keys::instance_lease_key(&id),
-            b"connected".to_vec(),
-            lease,
-        ));
+/// Register the fake instances with the simulated agent, a few at a time.
+async fn add_fake_instances(agent: &SimulatedAgent, n: u32) -> anyhow::Result<()> {
+    let ids: Vec<String> = (0..n).map(|i| format!("{FAKE_PREFIX}{i:05}")).collect();
+    let mut adds = futures::stream::iter(ids.iter().map(|id| agent.add_instance(id)))
+        .buffer_unordered(REGISTER_CONCURRENCY);
+    while let Some(r) = adds.next().await {
+        r?;
     }
-    for chunk in ops.chunks(CHUNK) {
-        let mut txn = Txn::new();
-        txn.success = chunk.to_vec();
-        store.txn(txn).await?;
-    }
-    Ok(lease)
+    Ok(())
 }
 
-async fn keep_alive(store: DynStore, lease: i64, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {
-                if let Err(e) = store.lease_keep_alive(lease).await {
-                    tracing::warn!(error = %e, "fake instances' lease keep-alive failed");
-                }
-            }
-        }
-    }
-    let _ = store.lease_revoke(lease).await;
-}
-
-/// The simulated agent of every fake instance: watches all tasks (one watch for the whole
-/// fake fleet), marks those placed on a fake RUNNING (or STOPPED when asked to stop), and
-/// counts placements for the bench.
-async fn simulated_agent(store: DynStore, counts: Counts, stop: CancellationToken) {
-    let (tx, rx) = async_channel(AGENT_WORKERS * 64);
-    let mut workers = Vec::new();
-    for _ in 0..AGENT_WORKERS {
-        let rx = rx.clone();
-        let store = store.clone();
-        workers.push(tokio::spawn(async move {
-            loop {
-                let id = {
-                    let mut rx = rx.lock().await;
-                    match rx.recv().await {
-                        Some(id) => id,
-                        None => break,
-                    }
-                };
-                let r = objects::update_task(&*store, &id, |t| {
-                    if t.status.desired_status == DesiredStatus::Stopped {
-                        if t.status.last_status == TaskState::Stopped {
-                            return false;
-                        }
-                        t.status.last_status = TaskState::Stopped;
-                        t.status.stopped_at = Some(now());
-                        return true;
-                    }
-                    if t.status.last_status == TaskState::Running
-                        || t.status.container_instance.is_none()
-                    {
-                        return false;
-                    }
-                    t.status.last_status = TaskState::Running;
-                    t.status.started_at = Some(now());
-                    true
-                })
-                .await;
-                if let Err(e) = r {
-                    tracing::debug!(task = %id, error = %e, "simulated agent: update failed");
-                }
-            }
-        }));
-    }
+/// Counts, per service group, the tasks seen placed on a fake instance and seen RUNNING (one
+/// watch of the task prefix; it only observes: the simulated agent does the agent's work).
+async fn observe(store: DynStore, counts: Counts, stop: CancellationToken) {
     let prefix = keys::prefix(Kind::Task);
     let mut from = 0;
     'outer: while !stop.is_cancelled() {
@@ -273,7 +213,6 @@ async fn simulated_agent(store: DynStore, counts: Counts, stop: CancellationToke
                 i = w.next() => i,
             };
             let Some(Ok(events)) = item else {
-                // Resume after the last event seen (a compacted start is handled above).
                 continue 'outer;
             };
             for ev in events {
@@ -289,39 +228,15 @@ async fn simulated_agent(store: DynStore, counts: Counts, stop: CancellationToke
                 if !on_fake {
                     continue;
                 }
-                let act = {
-                    let mut c = counts.lock().unwrap();
-                    let seen = c.entry(t.spec.group.clone()).or_default();
-                    seen.placed.insert(t.metadata.name.clone());
-                    if t.status.last_status == TaskState::Running {
-                        seen.running.insert(t.metadata.name.clone());
-                    }
-                    match t.status.desired_status {
-                        DesiredStatus::Stopped => t.status.last_status != TaskState::Stopped,
-                        DesiredStatus::Running => t.status.last_status != TaskState::Running,
-                    }
-                };
-                if act && tx.send(t.metadata.name.clone()).await.is_err() {
-                    break 'outer;
+                let mut c = counts.lock().unwrap();
+                let seen = c.entry(t.spec.group.clone()).or_default();
+                seen.placed.insert(t.metadata.name.clone());
+                if t.status.last_status == TaskState::Running {
+                    seen.running.insert(t.metadata.name.clone());
                 }
             }
         }
     }
-    drop(tx);
-    for w in workers {
-        let _ = w.await;
-    }
-}
-
-/// An mpsc whose receiver the workers share.
-fn async_channel(
-    cap: usize,
-) -> (
-    tokio::sync::mpsc::Sender<String>,
-    Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<String>>>,
-) {
-    let (tx, rx) = tokio::sync::mpsc::channel(cap);
-    (tx, Arc::new(tokio::sync::Mutex::new(rx)))
 }
 
 fn running_total(counts: &Counts) -> usize {

@@ -97,6 +97,53 @@ pub fn place(req: &Request, cands: &[Candidate], rng: &mut impl Rng) -> Result<u
     Ok(rank(req, cands, &feasible, rng))
 }
 
+/// Nomad's limited candidate walk: visit candidates in `order` (shuffled once per pass) from
+/// `cursor`, which moves on across calls so consecutive tasks start at different instances;
+/// stop at `limit` feasible ones and rank only those. The cost per task is then bounded by
+/// `limit` while instances have room, whatever the size of the cluster. Spread over an
+/// attribute compares every instance, so it (and a walk no longer than `limit`) looks at all.
+/// With nothing feasible in the whole walk, the answer (and its reason) is [`place`]'s.
+pub fn place_sampled(
+    req: &Request,
+    cands: &[Candidate],
+    order: &[usize],
+    cursor: &mut usize,
+    limit: usize,
+    rng: &mut impl Rng,
+) -> Result<usize, NoPlacement> {
+    let by_attribute = req.strategy.iter().any(|s| {
+        s.kind == PlacementStrategyType::Spread
+            && s.field
+                .as_deref()
+                .is_some_and(|f| f.starts_with("attribute:"))
+    });
+    if by_attribute || order.len() <= limit.max(1) {
+        return place(req, cands, rng);
+    }
+    let mut feasible = Vec::with_capacity(limit);
+    for _ in 0..order.len() {
+        let i = order[*cursor % order.len()];
+        *cursor = (*cursor + 1) % order.len();
+        if feasibility(req, &cands[i]).is_ok() {
+            feasible.push(i);
+            if feasible.len() >= limit {
+                break;
+            }
+        }
+    }
+    if feasible.is_empty() {
+        return place(req, cands, rng);
+    }
+    Ok(rank(req, cands, &feasible, rng))
+}
+
+/// How many candidates [`place_sampled`] ranks in a cluster of `n` instances: Nomad's
+/// log2(n), but never fewer than `floor` (small clusters are ranked whole).
+pub fn sample_limit(n: usize, floor: usize) -> usize {
+    let log2 = usize::BITS - n.max(1).leading_zeros();
+    (log2 as usize).max(floor)
+}
+
 /// The feasibility pipeline: each step names why it rejects.
 fn feasibility(req: &Request, c: &Candidate) -> Result<(), &'static str> {
     if c.cluster != req.cluster {
@@ -337,6 +384,32 @@ mod tests {
         assert!(member_of("attribute:zone == b or instanceId == i-1", &c));
         assert!(!member_of("attribute:zone == a and instanceId == i-2", &c));
         assert!(!member_of("attribute:missing == x", &c));
+    }
+
+    #[test]
+    fn sampled_walk_ranks_a_bounded_set_and_spreads() {
+        let mut cs: Vec<Candidate> = (0..100)
+            .map(|i| cand(&format!("i{i:03}"), 1024, 1024))
+            .collect();
+        let order: Vec<usize> = (0..cs.len()).collect();
+        let mut cursor = 0;
+        let r = req(10, 10);
+        for _ in 0..300 {
+            let i = place_sampled(&r, &cs, &order, &mut cursor, 8, &mut rng()).unwrap();
+            cs[i].take(&r);
+        }
+        // Least-loaded among each window of 8: the load stays within two tasks of even.
+        let (min, max) = (
+            cs.iter().map(|c| c.tasks).min().unwrap(),
+            cs.iter().map(|c| c.tasks).max().unwrap(),
+        );
+        assert!(max - min <= 2, "{min}..{max}");
+        // Nothing fits: the reason covers the whole cluster.
+        let big = req(4096, 1);
+        let e = place_sampled(&big, &cs, &order, &mut cursor, 8, &mut rng()).unwrap_err();
+        assert!(e.reason.contains("100 insufficient CPU"), "{}", e.reason);
+        assert_eq!(sample_limit(1000, 2), 10);
+        assert_eq!(sample_limit(3, 16), 16);
     }
 
     proptest! {

@@ -45,7 +45,8 @@ impl Harness {
         let control = berth_controllers::ControlConfig {
             lost_instance_grace: LOST_GRACE,
         };
-        let handles = berth_controllers::all_with(store.clone(), &registry, &control)
+        let cache = berth_controllers::cache(store.clone());
+        let handles = berth_controllers::all_with(store.clone(), &cache, &registry, &control)
             .into_iter()
             .map(|c| tokio::spawn(c.run(shutdown.clone())))
             .collect();

@@ -9,3 +9,4 @@ mod deployment;
 mod lb_target;
 mod recovery;
 mod service;
+mod work;

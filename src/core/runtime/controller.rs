@@ -1,6 +1,7 @@
 //! The controller runner: triggers → de-duplicating queue → workers calling `reconcile(key)`,
 //! with per-key back-off, periodic resync and graceful shutdown (ARCHITECTURE.md, "Reconcile runtime").
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -13,7 +14,9 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::{Backoff, BackoffPolicy};
+use super::informer::SharedInformer;
 use super::queue::Queue;
+use super::reflector::Change;
 use super::watcher::{watcher, WatcherEvent};
 use crate::model::{keys, Kind};
 use crate::store::{DynStore, KeyValue, Store};
@@ -42,9 +45,13 @@ pub trait Reconciler: Send + Sync + 'static {
 /// the controller to enqueue.
 pub type KeyMapper = Arc<dyn Fn(&KeyValue) -> Vec<String> + Send + Sync>;
 
+/// Maps a change, with the object the shared cache already decoded when it has one.
+type ChangeMapper =
+    Arc<dyn Fn(&KeyValue, Option<&(dyn Any + Send + Sync)>) -> Vec<String> + Send + Sync>;
+
 pub struct Trigger {
     pub prefix: String,
-    pub map: KeyMapper,
+    map: ChangeMapper,
 }
 
 impl Trigger {
@@ -54,8 +61,35 @@ impl Trigger {
     ) -> Self {
         Trigger {
             prefix: prefix.into(),
-            map: Arc::new(map),
+            map: Arc::new(move |kv, _| map(kv)),
         }
+    }
+
+    /// A trigger on decoded objects of type `T`: the shared cache decodes each change once for
+    /// every controller (without a cache, or when the object is not a `T`, it is decoded here).
+    pub fn on<T>(
+        prefix: impl Into<String>,
+        map: impl Fn(&T) -> Vec<String> + Send + Sync + 'static,
+    ) -> Self
+    where
+        T: serde::de::DeserializeOwned + Send + Sync + 'static,
+    {
+        Trigger {
+            prefix: prefix.into(),
+            map: Arc::new(
+                move |kv, obj| match obj.and_then(|o| o.downcast_ref::<T>()) {
+                    Some(t) => map(t),
+                    None => serde_json::from_slice::<T>(&kv.value)
+                        .map(|t| map(&t))
+                        .unwrap_or_default(),
+                },
+            ),
+        }
+    }
+
+    /// The keys this change enqueues.
+    pub fn keys(&self, kv: &KeyValue) -> Vec<String> {
+        (self.map)(kv, None)
     }
 }
 
@@ -157,17 +191,31 @@ impl Registry {
 }
 
 /// The keys of one resync: every object name of the primary kind, then the reconciler's own.
+/// From the shared cache when it holds the kind: a resync re-queues what the process already
+/// knows instead of relisting the store.
 async fn resync(
     store: &dyn Store,
+    informer: Option<&SharedInformer>,
     primary: Option<Kind>,
     r: &dyn Reconciler,
 ) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     if let Some(kind) = primary {
-        let (kvs, _) = store.range(&keys::prefix(kind)).await?;
+        let prefix = keys::prefix(kind);
+        let cached = informer
+            .filter(|i| i.is_synced())
+            .and_then(|i| i.keys(&prefix));
+        let listed = match cached {
+            Some(keys) => keys,
+            None => {
+                let (kvs, _) = store.range(&prefix).await?;
+                kvs.into_iter().map(|kv| kv.key).collect()
+            }
+        };
         out.extend(
-            kvs.iter()
-                .filter_map(|kv| keys::name_of(&kv.key, kind))
+            listed
+                .iter()
+                .filter_map(|k| keys::name_of(k, kind))
                 .map(str::to_string),
         );
     }
@@ -182,6 +230,8 @@ pub struct Controller {
     triggers: Vec<Trigger>,
     /// The kind whose object names are this controller's keys (resynced by the runtime).
     primary: Option<Kind>,
+    /// The process's shared cache: triggers subscribe to it instead of watching the store.
+    informer: Option<SharedInformer>,
     opts: ControllerOptions,
     queue: Arc<Queue>,
     stats: Arc<ControllerStats>,
@@ -211,6 +261,7 @@ impl Controller {
             reconciler,
             triggers: Vec::new(),
             primary: None,
+            informer: None,
             opts,
             queue,
             stats,
@@ -227,6 +278,14 @@ impl Controller {
                 .map(|n| vec![n.to_string()])
                 .unwrap_or_default()
         }))
+    }
+
+    /// Take triggers (and the primary kind's resync) from the process's shared informer: each
+    /// prefix it covers is then watched once per process, not once per controller. Triggers on
+    /// prefixes it does not cover still watch the store themselves.
+    pub fn shared(mut self, informer: &SharedInformer) -> Self {
+        self.informer = Some(informer.clone());
+        self
     }
 
     pub fn trigger(mut self, t: Trigger) -> Self {
@@ -252,12 +311,29 @@ impl Controller {
             reconciler,
             triggers,
             primary,
+            informer,
             opts,
             queue,
             stats,
         } = self;
         let bg = CancellationToken::new();
         for t in triggers {
+            if let Some(inf) = &informer {
+                let q = queue.clone();
+                let stop = bg.clone();
+                let map = t.map.clone();
+                let handler = Arc::new(move |c: &Change| {
+                    if stop.is_cancelled() {
+                        return;
+                    }
+                    for key in map(&c.kv, c.obj.as_deref()) {
+                        q.add(&key);
+                    }
+                });
+                if inf.subscribe(&t.prefix, handler) {
+                    continue;
+                }
+            }
             let q = queue.clone();
             let mut events = watcher(store.clone(), t.prefix.clone());
             let stop = bg.clone();
@@ -272,7 +348,7 @@ impl Controller {
                         WatcherEvent::Applied(kv) | WatcherEvent::Deleted(kv) => vec![kv],
                     };
                     for kv in kvs {
-                        for key in (t.map)(kv) {
+                        for key in (t.map)(kv, None) {
                             q.add(&key);
                         }
                     }
@@ -286,6 +362,7 @@ impl Controller {
             let period = opts.resync;
             let name = name.clone();
             let store = store.clone();
+            let informer = informer.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval_at(Instant::now() + period, period);
                 loop {
@@ -293,7 +370,7 @@ impl Controller {
                         _ = stop.cancelled() => return,
                         _ = tick.tick() => {}
                     }
-                    match resync(&*store, primary, &*r).await {
+                    match resync(&*store, informer.as_ref(), primary, &*r).await {
                         Ok(keys) => keys.iter().for_each(|k| q.add(k)),
                         Err(e) => {
                             tracing::warn!(controller = %name, error = %e, "resync list failed")
