@@ -170,6 +170,7 @@ async fn from_sigv4(
     headers: &[(String, String)],
     body: &[u8],
     now: DateTime<Utc>,
+    read_only: bool,
 ) -> Result<Caller, Denial> {
     let un = |e: sigv4::SigError| Denial::unauthenticated(e.to_string());
     let auth = sigv4::parse_authorization(authz).map_err(un)?;
@@ -216,7 +217,7 @@ async fn from_sigv4(
         }
     }
     sigv4::verify(&auth, &parts, &amz_date, &key.secret_for(&ak.access_key_id)).map_err(un)?;
-    if !matches!(*method, Method::GET | Method::HEAD) && !st.first_use(&auth.signature, now) {
+    if !read_only && !st.first_use(&auth.signature, now) {
         return Err(Denial::unauthenticated(
             "this signed request was already used (replay refused)",
         ));
@@ -369,7 +370,16 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
                 .into_response()
         }
     };
-    let classified = actions::classify(&method, &decoded_path, &bytes);
+    // `POST /` with `X-Amz-Target`: an ECS JSON 1.1 call (api::ecs), answered in ECS's shape.
+    let ecs_op = super::ecs::operation(&method, &decoded_path, &parts.headers);
+    let classified = match &ecs_op {
+        Some(op) => actions::classify_ecs(op, &bytes),
+        None => actions::classify(&method, &decoded_path, &bytes),
+    };
+    let denial_response = |d: &Denial, action: &str, request_id: &str| match &ecs_op {
+        Some(_) => super::ecs::error::denial(d.status, d.code, &d.message, request_id),
+        None => denial_response(d, action, request_id),
+    };
     let targets = match &classified {
         Classified::Public => {
             let req = Request::from_parts(parts, Body::from(bytes));
@@ -409,6 +419,10 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
                 &headers,
                 &bytes,
                 now,
+                // An ECS Describe/List is a read sent as POST: a poll may repeat its
+                // signature within a second.
+                matches!(method, Method::GET | Method::HEAD)
+                    || ecs_op.as_deref().is_some_and(super::ecs::is_read_only),
             )
             .await
         }
@@ -535,7 +549,10 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
             .unwrap_or_default();
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !rp.status.is_success() {
-            rec.error_message = v["error"].as_str().map(|s| s.chars().take(1024).collect());
+            rec.error_message = v["error"]
+                .as_str()
+                .or(v["message"].as_str())
+                .map(|s| s.chars().take(1024).collect());
         }
         rec.response_elements = audit::bounded(&v);
         resp = Response::from_parts(rp, Body::from(body));
@@ -544,6 +561,10 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
     }
     st.audit.append(rec).await;
     if let Ok(v) = HeaderValue::from_str(&request_id) {
+        if ecs_op.is_some() {
+            resp.headers_mut()
+                .insert(super::ecs::error::REQUEST_ID_HEADER, v.clone());
+        }
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
     resp
