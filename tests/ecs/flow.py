@@ -165,4 +165,11 @@ dr = ecs.deregister_task_definition(taskDefinition=f"{FAM}:1")["taskDefinition"]
 assert dr["status"] == "INACTIVE", dr
 active = ecs.list_task_definitions(familyPrefix=FAM)["taskDefinitionArns"]
 assert len(active) == 2, active
+# Draining an instance, then back to ACTIVE.
+up = ecs.update_container_instances_state(cluster="default", containerInstances=ci, status="DRAINING")
+assert up["containerInstances"][0]["status"] == "DRAINING", up
+listed = ecs.list_container_instances(cluster="default", status="DRAINING")["containerInstanceArns"]
+assert listed == ci, listed
+up = ecs.update_container_instances_state(cluster="default", containerInstances=ci, status="ACTIVE")
+assert up["containerInstances"][0]["status"] == "ACTIVE", up
 print("OK")

@@ -388,6 +388,11 @@ pub fn classify_ecs(op: &str, body: &[u8]) -> Classified {
             Kind::ContainerInstance,
             list("containerInstances"),
         ),
+        "UpdateContainerInstancesState" => each(
+            "berth:UpdateContainerInstance",
+            Kind::ContainerInstance,
+            list("containerInstances"),
+        ),
         other => one(&format!("ecs:{other}"), "*".into()),
     }
 }

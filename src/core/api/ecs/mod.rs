@@ -102,6 +102,7 @@ async fn run(cx: &Ctx, op: &str, req: &Value) -> EcsResult {
         "ListTasks" => tasks::list(cx, req).await,
         "ListContainerInstances" => instances::list(cx, req).await,
         "DescribeContainerInstances" => instances::describe(cx, req).await,
+        "UpdateContainerInstancesState" => instances::update_state(cx, req).await,
         other => Err(EcsError::new(
             "UnsupportedFeatureException",
             format!("berth does not implement the ECS operation {other}"),
