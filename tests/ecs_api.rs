@@ -10,9 +10,17 @@ use common::berth::*;
 use common::manifests::IMAGE;
 use serde_json::Value;
 
-fn keys(b: &Berth) -> (String, String) {
+const READER: &str = r#"apiVersion: berth.dev/v1
+kind: Role
+metadata: {name: reader}
+spec:
+  statements:
+    - {effect: Allow, actions: ["berth:Describe*", "berth:List*"], resources: ["*"]}
+"#;
+
+fn keys(b: &Berth, name: &str, role: &str) -> (String, String) {
     let created: Value = serde_json::from_str(&b.cli_ok(&[
-        "auth", "identity", "create", "ecs-user", "--role", "admin", "-o", "json",
+        "auth", "identity", "create", name, "--role", role, "-o", "json",
     ]))
     .unwrap();
     (
@@ -24,7 +32,7 @@ fn keys(b: &Berth) -> (String, String) {
 #[test]
 fn boto3_and_awscli_speak_ecs_to_berth() {
     let b = Berth::up(None);
-    let (ak, sk) = keys(&b);
+    let (ak, sk) = keys(&b, "ecs-user", "admin");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ecs/flow.py");
     let out = Command::new("python3")
         .arg(script)
@@ -74,6 +82,33 @@ fn boto3_and_awscli_speak_ecs_to_berth() {
             .any(|a| a == "arn:aws:ecs:eu-west-1:000000000000:cluster/default"),
         "{v}"
     );
+
+    // A reader's keys: ECS reads allowed (berth:List*), a delete refused in ECS's shape.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("roles.yaml"), READER).unwrap();
+    b.apply(dir.path());
+    let (rak, rsk) = keys(&b, "ecs-reader", "reader");
+    let aws = |args: &[&str]| {
+        Command::new("aws")
+            .args(["--endpoint-url", &b.endpoint(), "ecs"])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", &rak)
+            .env("AWS_SECRET_ACCESS_KEY", &rsk)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .expect("run aws")
+    };
+    let o = aws(&["list-services", "--cluster", "default"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = aws(&["delete-service", "--cluster", "default", "--service", "web"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("AccessDeniedException"),
+        "{err}"
+    );
+    assert!(err.contains("berth:DeleteService"), "{err}");
 
     // The ECS calls are in the audit trail as the berth actions they map onto.
     let audit = b.cli_ok(&["audit", "--action", "berth:Apply", "-o", "json"]);
