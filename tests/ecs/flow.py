@@ -124,6 +124,9 @@ assert ds["failures"][0]["reason"] == "MISSING", ds
 u = ecs.update_service(cluster="default", service=SVC, desiredCount=1)["service"]
 assert u["desiredCount"] == 1, u
 wait("runningCount == 1", running(1))
+ecs.get_waiter("services_stable").wait(
+    cluster="default", services=[SVC], WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+)
 wait(
     "one RUNNING task listed",
     lambda: len(ecs.list_tasks(cluster="default", serviceName=SVC)["taskArns"]) == 1,

@@ -126,7 +126,14 @@ pub fn service(region: &str, o: &Value) -> Value {
     };
     let deployments: Vec<Value> = st["deployments"]
         .as_array()
-        .map(|a| a.iter().map(|d| deployment(region, d)).collect())
+        // ECS lists the PRIMARY and ACTIVE deployments only (botocore's ServicesStable waiter
+        // waits for exactly one).
+        .map(|a| {
+            a.iter()
+                .filter(|d| d["status"] != "INACTIVE")
+                .map(|d| deployment(region, d))
+                .collect()
+        })
         .unwrap_or_default();
     let td = deployments
         .iter()
