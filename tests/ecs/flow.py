@@ -153,6 +153,7 @@ assert error_code(ecs.describe_services, cluster="nope", services=[SVC])[0] == "
 assert error_code(ecs.update_service, cluster="default", service="ghost", desiredCount=1)[0] == "ServiceNotFoundException"
 assert error_code(ecs.delete_service, cluster="default", service=SVC)[0] == "InvalidParameterException"
 assert error_code(ecs.list_task_definitions, maxResults=1000)[0] == "InvalidParameterException"
+assert error_code(ecs.update_service, cluster="default", service=SVC, forceNewDeployment=True)[0] == "UnsupportedFeatureException"
 bad_code, bad_meta = error_code(client("not-the-secret").list_clusters)
 assert bad_code == "UnrecognizedClientException", bad_code
 assert bad_meta["HTTPStatusCode"] in (401, 403), bad_meta

@@ -150,7 +150,19 @@ pub async fn update(cx: &Ctx, req: &Value) -> EcsResult {
         }
     }
     let mut spec = s["spec"].as_object().cloned().unwrap_or_default();
+    let before = spec.get("taskDefinition").cloned();
     copy_members(req, &mut spec)?;
+    // A new task definition starts a deployment by itself; forcing one of the same revision
+    // is not something berth's deployment controller does yet: say so, never a silent no-op.
+    if req["forceNewDeployment"].as_bool() == Some(true)
+        && spec.get("taskDefinition") == before.as_ref()
+    {
+        return Err(EcsError::new(
+            "UnsupportedFeatureException",
+            "berth does not yet force a new deployment of the same task definition; \
+             register a new revision and update the service to it",
+        ));
+    }
     cx.apply("Service", &name, Value::Object(spec)).await?;
     let s = cx
         .get(Kind::Service, &name)
