@@ -57,5 +57,14 @@ if ! docker info >/dev/null 2>&1; then
   exit 1
 fi
 
+# Real ECS clients for tests/ecs_api.rs (boto3 and the aws CLI, from PyPI).
+if [ "$mode" != "--demo" ]; then
+  if ! python3 -c "import boto3" 2>/dev/null || ! command -v aws >/dev/null; then
+    echo "installing: boto3 awscli (PyPI)"
+    python3 -m pip install -q boto3 awscli 2>/dev/null \
+      || python3 -m pip install -q --break-system-packages boto3 awscli
+  fi
+fi
+
 # The demo/test image, built locally (no registry).
 docker image inspect local/busybox:1 >/dev/null 2>&1 || scripts/build-image.sh

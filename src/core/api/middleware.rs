@@ -203,6 +203,7 @@ async fn from_sigv4(
     headers: &[(String, String)],
     body: &[u8],
     now: DateTime<Utc>,
+    read_only: bool,
 ) -> Result<Caller, Denial> {
     let un = |e: sigv4::SigError| Denial::unauthenticated(e.to_string());
     let auth = sigv4::parse_authorization(authz).map_err(un)?;
@@ -249,7 +250,7 @@ async fn from_sigv4(
         }
     }
     sigv4::verify(&auth, &parts, &amz_date, &key.secret_for(&ak.access_key_id)).map_err(un)?;
-    if !matches!(*method, Method::GET | Method::HEAD) {
+    if !read_only {
         // A write must sign its body, and may be used once, on any control plane.
         if parts.payload_hash == sigv4::UNSIGNED_PAYLOAD {
             return Err(Denial::unauthenticated(
@@ -423,9 +424,21 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
                 .into_response()
         }
     };
+    // `POST /` with `X-Amz-Target`: an ECS JSON 1.1 call (api::ecs), answered in ECS's shape.
+    let ecs_op = super::ecs::operation(&method, &decoded_path, &parts.headers);
+    let denial_response = |d: &Denial, action: &str, request_id: &str| match &ecs_op {
+        Some(_) => super::ecs::error::denial(d.status, d.code, &d.message, request_id),
+        None => denial_response(d, action, request_id),
+    };
+    // An ECS Describe/List is a read sent as POST (a poll may repeat its signature).
+    let read_like = is_read(&method) || ecs_op.as_deref().is_some_and(super::ecs::is_read_only);
+    let classify = |body: &[u8]| match &ecs_op {
+        Some(op) => actions::classify_ecs(op, body),
+        None => actions::classify(&method, &decoded_path, body),
+    };
     // Public routes decide by path alone; everything else is authenticated on its headers
     // before its body is read (a stranger's 16 MiB costs nothing).
-    let pre = actions::classify(&method, &decoded_path, b"");
+    let pre = classify(b"");
     if matches!(pre, Classified::Public) {
         let raw = body.take().unwrap_or_default();
         return next.run(Request::from_parts(parts, raw)).await;
@@ -497,6 +510,7 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
                 &headers,
                 &bytes,
                 now,
+                read_like,
             )
             .await;
             body_bytes = Some(bytes);
@@ -529,7 +543,7 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
             }
         }
     };
-    let classified = actions::classify(&method, &decoded_path, &bytes);
+    let classified = classify(&bytes);
     let targets = match &classified {
         Classified::Public => vec![],
         Classified::Protected(t) => t.clone(),
@@ -591,7 +605,7 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
 
     parts.extensions.insert(caller);
     rec.decision = "allowed".into();
-    if !is_read(&method) {
+    if !read_like {
         // A change is recorded before it is made: no record, no change. The final record
         // (status, response) replaces this one under the same key.
         rec.event_time = Some(crate::model::now());
@@ -623,7 +637,10 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
             .unwrap_or_default();
         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !rp.status.is_success() {
-            rec.error_message = v["error"].as_str().map(|s| s.chars().take(1024).collect());
+            rec.error_message = v["error"]
+                .as_str()
+                .or(v["message"].as_str())
+                .map(|s| s.chars().take(1024).collect());
         }
         rec.response_elements = audit::bounded(&v);
         resp = Response::from_parts(rp, Body::from(body));
@@ -632,6 +649,10 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
     }
     st.audit.append(rec).await;
     if let Ok(v) = HeaderValue::from_str(&request_id) {
+        if ecs_op.is_some() {
+            resp.headers_mut()
+                .insert(super::ecs::error::REQUEST_ID_HEADER, v.clone());
+        }
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
     resp

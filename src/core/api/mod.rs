@@ -6,6 +6,7 @@ mod agent_index;
 mod auth_api;
 mod auth_state;
 pub mod dashboard;
+mod ecs;
 mod error;
 pub(crate) mod health;
 mod hub;
@@ -30,6 +31,11 @@ pub use state::{ApiState, MAX_BODY_BYTES};
 pub fn router(state: ApiState) -> Router {
     let app = Router::new()
         .route("/healthz", get(health::healthz))
+        // ECS's JSON 1.1 protocol (`GET /` stays the dashboard).
+        .route(
+            "/",
+            post(ecs::dispatch).get(|| async { axum::response::Redirect::to("/ui") }),
+        )
         .route("/v1/apply", post(objects_api::apply))
         .route("/v1/delete", post(objects_api::delete_documents))
         .route("/v1/controllers", get(health::controllers))

@@ -6,7 +6,7 @@
 //!   re-encoded, sorted), canonical headers (lower-case names, trimmed values with runs of
 //!   spaces collapsed, sorted), signed header list, payload hash (hex SHA-256 of the body, or
 //!   `UNSIGNED-PAYLOAD` when `x-amz-content-sha256` says so).
-//! - Credential scope `YYYYMMDD/region/service/aws4_request`; the service must be `berth`, the
+//! - Credential scope `YYYYMMDD/region/service/aws4_request`; the service must be `berth` (or `ecs`), the
 //!   date must be the date of `x-amz-date`, any region is accepted.
 //! - `x-amz-date` must be within [`MAX_SKEW`] of the server's clock (bounds replays).
 //! - Signatures are compared in constant time.
@@ -19,6 +19,8 @@ use super::crypto::{ct_eq, hmac, sha256_hex};
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 pub const SERVICE: &str = "berth";
+/// The ECS JSON 1.1 protocol (`api::ecs`) is signed with service name `ecs`.
+pub const ECS_SERVICE: &str = "ecs";
 pub const DEFAULT_REGION: &str = "us-east-1";
 /// Requests dated further than this from the server's clock are refused.
 pub const MAX_SKEW: chrono::Duration = chrono::Duration::minutes(5);
@@ -283,7 +285,7 @@ pub fn precheck(
     if (now - t).abs() > MAX_SKEW {
         return Err(SigError::Skew(amz_date));
     }
-    if auth.date != amz_date[..8] || auth.service != SERVICE {
+    if auth.date != amz_date[..8] || (auth.service != SERVICE && auth.service != ECS_SERVICE) {
         return Err(SigError::Scope(auth.scope()));
     }
     for required in ["host", "x-amz-date"] {

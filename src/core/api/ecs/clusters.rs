@@ -1,0 +1,99 @@
+//! ListClusters, DescribeClusters, CreateCluster, DeleteCluster on berth's Cluster objects.
+
+use axum::extract::{Path, State};
+use serde_json::{json, Value};
+
+use super::arn;
+use super::ctx::{cluster_of, str_list, Ctx};
+use super::error::{EcsError, EcsResult};
+use super::shapes::{failure, page, with_token};
+use crate::api::objects_api;
+use crate::model::Kind;
+
+pub async fn list(cx: &Ctx, req: &Value) -> EcsResult {
+    let mut names: Vec<String> = cx
+        .all(Kind::Cluster)
+        .await?
+        .iter()
+        .filter_map(|c| c["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    let (names, next) = page(names, req, 100)?;
+    let arns: Vec<String> = names.iter().map(|n| arn::cluster(&cx.region, n)).collect();
+    Ok(with_token(json!({ "clusterArns": arns }), next))
+}
+
+async fn shape(cx: &Ctx, name: &str) -> EcsResult {
+    let tasks = cx.all(Kind::Task).await?;
+    let services = cx.all(Kind::Service).await?;
+    let instances = cx.all(Kind::ContainerInstance).await?;
+    let here = |o: &&Value| o["spec"]["cluster"].as_str() == Some(name);
+    let count_tasks = |s: &str| {
+        tasks
+            .iter()
+            .filter(here)
+            .filter(|t| t["status"]["lastStatus"].as_str() == Some(s))
+            .count()
+    };
+    Ok(json!({
+        "clusterArn": arn::cluster(&cx.region, name),
+        "clusterName": name,
+        "status": "ACTIVE",
+        "registeredContainerInstancesCount": instances.iter().filter(here).count(),
+        "runningTasksCount": count_tasks("RUNNING"),
+        "pendingTasksCount": count_tasks("PENDING") + count_tasks("PROVISIONING"),
+        "activeServicesCount": services.iter().filter(here).count(),
+    }))
+}
+
+pub async fn describe(cx: &Ctx, req: &Value) -> EcsResult {
+    let mut wanted = str_list(req, "clusters");
+    if wanted.is_empty() {
+        wanted.push("default".into());
+    }
+    let mut clusters = vec![];
+    let mut failures = vec![];
+    for w in &wanted {
+        let name = arn::name(w);
+        if cx.get(Kind::Cluster, name).await?.is_some() {
+            clusters.push(shape(cx, name).await?);
+        } else {
+            failures.push(failure(arn::cluster(&cx.region, name), "MISSING"));
+        }
+    }
+    Ok(json!({ "clusters": clusters, "failures": failures }))
+}
+
+pub async fn create(cx: &Ctx, req: &Value) -> EcsResult {
+    let name = req["clusterName"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default");
+    // An existing cluster is answered as it is (ECS's CreateCluster is idempotent); its
+    // settings stay as they were applied.
+    if cx.get(Kind::Cluster, name).await?.is_none() {
+        cx.apply("Cluster", name, json!({})).await?;
+    }
+    Ok(json!({ "cluster": shape(cx, name).await? }))
+}
+
+pub async fn delete(cx: &Ctx, req: &Value) -> EcsResult {
+    let name = cluster_of(req);
+    let mut out = shape(cx, &name).await?;
+    match objects_api::delete_one(
+        State(cx.st.clone()),
+        Path(("clusters".into(), name.clone())),
+    )
+    .await
+    {
+        Ok(_) => {
+            out["status"] = json!("INACTIVE");
+            Ok(json!({ "cluster": out }))
+        }
+        Err(e) if e.status.as_u16() == 404 => Err(EcsError::cluster_not_found(&name)),
+        Err(e) if e.status.as_u16() == 409 => {
+            Err(EcsError::new("ClusterContainsServicesException", e.message))
+        }
+        Err(e) => Err(e.into()),
+    }
+}

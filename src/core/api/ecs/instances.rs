@@ -1,0 +1,131 @@
+//! ListContainerInstances, DescribeContainerInstances, UpdateContainerInstancesState on berth's ContainerInstance records.
+
+use serde_json::{json, Value};
+
+use super::arn;
+use super::ctx::{cluster_of, str_list, Ctx};
+use super::error::{EcsError, EcsResult};
+use super::shapes::{self, failure, page, with_token};
+use crate::model::{keys, stop_codes, ContainerInstance, Kind};
+use crate::objects::{self, ObjectError};
+
+pub async fn list(cx: &Ctx, req: &Value) -> EcsResult {
+    let cluster = cluster_of(req);
+    cx.require_cluster(&cluster).await?;
+    let status = req["status"].as_str();
+    if let Some(s) = status {
+        if !matches!(
+            s,
+            "ACTIVE" | "DRAINING" | "REGISTERING" | "DEREGISTERING" | "REGISTRATION_FAILED"
+        ) {
+            return Err(EcsError::invalid(format!("invalid status {s:?}")));
+        }
+    }
+    let mut ids: Vec<String> = cx
+        .all(Kind::ContainerInstance)
+        .await?
+        .iter()
+        .filter(|i| i["spec"]["cluster"].as_str() == Some(cluster.as_str()))
+        .filter(|i| {
+            let s = i["status"]["status"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .unwrap_or("ACTIVE");
+            status.is_none_or(|w| w == s)
+        })
+        .filter_map(|i| i["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    ids.sort();
+    let (ids, next) = page(ids, req, 100)?;
+    let arns: Vec<String> = ids
+        .iter()
+        .map(|i| arn::container_instance(&cx.region, &cluster, i))
+        .collect();
+    Ok(with_token(json!({ "containerInstanceArns": arns }), next))
+}
+
+pub async fn describe(cx: &Ctx, req: &Value) -> EcsResult {
+    let cluster = cluster_of(req);
+    cx.require_cluster(&cluster).await?;
+    let mut out = vec![];
+    let mut failures = vec![];
+    for w in str_list(req, "containerInstances") {
+        let id = arn::name(&w);
+        match cx
+            .get(Kind::ContainerInstance, id)
+            .await?
+            .filter(|i| i["spec"]["cluster"].as_str() == Some(cluster.as_str()))
+        {
+            Some(i) => out.push(shapes::instance(&cx.region, &i)),
+            None => failures.push(failure(
+                arn::container_instance(&cx.region, &cluster, id),
+                "MISSING",
+            )),
+        }
+    }
+    Ok(json!({ "containerInstances": out, "failures": failures }))
+}
+
+/// UpdateContainerInstancesState: ACTIVE or DRAINING on each named instance (a CAS write of
+/// its record; the scheduler places only on ACTIVE ones). Draining also asks the instance's
+/// service tasks to stop, so their services start replacements elsewhere, as ECS does.
+pub async fn update_state(cx: &Ctx, req: &Value) -> EcsResult {
+    let cluster = cluster_of(req);
+    cx.require_cluster(&cluster).await?;
+    let status = req["status"].as_str().unwrap_or("");
+    if !matches!(status, "ACTIVE" | "DRAINING") {
+        return Err(EcsError::invalid("status must be ACTIVE or DRAINING"));
+    }
+    let store = &*cx.st.store;
+    let mut out = vec![];
+    let mut failures = vec![];
+    for w in str_list(req, "containerInstances") {
+        let id = arn::name(&w).to_string();
+        let key = keys::key(Kind::ContainerInstance, &id);
+        let mut done = false;
+        for _ in 0..10 {
+            let Some(mut i): Option<ContainerInstance> = objects::get(store, &key).await? else {
+                break;
+            };
+            if i.spec.cluster != cluster {
+                break;
+            }
+            i.status.status = status.to_string();
+            match objects::put_cas(store, &key, &i).await {
+                Ok(_) => {
+                    done = true;
+                    break;
+                }
+                Err(ObjectError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !done {
+            failures.push(failure(
+                arn::container_instance(&cx.region, &cluster, &id),
+                "MISSING",
+            ));
+            continue;
+        }
+        if status == "DRAINING" {
+            for t in objects::list_tasks(store).await? {
+                if t.status.container_instance.as_deref() == Some(id.as_str())
+                    && t.service_name().is_some()
+                    && !t.is_stopped()
+                {
+                    objects::request_stop(
+                        store,
+                        &t.metadata.name,
+                        stop_codes::SERVICE_SCHEDULER_INITIATED,
+                        "Container instance is draining",
+                    )
+                    .await?;
+                }
+            }
+        }
+        if let Some(i) = cx.get(Kind::ContainerInstance, &id).await? {
+            out.push(shapes::instance(&cx.region, &i));
+        }
+    }
+    Ok(json!({ "containerInstances": out, "failures": failures }))
+}
