@@ -325,7 +325,8 @@ impl Chaos {
             }
         }
         let out = Command::new("docker")
-            .args(["ps", "-a", "-q", "--filter", "label=berth.cluster=default"])
+            // (No `-q`: it would override `--format`.)
+            .args(["ps", "-a", "--filter", "label=berth.cluster=default"])
             .args(["--filter", "label=berth.task"])
             .args([
                 "--format",
@@ -410,7 +411,7 @@ impl Chaos {
                 match kind {
                     "container" => {
                         let out = Command::new("docker")
-                            .args(["ps", "-q", "--filter", "label=berth.instance"])
+                            .args(["ps", "--filter", "label=berth.instance"])
                             .args(["--filter", "label=berth.service"])
                             .args(["--format", "{{.ID}} {{.Label \"berth.instance\"}}"])
                             .output()?;
