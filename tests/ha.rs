@@ -8,8 +8,6 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::berth::*;
@@ -350,23 +348,7 @@ fn a_partitioned_agent_stops_its_copy_gracefully_before_it_is_replaced() {
     wait_connected_instance(&b, &spare);
 
     // Watch Docker throughout: never two running copies.
-    let stop = Arc::new(AtomicBool::new(false));
-    let max_copies = Arc::new(AtomicUsize::new(0));
-    let watcher = {
-        let (stop, max) = (stop.clone(), max_copies.clone());
-        let instances = [cut_off.clone(), spare.clone()];
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                let n = instances
-                    .iter()
-                    .flat_map(|i| containers_with_label(&format!("berth.instance={i}")))
-                    .filter(|c| c.1 == "running" && c.0.contains("app"))
-                    .count();
-                max.fetch_max(n, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-    };
+    let copies = CopyWatch::start(vec![cut_off.clone(), spare.clone()]);
     link.cut();
     let replacement = wait_for("a replacement running on the spare", CONVERGE, || {
         let r = b.running_tasks(&name);
@@ -387,12 +369,7 @@ fn a_partitioned_agent_stops_its_copy_gracefully_before_it_is_replaced() {
     let lost = b.get_json(&["tasks", &original]);
     assert_eq!(lost["status"]["lastStatus"], "STOPPED");
     assert_ne!(name_of(&replacement), original);
-    stop.store(true, Ordering::SeqCst);
-    watcher.join().unwrap();
-    assert!(
-        max_copies.load(Ordering::SeqCst) <= 1,
-        "two copies ran at once"
-    );
+    assert!(copies.finish() <= 1, "two copies ran at once");
     // The link heals: the returning agent removes what is no longer its own.
     link.heal();
     wait_for("the returning agent cleans up", CONVERGE, || {
@@ -401,15 +378,6 @@ fn a_partitioned_agent_stops_its_copy_gracefully_before_it_is_replaced() {
             .then_some(())
     });
     assert_eq!(b.running_tasks(&name).len(), 1);
-}
-
-fn docker_inspect(id: &str) -> Value {
-    let out = Command::new("docker")
-        .args(["inspect", id])
-        .output()
-        .expect("docker inspect");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    v[0].clone()
 }
 
 fn docker_started_at(id: &str) -> String {

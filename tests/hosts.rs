@@ -9,8 +9,6 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::berth::*;
@@ -196,14 +194,6 @@ fn singleton(name: &str) -> String {
     documents(&[td.to_string(), service(name, name, 1, &[])])
 }
 
-fn docker_state(container: &str) -> Value {
-    let out = std::process::Command::new("docker")
-        .args(["inspect", container])
-        .output()
-        .unwrap();
-    serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)[0]["State"].clone()
-}
-
 #[test]
 fn namespaced_hosts_survive_partitions_of_a_control_plane_and_an_agent() {
     require_image();
@@ -320,40 +310,19 @@ fn namespaced_hosts_survive_partitions_of_a_control_plane_and_an_agent() {
             .find(|c| c.2 == original && c.1 == "running")
             .map(|c| c.0)
     });
-    let stop = Arc::new(AtomicBool::new(false));
-    let max_copies = Arc::new(AtomicUsize::new(0));
-    let watcher = {
-        let (stop, max) = (stop.clone(), max_copies.clone());
-        let ids = [a_id.clone(), b_id.clone()];
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                let n = ids
-                    .iter()
-                    .flat_map(|i| containers_with_label(&format!("berth.instance={i}")))
-                    .filter(|c| c.1 == "running")
-                    .count();
-                max.fetch_max(n, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-    };
+    let copies = CopyWatch::start(vec![a_id.clone(), b_id.clone()]);
     a_host.cut();
     let replacement = wait_for("the replacement running on host b", CONVERGE, || {
         running_on(standby, &name, &b_id)
     });
-    let state = docker_state(&original_container);
+    let state = docker_inspect(&original_container)["State"].clone();
     assert_eq!(
         state["Running"], false,
         "host a's copy stopped first: {state}"
     );
     assert_eq!(state["ExitCode"], 0, "stopped with SIGTERM: {state}");
     assert_ne!(name_of(&replacement), original);
-    stop.store(true, Ordering::SeqCst);
-    watcher.join().unwrap();
-    assert!(
-        max_copies.load(Ordering::SeqCst) <= 1,
-        "two copies ran at once"
-    );
+    assert!(copies.finish() <= 1, "two copies ran at once");
     a_host.heal();
     wait_for(
         "host a cleans up what is no longer its own",

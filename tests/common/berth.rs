@@ -671,3 +671,49 @@ pub fn test_output_dir() -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// `docker inspect` of one container (Null when it is gone).
+pub fn docker_inspect(id: &str) -> Value {
+    let out = Command::new("docker")
+        .args(["inspect", id])
+        .output()
+        .expect("docker inspect");
+    serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null)[0].clone()
+}
+
+/// Samples, every 100 ms until [`CopyWatch::finish`], how many containers run at once on the
+/// given instances: "never two copies" is checked at every moment, not only at the end.
+pub struct CopyWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    max: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl CopyWatch {
+    pub fn start(instances: Vec<String>) -> CopyWatch {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let max = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s, m) = (stop.clone(), max.clone());
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let n = instances
+                    .iter()
+                    .flat_map(|i| containers_with_label(&format!("berth.instance={i}")))
+                    .filter(|c| c.1 == "running")
+                    .count();
+                m.fetch_max(n, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        CopyWatch { stop, max, handle }
+    }
+
+    /// Stop sampling; the most containers seen running at once.
+    pub fn finish(self) -> usize {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.handle.join();
+        self.max.load(Ordering::SeqCst)
+    }
+}

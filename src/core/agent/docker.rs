@@ -333,41 +333,22 @@ pub async fn list_task(
 
 /// SIGTERM, then SIGKILL after `timeout_secs` (Docker's stop does exactly this).
 pub async fn stop(docker: &Docker, id: &str, timeout_secs: u32) -> anyhow::Result<()> {
-    match docker
-        .stop_container(
-            id,
-            Some(StopContainerOptions {
-                t: Some(timeout_secs as i32),
-                signal: None,
-            }),
-        )
-        .await
-    {
-        Ok(()) => Ok(()),
-        // 304: already stopped; 404: already gone.
-        Err(bollard::errors::Error::DockerResponseServerError { status_code, .. })
-            if status_code == 304 || status_code == 404 =>
-        {
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
+    stop_within(docker, id, Some(timeout_secs as i32)).await
 }
 
 /// SIGTERM, then SIGKILL after the container's own stop timeout (set from its definition's
 /// `stopTimeout` at creation).
 pub async fn stop_graceful(docker: &Docker, id: &str) -> anyhow::Result<()> {
+    stop_within(docker, id, None).await
+}
+
+async fn stop_within(docker: &Docker, id: &str, t: Option<i32>) -> anyhow::Result<()> {
     match docker
-        .stop_container(
-            id,
-            Some(StopContainerOptions {
-                t: None,
-                signal: None,
-            }),
-        )
+        .stop_container(id, Some(StopContainerOptions { t, signal: None }))
         .await
     {
         Ok(()) => Ok(()),
+        // 304: already stopped; 404: already gone.
         Err(bollard::errors::Error::DockerResponseServerError { status_code, .. })
             if status_code == 304 || status_code == 404 =>
         {
