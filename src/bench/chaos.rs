@@ -70,6 +70,17 @@ impl Node {
     fn running(&self) -> bool {
         self.child.is_some()
     }
+    /// Whether the process ended by itself (e.g. it could not reach the store at start and
+    /// exited loudly, as it should): the bench then restarts it, as a supervisor would.
+    fn exited(&mut self) -> bool {
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(_))) => {
+                self.child = None;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -388,6 +399,12 @@ impl Chaos {
                     down_etcd = None;
                 }
             }
+            for i in 0..self.nodes.len() {
+                if self.nodes[i].exited() {
+                    *t.actions.entry("exits restarted (supervisor)").or_default() += 1;
+                    down_nodes.push((i, now + Duration::from_secs(1)));
+                }
+            }
             for (i, at) in std::mem::take(&mut down_nodes) {
                 if now >= at {
                     self.nodes[i].start(&self.exe)?;
@@ -405,7 +422,7 @@ impl Chaos {
                 ];
                 let kind = *kinds.choose(&mut rng).unwrap_or(&"container");
                 eprintln!(
-                    "chaos: t+{:.0}s: {kind}",
+                    "chaos: {:.0} s left: kill a random {kind}",
                     (until - now).as_secs_f64().max(0.0)
                 );
                 match kind {
@@ -481,6 +498,11 @@ impl Chaos {
         let calm = Instant::now();
         let mut last = String::new();
         let restored = loop {
+            for n in self.nodes.iter_mut() {
+                if n.exited() {
+                    n.start(&self.exe)?;
+                }
+            }
             match self.settled(o) {
                 Ok(()) => break Some(calm.elapsed()),
                 Err(why) => last = why,
