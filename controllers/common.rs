@@ -101,12 +101,18 @@ pub async fn checks_by_taskdef(
     Ok(m)
 }
 
-/// Push an event unless it is already the newest one (level-triggered reconciles repeat).
+/// Push an event unless it is among the newest few (level-triggered reconciles repeat).
 pub fn event_once(svc: &mut Service, msg: String) {
-    if svc.status.events.first().map(|e| e.message.as_str()) != Some(msg.as_str()) {
+    // Among the newest few, not only the newest: two conditions that each report once would
+    // otherwise alternate, and every pass would rewrite the service (a write loop).
+    let recent = svc.status.events.iter().take(EVENT_ONCE_WINDOW);
+    if !recent.into_iter().any(|e| e.message == msg) {
         svc.status.push_event(msg);
     }
 }
+
+/// How many of the newest events `event_once` looks through.
+const EVENT_ONCE_WINDOW: usize = 4;
 
 /// Maps a changed task definition to the services that follow its family (the cache's
 /// services-by-family index), so a new revision triggers exactly those.
@@ -115,4 +121,22 @@ pub fn family_trigger(
 ) -> impl Fn(&TaskDefinition) -> Vec<String> + Send + Sync + 'static {
     let cache = cache.clone();
     move |td: &TaskDefinition| cache.services_of_family(&td.status.family)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_core::model::{Kind, ServiceSpec};
+
+    /// Two conditions reported on every pass (a back-off and a stuck rollout once did this)
+    /// must not alternate forever: after both are there, a pass changes nothing.
+    #[test]
+    fn alternating_events_settle() {
+        let mut svc = Service::new(Kind::Service, "web", ServiceSpec::default());
+        for _ in 0..3 {
+            event_once(&mut svc, "backing off".into());
+            event_once(&mut svc, "stuck".into());
+        }
+        assert_eq!(svc.status.events.len(), 2);
+    }
 }

@@ -27,6 +27,11 @@ use berth_core::store::DynStore;
 /// INACTIVE deployments kept for history and rollback.
 const KEEP_INACTIVE: usize = 5;
 
+/// How long every new task must have been running before the PRIMARY is COMPLETED: a revision
+/// whose containers exit right after starting can show all its tasks RUNNING for an instant
+/// (more so on a loaded host), and calling that steady would disarm the circuit breaker.
+const SETTLE: Duration = Duration::from_secs(3);
+
 pub struct DeploymentController {
     store: DynStore,
     cache: ClusterCache,
@@ -241,6 +246,14 @@ impl DeploymentController {
             .filter(|t| !t.is_stopped() && t.status.desired_status == DesiredStatus::Stopped)
             .count();
         let steady = new_total == desired && new_healthy == desired && others == 0 && stopping == 0;
+        // Time until the newest of the primary's tasks has run for SETTLE (zero once settled).
+        let settle_left = active
+            .iter()
+            .filter(|t| t.spec.task_definition == primary)
+            .map(|t| settle_left(t, now()))
+            .max()
+            .unwrap_or_default();
+        let steady = steady && settle_left.is_zero();
         if steady && deps[0].rollout_state == "IN_PROGRESS" {
             deps[0].rollout_state = "COMPLETED".into();
             deps[0].rollout_state_reason = "ECS deployment completed.".into();
@@ -283,6 +296,8 @@ impl DeploymentController {
         }
         Ok(if steady {
             Action::Done
+        } else if !settle_left.is_zero() {
+            Action::RequeueAfter(settle_left + Duration::from_millis(50))
         } else {
             Action::RequeueAfter(Duration::from_secs(5))
         })
@@ -297,6 +312,17 @@ impl DeploymentController {
             Err(ObjectError::Conflict(_)) => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// What is left of a task's SETTLE window (all of it while it is not yet running).
+fn settle_left(t: &Task, at: chrono::DateTime<chrono::Utc>) -> Duration {
+    match t.status.started_at {
+        Some(started) => {
+            let ran = (at - started).to_std().unwrap_or_default();
+            SETTLE.saturating_sub(ran)
+        }
+        None => SETTLE,
     }
 }
 

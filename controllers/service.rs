@@ -205,6 +205,9 @@ impl ServiceController {
             cfg.maximum_percent,
             counts,
         );
+        // Judged on the arithmetic alone: a back-off or a tripped breaker holding launches is
+        // not a configuration that leaves no room.
+        let stuck = rollout::is_stuck(desired, counts, step);
         let mut requeue = None;
         if primary.rollout_state == "FAILED" && step.start > 0 {
             // The circuit breaker tripped with nothing to roll back to: stop launching.
@@ -234,7 +237,7 @@ impl ServiceController {
                 );
             }
         }
-        if rollout::is_stuck(desired, counts, step) {
+        if stuck {
             event_once(
                 &mut next,
                 format!(

@@ -126,7 +126,10 @@ impl Berth {
             .args(&self.extra_args)
             .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .env("XDG_CONFIG_HOME", self.config_home.path())
-            .env("BERTH_LOG", "info,berth=debug")
+            .env(
+                "BERTH_LOG",
+                std::env::var("IT_BERTH_LOG").unwrap_or_else(|_| "info,berth=debug".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);

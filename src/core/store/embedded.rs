@@ -1471,6 +1471,10 @@ impl Store for EmbeddedStore {
 
     async fn txn(&self, txn: Txn) -> Result<TxnResult> {
         validate_txn(&txn)?;
+        // `BERTH_LOG=berth_core::store::embedded=trace` shows who writes what (write loops).
+        for op in &txn.success {
+            tracing::trace!(key = op.key(), "write");
+        }
         self.request(|reply| Request::Txn { txn, reply }).await
     }
 
