@@ -49,10 +49,19 @@ pub fn desired_count(cache: &ClusterCache, svc: &Service) -> u32 {
     match svc.spec.scheduling_strategy.unwrap_or_default() {
         SchedulingStrategy::Replica => svc.spec.desired_count,
         SchedulingStrategy::Daemon => {
+            // Instances that can run its task: ACTIVE and connected, or disconnected but
+            // still holding it (within the lost-instance grace its task is not replaced).
             let instances: Vec<std::sync::Arc<ContainerInstance>> = cache.instances.list();
+            let holds = |i: &ContainerInstance| {
+                cache
+                    .tasks_on_instance(&i.metadata.name)
+                    .iter()
+                    .any(|t| t.is_active() && t.service_name() == Some(svc.metadata.name.as_str()))
+            };
             instances
                 .iter()
                 .filter(|i| i.spec.cluster == svc.spec.cluster && i.status.status == "ACTIVE")
+                .filter(|i| cache.connected(&i.metadata.name) || holds(i))
                 .count() as u32
         }
     }

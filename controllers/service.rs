@@ -21,7 +21,7 @@ use berth_core::objects::{self, ObjectError};
 use berth_core::runtime::{
     Action, ClusterCache, Controller, ControllerOptions, Reconciler, Trigger,
 };
-use berth_core::store::{Compare, DynStore, Op, Txn, MAX_TXN_BYTES, MAX_TXN_OPS};
+use berth_core::store::{Compare, DynStore, KeyValue, Op, Txn, MAX_TXN_BYTES, MAX_TXN_OPS};
 
 /// How long STOPPED tasks stay readable (ECS keeps them about an hour).
 pub const STOPPED_TASK_RETENTION: chrono::Duration = chrono::Duration::hours(1);
@@ -66,16 +66,60 @@ impl ServiceController {
             common::task_service,
         ))
         // DAEMON services follow their cluster's instances on the instance's own event (a
-        // join, a drain, a disconnect), not on the next resync.
+        // join, a drain, a disconnect), not on the next resync; a draining instance also
+        // wakes every service with tasks on it, to move them off.
         .trigger(Trigger::on::<ContainerInstance>(
             keys::prefix(Kind::ContainerInstance),
-            |i: &ContainerInstance| vec![format!("{DAEMONS_OF}{}", i.spec.cluster)],
+            instance_trigger(cache),
+        ))
+        // ...and on its lease (a DAEMON counts connected instances).
+        .trigger(Trigger::new(
+            keys::INSTANCE_LEASE_PREFIX,
+            lease_trigger(cache),
         ))
     }
 }
 
 /// Queue key standing for every DAEMON service of a cluster (no service name has a `/`).
 const DAEMONS_OF: &str = "daemons-of/";
+
+fn lease_trigger(cache: &ClusterCache) -> impl Fn(&KeyValue) -> Vec<String> + Send + Sync {
+    let cache = cache.clone();
+    move |kv: &KeyValue| {
+        let id = kv
+            .key
+            .strip_prefix(keys::INSTANCE_LEASE_PREFIX)
+            .unwrap_or("");
+        cache
+            .instances
+            .get(&keys::key(Kind::ContainerInstance, id))
+            .map(|i| format!("{DAEMONS_OF}{}", i.spec.cluster))
+            .into_iter()
+            .collect()
+    }
+}
+
+fn instance_trigger(
+    cache: &ClusterCache,
+) -> impl Fn(&ContainerInstance) -> Vec<String> + Send + Sync + 'static {
+    let cache = cache.clone();
+    move |i: &ContainerInstance| {
+        let mut keys = vec![format!("{DAEMONS_OF}{}", i.spec.cluster)];
+        // Placements rewrite ACTIVE instances all the time: only a drain needs the rest.
+        if i.status.status != "ACTIVE" {
+            let mut services: Vec<String> = cache
+                .tasks_on_instance(&i.metadata.name)
+                .iter()
+                .filter(|t| !t.is_stopped())
+                .filter_map(|t| t.service_name().map(str::to_string))
+                .collect();
+            services.sort();
+            services.dedup();
+            keys.extend(services);
+        }
+        keys
+    }
+}
 
 impl ServiceController {
     async fn stop_tasks(&self, ids: &[String], reason: &str) -> anyhow::Result<()> {
@@ -184,9 +228,12 @@ impl ServiceController {
                     .as_ref()
                     .is_none_or(|ok| ok.contains(&t.metadata.name))
         };
+        // Tasks on a draining or deregistered instance are replaced like an old revision's
+        // (within the same min/max bounds), as ECS drains; a DAEMON task goes last.
+        let daemon = svc.spec.scheduling_strategy == Some(SchedulingStrategy::Daemon);
         let (new, old): (Vec<&Task>, Vec<&Task>) = active
             .iter()
-            .partition(|t| t.spec.task_definition == primary_td);
+            .partition(|t| t.spec.task_definition == primary_td && !self.leaving(t, daemon));
         let stopping = tasks
             .iter()
             .filter(|t| !t.is_stopped() && t.status.desired_status == DesiredStatus::Stopped)
@@ -361,6 +408,31 @@ impl ServiceController {
             // Task changes re-trigger us; this bounds the wait if a trigger is lost.
             Ok(Action::RequeueAfter(Duration::from_secs(5)))
         }
+    }
+
+    /// Is `t` on an instance it must move off: one that is draining (or no longer
+    /// registered)? A DAEMON task stays while other services' tasks still run there.
+    fn leaving(&self, t: &Task, daemon: bool) -> bool {
+        let Some(id) = t.status.container_instance.as_deref() else {
+            return false;
+        };
+        let draining = match self
+            .cache
+            .instances
+            .get(&keys::key(Kind::ContainerInstance, id))
+        {
+            Some(i) => i.status.status != "ACTIVE",
+            None => true,
+        };
+        if !draining || !daemon {
+            return draining;
+        }
+        let me = t.service_name();
+        !self
+            .cache
+            .tasks_on_instance(id)
+            .iter()
+            .any(|o| !o.is_stopped() && o.service_name().is_some() && o.service_name() != me)
     }
 
     fn new_task(&self, svc: &Service, td: &TaskDefinition, deployment: &str) -> Task {

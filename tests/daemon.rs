@@ -1,6 +1,9 @@
 //! Issue 16 item 14: a DAEMON service runs one task on every instance of its cluster and
-//! follows instances as they join (on the instance's own event, not a periodic resync), and
-//! `berth get services` shows how many it should run (as ECS reports desiredCount).
+//! follows instances as they join (on the instance's own event, not a periodic resync), are
+//! drained (`berth drain`) and leave (the agent goes away: after the lost-instance grace its
+//! task is not owed any more); `berth get services` shows how many it should run (as ECS
+//! reports desiredCount). A drain also moves a REPLICA service's tasks off the instance
+//! within its minimumHealthyPercent.
 
 mod common;
 
@@ -41,6 +44,14 @@ impl Agent {
             instance: instance.to_string(),
             _data: data,
         }
+    }
+}
+
+impl Agent {
+    /// The agent process dies; its containers stay (a host that went away).
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -115,4 +126,143 @@ fn a_daemon_service_follows_instances_as_they_join() {
     );
     let svc = b.get_json(&["services", &name]);
     assert_eq!(svc["status"]["desiredCount"], 3, "{svc}");
+}
+
+fn desired_of(b: &Berth, name: &str) -> u64 {
+    b.get_json(&["services", name])["status"]["desiredCount"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_daemon_service_follows_a_drain_and_a_leaving_instance() {
+    let etcd = EtcdServer::start();
+    let b = Berth::up_with(
+        Some(etcd.url()),
+        vec!["--lost-instance-grace".into(), "3s".into()],
+    );
+    let second = unique("daemon-b");
+    let third = unique("daemon-c");
+    let mut agent_b = Agent::start(&etcd.url(), &second);
+    let _c = Agent::start(&etcd.url(), &third);
+    let name = unique("daemon");
+    let td = task_definition(
+        &name,
+        [container("app", &["sleep", "3600"])
+            .cpu(8)
+            .memory(8)
+            .stop_timeout(2)],
+    );
+    let doc = documents(&[
+        td.to_string(),
+        service(&name, &name, 0, &["schedulingStrategy: DAEMON"]),
+    ]);
+    b.apply(manifest_dir(&[("d.yaml", doc)]).path());
+    let mut all = vec![b.instance.clone(), second.clone(), third.clone()];
+    all.sort();
+    wait_for(
+        "one task on each of three instances",
+        Duration::from_secs(90),
+        || (on_instances(&b, &name) == all).then_some(()),
+    );
+
+    // Drain the third: its daemon task stops, nothing replaces it anywhere, desired is 2.
+    let out = b.cli_ok(&["drain", &third]);
+    assert!(out.contains("DRAINING"), "{out}");
+    let without_third: Vec<String> = all.iter().filter(|i| **i != third).cloned().collect();
+    wait_for(
+        "the drained instance's task stopped",
+        Duration::from_secs(30),
+        || (on_instances(&b, &name) == without_third && desired_of(&b, &name) == 2).then_some(()),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        on_instances(&b, &name),
+        without_third,
+        "nothing went back on it"
+    );
+    let tasks = b.get_json(&["tasks"]);
+    let pending = tasks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| {
+            t["spec"]["group"] == format!("service:{name}").as_str()
+                && t["status"]["desiredStatus"] == "RUNNING"
+                && t["status"]["lastStatus"] != "RUNNING"
+        })
+        .count();
+    assert_eq!(pending, 0, "no replacement waits for an instance: {tasks}");
+
+    // Activate it again: the daemon task comes back.
+    let out = b.cli_ok(&["activate", &third]);
+    assert!(out.contains("ACTIVE"), "{out}");
+    wait_for(
+        "the task is back on the activated instance",
+        Duration::from_secs(30),
+        || (on_instances(&b, &name) == all).then_some(()),
+    );
+
+    // The second leaves (its agent is gone for good): after the lease lapses and the grace
+    // passes, its task is lost and not owed any more.
+    agent_b.kill();
+    let without_second: Vec<String> = all.iter().filter(|i| **i != second).cloned().collect();
+    wait_for(
+        "the leaving instance is no longer counted",
+        Duration::from_secs(60),
+        || (on_instances(&b, &name) == without_second && desired_of(&b, &name) == 2).then_some(()),
+    );
+    wait_for(
+        "the service is steady again",
+        Duration::from_secs(60),
+        || {
+            let svc = b.get_json(&["services", &name]);
+            (svc["status"]["deployments"][0]["rolloutState"] == "COMPLETED").then_some(())
+        },
+    );
+}
+
+#[test]
+fn a_drain_moves_replica_tasks_within_minimum_healthy_percent() {
+    let etcd = EtcdServer::start();
+    let b = Berth::up(Some(etcd.url()));
+    let second = unique("drain-b");
+    let _b2 = Agent::start(&etcd.url(), &second);
+    let name = unique("drain");
+    let td = task_definition(
+        &name,
+        [container("app", &["sleep", "3600"]).cpu(8).memory(8)],
+    );
+    let doc = documents(&[td.to_string(), service(&name, &name, 2, &[])]);
+    b.apply(manifest_dir(&[("r.yaml", doc)]).path());
+    b.wait_running(&name, 2, Duration::from_secs(60));
+    wait_for("both instances registered", Duration::from_secs(30), || {
+        let list = b.cli_ok(&["get", "instances"]);
+        list.contains(&second).then_some(())
+    });
+    // Drain whichever instance holds tasks (both, if they are spread: drain the first).
+    let hosts = on_instances(&b, &name);
+    let drained = hosts[0].clone();
+    let keep = if drained == second {
+        b.instance.clone()
+    } else {
+        second.clone()
+    };
+    b.cli_ok(&["drain", &drained]);
+    let mut lowest = usize::MAX;
+    wait_for(
+        "every task moved off the drained instance",
+        Duration::from_secs(60),
+        || {
+            let running = b.running_tasks(&name);
+            lowest = lowest.min(running.len());
+            (on_instances(&b, &name) == vec![keep.clone(), keep.clone()]).then_some(())
+        },
+    );
+    assert!(
+        lowest >= 2,
+        "minimumHealthyPercent 100 held: lowest running {lowest}"
+    );
+    let svc = b.get_json(&["services", &name]);
+    assert_eq!(svc["status"]["runningCount"], 2, "{svc}");
 }

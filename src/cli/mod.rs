@@ -178,6 +178,13 @@ pub enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Drain a container instance: nothing new is placed on it and its service tasks are
+    /// replaced elsewhere within each service's min/max percent (ECS's DRAINING).
+    #[command(after_help = "Examples:\n  berth drain host-b\n  berth activate host-b   # undo")]
+    Drain { instance: String },
+    /// Make a drained container instance ACTIVE again.
+    #[command(after_help = "Examples:\n  berth activate host-b")]
+    Activate { instance: String },
     /// Follow a service's deployment.
     #[command(after_help = "Examples:\n  berth rollout status web --timeout 10m")]
     #[command(subcommand)]
@@ -835,6 +842,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!(
                 "task {} stopping",
                 t["metadata"]["name"].as_str().unwrap_or(task_id)
+            );
+        }
+        Command::Drain { instance } | Command::Activate { instance } => {
+            let verb = if matches!(cli.command, Command::Drain { .. }) {
+                "drain"
+            } else {
+                "activate"
+            };
+            let i = client()
+                .post(&format!("/v1/instances/{instance}/{verb}"), &json!({}))
+                .await?;
+            println!(
+                "container instance {} {}",
+                i["metadata"]["name"].as_str().unwrap_or(instance),
+                i["status"]["status"].as_str().unwrap_or("?")
             );
         }
         Command::Rollout(RolloutCommand::Status { service, timeout }) => {

@@ -3,7 +3,9 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::model::{keys, parse_taskdef_ref, Kind, Object, Task, TaskDefinition};
+use crate::model::{
+    keys, parse_taskdef_ref, ContainerInstance, Kind, Object, Task, TaskDefinition,
+};
 use crate::store::{Compare, Op, Store, StoreError, Txn};
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +117,35 @@ pub async fn update_task(
             Ok(rev) => {
                 t.metadata.revision = rev;
                 return Ok(Some(t.clone()));
+            }
+            Err(ObjectError::Conflict(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ObjectError::Conflict(key))
+}
+
+/// Set a container instance ACTIVE or DRAINING, CAS-retried (the agent and the scheduler
+/// rewrite the record too). `Ok(None)`: no such instance. What a drain does to the tasks on
+/// it is the service controller's work (it sees the status), not this write's.
+pub async fn set_instance_state(
+    store: &dyn Store,
+    id: &str,
+    state: &str,
+) -> Result<Option<ContainerInstance>> {
+    let key = keys::key(Kind::ContainerInstance, id);
+    for _ in 0..20 {
+        let Some(mut i): Option<ContainerInstance> = get(store, &key).await? else {
+            return Ok(None);
+        };
+        if i.status.status == state {
+            return Ok(Some(i));
+        }
+        i.status.status = state.to_string();
+        match put_cas(store, &key, &i).await {
+            Ok(rev) => {
+                i.metadata.revision = rev;
+                return Ok(Some(i));
             }
             Err(ObjectError::Conflict(_)) => continue,
             Err(e) => return Err(e),

@@ -10,6 +10,7 @@ mod ecs;
 mod error;
 pub(crate) mod health;
 mod hub;
+mod instances_api;
 mod metrics_api;
 pub mod middleware;
 mod objects_api;
@@ -45,6 +46,8 @@ pub fn router(state: ApiState) -> Router {
             post(tasks_api::run_task).get(objects_api::list_tasks),
         )
         .route("/v1/tasks/{id}/stop", post(tasks_api::stop_task))
+        .route("/v1/instances/{id}/drain", post(instances_api::drain))
+        .route("/v1/instances/{id}/activate", post(instances_api::activate))
         .route("/v1/sources", get(sources_api::list))
         .route("/v1/sources/{name}", get(sources_api::get_one))
         .route("/v1/sources/{name}/apply", post(sources_api::apply))

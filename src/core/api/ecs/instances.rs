@@ -6,8 +6,8 @@ use super::arn;
 use super::ctx::{cluster_of, str_list, Ctx};
 use super::error::{EcsError, EcsResult};
 use super::shapes::{self, failure, page, with_token};
-use crate::model::{keys, stop_codes, ContainerInstance, Kind};
-use crate::objects::{self, ObjectError};
+use crate::model::Kind;
+use crate::objects;
 
 pub async fn list(cx: &Ctx, req: &Value) -> EcsResult {
     let cluster = cluster_of(req);
@@ -67,8 +67,9 @@ pub async fn describe(cx: &Ctx, req: &Value) -> EcsResult {
 }
 
 /// UpdateContainerInstancesState: ACTIVE or DRAINING on each named instance (a CAS write of
-/// its record; the scheduler places only on ACTIVE ones). Draining also asks the instance's
-/// service tasks to stop, so their services start replacements elsewhere, as ECS does.
+/// its record; the scheduler places only on ACTIVE ones). On a drain the service controller
+/// replaces the instance's service tasks elsewhere within each service's min/max bounds,
+/// as ECS does; run-task tasks are left alone.
 pub async fn update_state(cx: &Ctx, req: &Value) -> EcsResult {
     let cluster = cluster_of(req);
     cx.require_cluster(&cluster).await?;
@@ -81,47 +82,20 @@ pub async fn update_state(cx: &Ctx, req: &Value) -> EcsResult {
     let mut failures = vec![];
     for w in str_list(req, "containerInstances") {
         let id = arn::name(&w).to_string();
-        let key = keys::key(Kind::ContainerInstance, &id);
-        let mut done = false;
-        for _ in 0..10 {
-            let Some(mut i): Option<ContainerInstance> = objects::get(store, &key).await? else {
-                break;
-            };
-            if i.spec.cluster != cluster {
-                break;
-            }
-            i.status.status = status.to_string();
-            match objects::put_cas(store, &key, &i).await {
-                Ok(_) => {
-                    done = true;
-                    break;
-                }
-                Err(ObjectError::Conflict(_)) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if !done {
+        let in_cluster = cx
+            .get(Kind::ContainerInstance, &id)
+            .await?
+            .is_some_and(|i| i["spec"]["cluster"] == cluster.as_str());
+        if !in_cluster
+            || objects::set_instance_state(store, &id, status)
+                .await?
+                .is_none()
+        {
             failures.push(failure(
                 arn::container_instance(&cx.region, &cluster, &id),
                 "MISSING",
             ));
             continue;
-        }
-        if status == "DRAINING" {
-            for t in objects::list_tasks(store).await? {
-                if t.status.container_instance.as_deref() == Some(id.as_str())
-                    && t.service_name().is_some()
-                    && !t.is_stopped()
-                {
-                    objects::request_stop(
-                        store,
-                        &t.metadata.name,
-                        stop_codes::SERVICE_SCHEDULER_INITIATED,
-                        "Container instance is draining",
-                    )
-                    .await?;
-                }
-            }
         }
         if let Some(i) = cx.get(Kind::ContainerInstance, &id).await? {
             out.push(shapes::instance(&cx.region, &i));
