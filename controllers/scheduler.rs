@@ -32,7 +32,7 @@ use berth_core::runtime::{
     Action, ClusterCache, Controller, ControllerOptions, Reconciler, Trigger,
 };
 use berth_core::store::{
-    op_bytes, Compare, DynStore, KeyValue, Op, Txn, MAX_TXN_BYTES, MAX_TXN_OPS,
+    op_bytes, Compare, DynStore, KeyValue, Op, Txn, MAX_TXN_BYTES, MAX_TXN_COMPARES, MAX_TXN_OPS,
 };
 
 /// The key of a placement pass over every pending task.
@@ -218,7 +218,8 @@ impl Scheduler {
                 // Room for this instance's record and at least one of its tasks?
                 let mut n = 0;
                 let mut b = inst_bytes;
-                while n < rest.len() && ops + n + 2 <= MAX_TXN_OPS {
+                // Compares: one per task and one per instance record.
+                while n < rest.len() && ops + n + 2 <= MAX_TXN_COMPARES {
                     let tb = rest[n].task.to_bytes().len() + 256;
                     if bytes + b + tb > MAX_TXN_BYTES {
                         break;

@@ -21,7 +21,7 @@ use berth_core::objects::{self, ObjectError};
 use berth_core::runtime::{
     Action, ClusterCache, Controller, ControllerOptions, Reconciler, Trigger,
 };
-use berth_core::store::{Compare, DynStore, KeyValue, Op, Txn, MAX_TXN_BYTES, MAX_TXN_OPS};
+use berth_core::store::{Compare, DynStore, KeyValue, Op, Txn, MAX_TXN_BYTES, MAX_TXN_COMPARES};
 
 /// How long STOPPED tasks stay readable (ECS keeps them about an hour).
 pub const STOPPED_TASK_RETENTION: chrono::Duration = chrono::Duration::hours(1);
@@ -518,7 +518,7 @@ fn chunk_creates(creates: Vec<Task>, svc_bytes: usize) -> Vec<Vec<Task>> {
     for t in creates {
         let n = t.to_bytes().len() + 128;
         let cur = out.last().expect("one chunk");
-        if !cur.is_empty() && (cur.len() + 1 >= MAX_TXN_OPS || bytes + n > MAX_TXN_BYTES) {
+        if !cur.is_empty() && (cur.len() + 1 >= MAX_TXN_COMPARES || bytes + n > MAX_TXN_BYTES) {
             out.push(Vec::new());
             bytes = svc_bytes;
         }

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth::controllers::{scheduler::Scheduler, service::ServiceController};
@@ -11,6 +12,7 @@ use berth::model::{
     TaskDefinitionSpec,
 };
 use berth::objects;
+use berth::store::election::{FencedStore, LEADER_KEY};
 use berth::store::DynStore;
 use tokio_util::sync::CancellationToken;
 
@@ -80,6 +82,31 @@ async fn setup(store: &DynStore) {
 async fn three_hundred_replicas_start_on_default_etcd() {
     let etcd = common::etcd::EtcdServer::start_async().await;
     let store = berth::store::open(&etcd.url()).await.unwrap();
+    three_hundred_replicas(store).await;
+}
+
+/// The same through the leader fence every controller write carries under `berth up` and
+/// `berth server` (one compare of etcd's 128 is the fence's: a chunk of 127 task creations
+/// or placements once failed there for good and nothing was ever placed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_hundred_replicas_start_through_the_leader_fence() {
+    let etcd = common::etcd::EtcdServer::start_async().await;
+    let store = berth::store::open(&etcd.url()).await.unwrap();
+    let rev = store
+        .txn(berth::store::Txn::new().and_then(berth::store::Op::put(LEADER_KEY, b"{}".to_vec())))
+        .await
+        .unwrap()
+        .revision;
+    let fenced: DynStore = Arc::new(FencedStore::new(
+        store,
+        LEADER_KEY,
+        rev,
+        CancellationToken::new(),
+    ));
+    three_hundred_replicas(fenced).await;
+}
+
+async fn three_hundred_replicas(store: DynStore) {
     setup(&store).await;
     let stop = CancellationToken::new();
     let svc = tokio::spawn(ServiceController::controller(store.clone()).run(stop.clone()));

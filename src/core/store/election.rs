@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     Compare, DynStore, KeyValue, Op, Result, Store, StoreError, Txn, TxnResult, WatchStream,
-    MAX_TXN_OPS,
+    MAX_TXN_COMPARES,
 };
 
 /// The key the controllers' leader holds with its lease.
@@ -130,10 +130,9 @@ impl Store for FencedStore {
         if self.deposed.is_cancelled() {
             return Err(self.not_leader());
         }
-        if txn.compares.len() >= MAX_TXN_OPS {
+        if txn.compares.len() > MAX_TXN_COMPARES {
             return Err(StoreError::Invalid(format!(
-                "a fenced transaction may hold at most {} compares",
-                MAX_TXN_OPS - 1
+                "a fenced transaction may hold at most {MAX_TXN_COMPARES} compares"
             )));
         }
         let Txn {

@@ -117,6 +117,9 @@ impl Txn {
 /// etcd's default `--max-txn-ops`: no list of a transaction (compares, success, failure) may
 /// hold more. Writers chunk to this so berth runs on an etcd started with default flags.
 pub const MAX_TXN_OPS: usize = 128;
+/// Compares a writer may put in one transaction: one of etcd's 128 is kept for the leader
+/// fence ([`election::FencedStore`] adds it to every controller write).
+pub const MAX_TXN_COMPARES: usize = MAX_TXN_OPS - 1;
 /// Bytes of values one transaction may carry: etcd's default request limit is 1.5 MiB; keep
 /// room for keys and framing.
 pub const MAX_TXN_BYTES: usize = 1024 * 1024;
