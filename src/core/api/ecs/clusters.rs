@@ -55,8 +55,12 @@ pub async fn describe(cx: &Ctx, req: &Value) -> EcsResult {
     let mut failures = vec![];
     for w in &wanted {
         let name = arn::name(w);
-        if cx.get(Kind::Cluster, name).await?.is_some() {
-            clusters.push(shape(cx, name).await?);
+        if let Some(c) = cx.get(Kind::Cluster, name).await? {
+            let mut o = shape(cx, name).await?;
+            if super::tags::wanted(req) {
+                o["tags"] = super::tags::of(&c);
+            }
+            clusters.push(o);
         } else {
             failures.push(failure(arn::cluster(&cx.region, name), "MISSING"));
         }
@@ -71,10 +75,15 @@ pub async fn create(cx: &Ctx, req: &Value) -> EcsResult {
         .unwrap_or("default");
     // An existing cluster is answered as it is (ECS's CreateCluster is idempotent); its
     // settings stay as they were applied.
+    let tags = super::tags::from_request(req)?;
     if cx.get(Kind::Cluster, name).await?.is_none() {
-        cx.apply("Cluster", name, json!({})).await?;
+        cx.apply_tagged("Cluster", name, json!({}), &tags).await?;
     }
-    Ok(json!({ "cluster": shape(cx, name).await? }))
+    let mut out = shape(cx, name).await?;
+    if let Some(c) = cx.get(Kind::Cluster, name).await? {
+        out["tags"] = super::tags::of(&c);
+    }
+    Ok(json!({ "cluster": out }))
 }
 
 pub async fn delete(cx: &Ctx, req: &Value) -> EcsResult {

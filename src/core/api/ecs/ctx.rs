@@ -1,6 +1,8 @@
 //! What every operation handler shares: the API state, the caller's region, reads of berth's
 //! objects as JSON and one-object applies.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 
 use super::arn;
@@ -42,7 +44,22 @@ impl Ctx {
 
     /// Apply one object through berth's apply path (validation, ownership, all checks).
     pub async fn apply(&self, kind: &str, name: &str, spec: Value) -> Result<(), EcsError> {
-        let doc = json!({"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": name}, "spec": spec});
+        self.apply_tagged(kind, name, spec, &BTreeMap::new()).await
+    }
+
+    /// [`Ctx::apply`] with ECS tags on a newly created object (`metadata.tags`).
+    pub async fn apply_tagged(
+        &self,
+        kind: &str,
+        name: &str,
+        spec: Value,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), EcsError> {
+        let mut meta = json!({ "name": name });
+        if !tags.is_empty() {
+            meta["tags"] = json!(tags);
+        }
+        let doc = json!({"apiVersion": API_VERSION, "kind": kind, "metadata": meta, "spec": spec});
         let resource: Resource = serde_json::from_value(doc)
             .map_err(|e| EcsError::invalid(format!("invalid {kind}: {e}")))?;
         let doc = Document {

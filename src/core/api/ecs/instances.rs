@@ -56,7 +56,13 @@ pub async fn describe(cx: &Ctx, req: &Value) -> EcsResult {
             .await?
             .filter(|i| i["spec"]["cluster"].as_str() == Some(cluster.as_str()))
         {
-            Some(i) => out.push(shapes::instance(&cx.region, &i)),
+            Some(i) => {
+                let mut o = shapes::instance(&cx.region, &i);
+                if super::tags::wanted(req) {
+                    o["tags"] = super::tags::of(&i);
+                }
+                out.push(o)
+            }
             None => failures.push(failure(
                 arn::container_instance(&cx.region, &cluster, id),
                 "MISSING",

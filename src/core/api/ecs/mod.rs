@@ -11,6 +11,8 @@ pub mod error;
 mod instances;
 mod services;
 pub mod shapes;
+mod start_task;
+mod tags;
 mod taskdefs;
 mod tasks;
 
@@ -97,12 +99,16 @@ async fn run(cx: &Ctx, op: &str, req: &Value) -> EcsResult {
         "UpdateService" => services::update(cx, req).await,
         "DeleteService" => services::delete(cx, req).await,
         "RunTask" => tasks::run(cx, req).await,
+        "StartTask" => start_task::start(cx, req).await,
         "StopTask" => tasks::stop(cx, req).await,
         "DescribeTasks" => tasks::describe(cx, req).await,
         "ListTasks" => tasks::list(cx, req).await,
         "ListContainerInstances" => instances::list(cx, req).await,
         "DescribeContainerInstances" => instances::describe(cx, req).await,
         "UpdateContainerInstancesState" => instances::update_state(cx, req).await,
+        "TagResource" => tags::tag_resource(cx, req).await,
+        "UntagResource" => tags::untag_resource(cx, req).await,
+        "ListTagsForResource" => tags::list_for_resource(cx, req).await,
         other => Err(EcsError::new(
             "UnsupportedFeatureException",
             format!("berth does not implement the ECS operation {other}"),

@@ -54,7 +54,8 @@ pub async fn register(cx: &Ctx, req: &Value) -> EcsResult {
         let name = role.as_str().map(crate::auth::actions::role_name);
         spec.insert("taskRole".into(), json!(name));
     }
-    cx.apply("TaskDefinition", family, Value::Object(spec))
+    let tags = super::tags::from_request(req)?;
+    cx.apply_tagged("TaskDefinition", family, Value::Object(spec), &tags)
         .await?;
     let (kvs, _) = cx
         .st
@@ -65,13 +66,25 @@ pub async fn register(cx: &Ctx, req: &Value) -> EcsResult {
         .last()
         .and_then(to_json)
         .ok_or_else(|| EcsError::server("the registered revision is not readable"))?;
-    Ok(json!({ "taskDefinition": shapes::taskdef(&cx.region, &td), "tags": [] }))
+    // An unchanged registration stores no new revision: its tags go onto the latest one.
+    let td = match kvs.last() {
+        Some(kv) if !tags.is_empty() => super::tags::add(&*cx.st.store, &kv.key, &tags).await?,
+        _ => td,
+    };
+    Ok(json!({ "taskDefinition": shapes::taskdef(&cx.region, &td), "tags": super::tags::of(&td) }))
 }
 
 pub async fn describe(cx: &Ctx, req: &Value) -> EcsResult {
     let r = req["taskDefinition"].as_str().map(arn::name).unwrap_or("");
     match latest(cx, r).await? {
-        Some(td) => Ok(json!({ "taskDefinition": shapes::taskdef(&cx.region, &td), "tags": [] })),
+        Some(td) => {
+            let tags = if super::tags::wanted(req) {
+                super::tags::of(&td)
+            } else {
+                json!([])
+            };
+            Ok(json!({ "taskDefinition": shapes::taskdef(&cx.region, &td), "tags": tags }))
+        }
         None => Err(EcsError::client("Unable to describe task definition.")),
     }
 }
