@@ -9,6 +9,7 @@ instance id) and ONLY (comma-separated instance ids it may use). Prints one JSON
 """
 import json
 import os
+import uuid
 
 import boto3
 from botocore.config import Config
@@ -40,6 +41,8 @@ def place_one():
         best = max(fits, key=lambda c: free(c)[0])
         out = ecs.start_task(cluster="default", taskDefinition=E["FAMILY"], startedBy="my-scheduler",
                              containerInstances=[best["containerInstanceArn"]],
+                             # A retry differs from the try (berth refuses a replayed signature).
+                             referenceId=str(uuid.uuid4()),
                              tags=[{"key": "scheduler", "value": E.get("NAME", "s")}])
         if out["tasks"]:
             placed.append([out["tasks"][0]["taskArn"], out["tasks"][0]["containerInstanceArn"]])

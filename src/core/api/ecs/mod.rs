@@ -2,9 +2,11 @@
 //! `X-Amz-Target: AmazonEC2ContainerServiceV20141113.<Operation>`, so boto3 and `aws ecs`
 //! work against berth. Each operation maps onto berth's own objects through the same apply,
 //! run-task and stop paths the REST API uses; the middleware authenticates (SigV4, service
-//! `ecs`), authorizes (`auth::actions::classify_ecs`) and audits it like any other call.
+//! `ecs`), parses each call once (`EcsCall`), authorizes it as `ecs:<Operation>` on ECS ARNs
+//! (`authz.rs`) and audits it like any other call.
 
 pub mod arn;
+pub mod authz;
 mod clusters;
 mod ctx;
 pub mod error;
@@ -17,7 +19,9 @@ mod taskdefs;
 mod tasks;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use std::sync::Arc;
+
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
@@ -52,8 +56,46 @@ fn region_of(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| sigv4::DEFAULT_REGION.to_string())
 }
 
-/// `POST /`: one ECS operation.
-pub async fn dispatch(State(st): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+/// An ECS call parsed once: the middleware authorizes exactly this (`authz::targets`) and
+/// hands it to [`dispatch`] in the request's extensions, so the handler acts on what was
+/// authorized, never on a second reading of the body.
+#[derive(Debug, Clone)]
+pub struct EcsCall {
+    pub op: String,
+    /// From the SigV4 credential scope: the region of every ARN of the call.
+    pub region: String,
+    pub req: Arc<Value>,
+}
+
+/// Parse an ECS call's body (empty = `{}`; anything but a JSON object is refused).
+pub fn parse_call(op: &str, headers: &HeaderMap, body: &[u8]) -> Result<EcsCall, EcsError> {
+    let req: Value = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                return Err(EcsError::new(
+                    "SerializationException",
+                    "the body is not a JSON object",
+                ))
+            }
+        }
+    };
+    Ok(EcsCall {
+        op: op.to_string(),
+        region: region_of(headers),
+        req: Arc::new(req),
+    })
+}
+
+/// `POST /`: one ECS operation (as the middleware parsed and authorized it).
+pub async fn dispatch(
+    State(st): State<ApiState>,
+    call: Option<Extension<EcsCall>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(op) = operation(&Method::POST, "/", &headers) else {
         return EcsError::new(
             "UnknownOperationException",
@@ -61,22 +103,19 @@ pub async fn dispatch(State(st): State<ApiState>, headers: HeaderMap, body: Byte
         )
         .into_response();
     };
-    let req: Value = if body.is_empty() {
-        json!({})
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => {
-                return EcsError::new("SerializationException", "the body is not a JSON object")
-                    .into_response()
-            }
-        }
+    let call = match call {
+        Some(Extension(c)) if c.op == op => c,
+        // Only without the middleware in front (it parses every ECS call it lets through).
+        _ => match parse_call(&op, &headers, &body) {
+            Ok(c) => c,
+            Err(e) => return e.into_response(),
+        },
     };
     let cx = Ctx {
         st,
-        region: region_of(&headers),
+        region: call.region.clone(),
     };
-    match run(&cx, &op, &req).await {
+    match run(&cx, &op, &call.req).await {
         Ok(v) => error::json_response(StatusCode::OK, &v),
         Err(e) => e.into_response(),
     }
