@@ -166,21 +166,13 @@ pub fn targets(c: &EcsCall) -> Vec<Target> {
         "ListServiceDeployments" => vec![service(&s("service"), "berth:DescribeService")],
         "DescribeServiceDeployments" => str_list(v, "serviceDeploymentArns")
             .iter()
-            .map(|w| {
-                // arn:…:service-deployment/CLUSTER/SERVICE/ID
-                let parts: Vec<&str> = w.rsplitn(4, '/').collect();
-                let (svc, cl) = match parts.as_slice() {
-                    [_, svc, cl, _] => (*svc, *cl),
-                    _ => ("*", "*"),
-                };
-                Target::new(
+            .map(|w| match super::deployments::parts(w) {
+                Some((cl, svc, id)) => Target::new(
                     &ecs,
-                    super::arn::arn(
-                        region,
-                        &format!("service-deployment/{cl}/{svc}/{}", parts[0]),
-                    ),
+                    arn::arn(region, &format!("service-deployment/{cl}/{svc}/{id}")),
                 )
-                .aka("berth:DescribeService", resource(Kind::Service, svc))
+                .aka("berth:DescribeService", resource(Kind::Service, &svc)),
+                None => t("*".into(), "berth:DescribeService", "*".into()),
             })
             .collect(),
         "RunTask" | "StartTask" => {

@@ -18,6 +18,8 @@ use crate::model::{keys, Kind, API_VERSION};
 pub struct Ctx {
     pub st: ApiState,
     pub region: String,
+    /// The caller's identity name (account settings are per principal).
+    pub principal: String,
 }
 
 impl Ctx {

@@ -5,10 +5,13 @@
 //! `ecs`), parses each call once (`EcsCall`), authorizes it as `ecs:<Operation>` on ECS ARNs
 //! (`authz.rs`) and audits it like any other call.
 
+mod account;
 pub mod arn;
+mod attributes;
 pub mod authz;
 mod clusters;
 mod ctx;
+mod deployments;
 pub mod error;
 mod instances;
 mod services;
@@ -93,6 +96,7 @@ pub fn parse_call(op: &str, headers: &HeaderMap, body: &[u8]) -> Result<EcsCall,
 pub async fn dispatch(
     State(st): State<ApiState>,
     call: Option<Extension<EcsCall>>,
+    caller: Option<Extension<super::auth_state::Caller>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -114,6 +118,9 @@ pub async fn dispatch(
     let cx = Ctx {
         st,
         region: call.region.clone(),
+        principal: caller
+            .map(|Extension(c)| c.identity)
+            .unwrap_or_else(|| "anonymous".into()),
     };
     match run(&cx, &op, &call.req).await {
         Ok(v) => error::json_response(StatusCode::OK, &v),
@@ -127,16 +134,20 @@ async fn run(cx: &Ctx, op: &str, req: &Value) -> EcsResult {
         "DescribeClusters" => clusters::describe(cx, req).await,
         "CreateCluster" => clusters::create(cx, req).await,
         "DeleteCluster" => clusters::delete(cx, req).await,
+        "UpdateCluster" | "UpdateClusterSettings" => clusters::update(cx, req).await,
         "RegisterTaskDefinition" => taskdefs::register(cx, req).await,
         "DescribeTaskDefinition" => taskdefs::describe(cx, req).await,
         "ListTaskDefinitions" => taskdefs::list(cx, req).await,
         "ListTaskDefinitionFamilies" => taskdefs::families(cx, req).await,
         "DeregisterTaskDefinition" => taskdefs::deregister(cx, req).await,
+        "DeleteTaskDefinitions" => taskdefs::delete_many(cx, req).await,
         "CreateService" => services::create(cx, req).await,
         "DescribeServices" => services::describe(cx, req).await,
         "ListServices" => services::list(cx, req).await,
         "UpdateService" => services::update(cx, req).await,
         "DeleteService" => services::delete(cx, req).await,
+        "ListServiceDeployments" => deployments::list(cx, req).await,
+        "DescribeServiceDeployments" => deployments::describe(cx, req).await,
         "RunTask" => tasks::run(cx, req).await,
         "StartTask" => start_task::start(cx, req).await,
         "StopTask" => tasks::stop(cx, req).await,
@@ -145,6 +156,14 @@ async fn run(cx: &Ctx, op: &str, req: &Value) -> EcsResult {
         "ListContainerInstances" => instances::list(cx, req).await,
         "DescribeContainerInstances" => instances::describe(cx, req).await,
         "UpdateContainerInstancesState" => instances::update_state(cx, req).await,
+        "DeregisterContainerInstance" => instances::deregister(cx, req).await,
+        "PutAttributes" => attributes::put(cx, req).await,
+        "ListAttributes" => attributes::list(cx, req).await,
+        "DeleteAttributes" => attributes::delete(cx, req).await,
+        "ListAccountSettings" => account::list(cx, req).await,
+        "PutAccountSetting" => account::put(cx, req).await,
+        "PutAccountSettingDefault" => account::put_default(cx, req).await,
+        "DeleteAccountSetting" => account::delete(cx, req).await,
         "TagResource" => tags::tag_resource(cx, req).await,
         "UntagResource" => tags::untag_resource(cx, req).await,
         "ListTagsForResource" => tags::list_for_resource(cx, req).await,
