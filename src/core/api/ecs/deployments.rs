@@ -35,17 +35,22 @@ pub fn parts(a: &str) -> Option<(String, String, String)> {
     }
 }
 
+/// A deployment id in an ARN: berth's ids are ECS's `ecs-svc/NNN`; the ARN holds `NNN`.
+fn short(id: &str) -> &str {
+    id.rsplit('/').next().unwrap_or(id)
+}
+
 fn deployment_arn(region: &str, cluster: &str, service: &str, id: &str) -> String {
     arn::arn(
         region,
-        &format!("service-deployment/{cluster}/{service}/{id}"),
+        &format!("service-deployment/{cluster}/{service}/{}", short(id)),
     )
 }
 
 fn revision_arn(region: &str, cluster: &str, service: &str, id: &str) -> String {
     arn::arn(
         region,
-        &format!("service-revision/{cluster}/{service}/{id}"),
+        &format!("service-revision/{cluster}/{service}/{}", short(id)),
     )
 }
 
@@ -167,26 +172,28 @@ pub async fn describe(cx: &Ctx, req: &Value) -> EcsResult {
         let found = match service(cx, cluster, svc).await? {
             Some(s) => {
                 let ds = deployments(&s);
-                ds.iter().position(|d| d["id"] == *id).map(|i| {
-                    let d = &ds[i];
-                    let sources: Vec<Value> = ds
-                        .get(i + 1)
-                        .map(|p| vec![revision(&cx.region, cluster, svc, p)])
-                        .unwrap_or_default();
-                    let mut v = brief(&cx.region, cluster, svc, d);
-                    v["updatedAt"] = ts(&d["updatedAt"]);
-                    v["targetServiceRevision"] = revision(&cx.region, cluster, svc, d);
-                    v["sourceServiceRevisions"] = json!(sources);
-                    v["deploymentConfiguration"] = s["spec"]["deploymentConfiguration"].clone();
-                    if status(d) == "ROLLBACK_SUCCESSFUL" {
-                        v["rollback"] = compact(json!({
-                            "reason": d["rolloutStateReason"],
-                            "startedAt": ts(&d["updatedAt"]),
-                            "serviceRevisionArn": sources.first().map(|r| r["arn"].clone()),
-                        }));
-                    }
-                    compact(v)
-                })
+                ds.iter()
+                    .position(|d| short(d["id"].as_str().unwrap_or("")) == id)
+                    .map(|i| {
+                        let d = &ds[i];
+                        let sources: Vec<Value> = ds
+                            .get(i + 1)
+                            .map(|p| vec![revision(&cx.region, cluster, svc, p)])
+                            .unwrap_or_default();
+                        let mut v = brief(&cx.region, cluster, svc, d);
+                        v["updatedAt"] = ts(&d["updatedAt"]);
+                        v["targetServiceRevision"] = revision(&cx.region, cluster, svc, d);
+                        v["sourceServiceRevisions"] = json!(sources);
+                        v["deploymentConfiguration"] = s["spec"]["deploymentConfiguration"].clone();
+                        if status(d) == "ROLLBACK_SUCCESSFUL" {
+                            v["rollback"] = compact(json!({
+                                "reason": d["rolloutStateReason"],
+                                "startedAt": ts(&d["updatedAt"]),
+                                "serviceRevisionArn": sources.first().map(|r| r["arn"].clone()),
+                            }));
+                        }
+                        compact(v)
+                    })
             }
             None => None,
         };
