@@ -177,6 +177,11 @@ assert "ACTIVE" in dl["failures"][0]["reason"], dl
 code, _ = error_code(ecs.describe_task_definition, taskDefinition=f"{FAM}:2")
 assert code == "ClientException", code
 
+# Members berth does not apply are refused by name, never ignored.
+code, msg = error_code(ecs.run_task, cluster="default", taskDefinition=f"{FAM}:3",
+                       overrides={"containerOverrides": [{"name": "app", "command": ["true"]}]})
+assert code == "UnsupportedFeatureException" and "overrides" in msg, (code, msg)
+
 # An operation berth does not implement names itself.
 code, msg = error_code(ecs.list_services_by_namespace, namespace="ns")
 assert code == "UnsupportedFeatureException" and "ListServicesByNamespace" in msg, (code, msg)

@@ -552,7 +552,9 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
                 Classified::Protected(t)
             }
             // Not a JSON object: the handler refuses it (SerializationException).
-            Err(_) => Classified::Protected(vec![Target::new(format!("ecs:{op}"), "*")]),
+            Err(_) => Classified::Protected(vec![
+                Target::new(format!("ecs:{op}"), "*").aka(super::ecs::authz::UNMAPPED, "*")
+            ]),
         },
         None => actions::classify(&method, &decoded_path, &bytes),
     };

@@ -181,7 +181,8 @@ mod tests {
                 &format!("service/{svc}"),
             )
         };
-        let (e, by) = evaluate_target(Some(&r), &del("web"));
+        let web = del("web");
+        let (e, by) = evaluate_target(Some(&r), &web);
         assert_eq!(
             (e.decision, by.action.as_str()),
             (Decision::ExplicitDeny, "ecs:DeleteService")

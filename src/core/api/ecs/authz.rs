@@ -13,6 +13,10 @@ use super::EcsCall;
 use crate::auth::actions::{resource, role_name, Target};
 use crate::model::{parse_taskdef_ref, Kind};
 
+/// The berth name of an ECS call that maps onto no berth action (an operation berth does not
+/// implement, or a body that is not a JSON object): `admin` reaches the handler's error.
+pub const UNMAPPED: &str = "berth:EcsCall";
+
 /// `family` or `family:rev` (an ARN's tail) as a task-definition ARN and berth resource.
 fn taskdef(region: &str, r: &str) -> (String, String) {
     let family = parse_taskdef_ref(r).map(|(f, _)| f).unwrap_or(r);
@@ -261,7 +265,8 @@ pub fn targets(c: &EcsCall) -> Vec<Target> {
         "PutAccountSetting" | "PutAccountSettingDefault" | "DeleteAccountSetting" => {
             vec![t("*".into(), "berth:PutAccountSetting", "*".into())]
         }
-        _ => vec![t("*".into(), "berth:CallUnsupported", "*".into())],
+        // Not one berth implements: the handler answers an error naming it.
+        _ => vec![t("*".into(), UNMAPPED, "*".into())],
     };
     if out.is_empty() {
         // A call naming nothing (an empty list): still an `ecs:` action, on its cluster.

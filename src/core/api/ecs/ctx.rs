@@ -95,6 +95,38 @@ pub fn cluster_of(req: &Value) -> String {
         .to_string()
 }
 
+/// Refuse request members berth does not act on (by name), rather than ignore them.
+pub fn refuse_unsupported(req: &Value, members: &[&str]) -> Result<(), EcsError> {
+    for m in members {
+        let set = match &req[*m] {
+            Value::Null | Value::Bool(false) => false,
+            Value::Object(o) => o.values().any(|v| match v {
+                Value::Array(a) => !a.is_empty(),
+                Value::Null => false,
+                _ => true,
+            }),
+            Value::Array(a) => !a.is_empty(),
+            _ => true,
+        };
+        if set {
+            return Err(EcsError::new(
+                "UnsupportedFeatureException",
+                format!("berth does not support {m} yet"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What RunTask and StartTask take that berth does not apply.
+pub const UNSUPPORTED_TASK_MEMBERS: &[&str] = &[
+    "overrides",
+    "networkConfiguration",
+    "capacityProviderStrategy",
+    "enableExecuteCommand",
+    "volumeConfigurations",
+];
+
 pub fn str_list(req: &Value, k: &str) -> Vec<String> {
     req[k]
         .as_array()

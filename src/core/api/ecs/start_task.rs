@@ -43,6 +43,7 @@ pub async fn start(cx: &Ctx, req: &Value) -> EcsResult {
             "group {group:?} is reserved for the tasks of a service"
         )));
     }
+    super::ctx::refuse_unsupported(req, super::ctx::UNSUPPORTED_TASK_MEMBERS)?;
     let task_tags = tags::from_request(req)?;
     let store = &*cx.st.store;
     if parse_taskdef_ref(td_ref).is_none() {

@@ -18,6 +18,7 @@ pub async fn run(cx: &Ctx, req: &Value) -> EcsResult {
     let Some(td) = req["taskDefinition"].as_str().map(arn::name) else {
         return Err(EcsError::invalid("taskDefinition is required"));
     };
+    super::ctx::refuse_unsupported(req, super::ctx::UNSUPPORTED_TASK_MEMBERS)?;
     let count = req["count"].as_u64().unwrap_or(1);
     if !(1..=10).contains(&count) {
         return Err(EcsError::invalid("count must be between 1 and 10"));
