@@ -157,27 +157,37 @@ fn custom_schedulers_place_with_start_task_and_never_over_commit() {
     assert_eq!(t["spec"]["startedBy"], "my-scheduler", "{t}");
     assert_eq!(t["metadata"]["tags"]["scheduler"], "s", "{t}");
 
-    // 2. Two schedulers race over the three instances, 10 StartTasks each; the room is
-    // 3 × (512/128) = 12 tasks, one already taken.
+    // 2. Two schedulers race over the three instances; the room is 3 × (512/128) = 12 tasks,
+    // one already taken. Each reads the instances once (both see 11 free), waits for the
+    // other, then places on that stale view without re-reading: 22 wanted, 11 fit, and the
+    // server's fence must refuse the rest.
     let only = instances.join(",");
-    let spawn = |name: &str| {
-        scheduler(
-            &b,
-            &ak,
-            &sk,
-            &family,
-            &[
-                ("COUNT", "10".into()),
-                ("ONLY", only.clone()),
-                ("NAME", name.into()),
-            ],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    let sync = tempfile::tempdir().unwrap();
+    let go = sync.path().join("go");
+    let spawn = |name: &str, stale: bool| {
+        let mut env = vec![
+            ("COUNT", "12".to_string()),
+            ("ONLY", only.clone()),
+            ("NAME", name.to_string()),
+        ];
+        if stale {
+            env.push(("STALE", "1".into()));
+            env.push(("READY", sync.path().join(name).display().to_string()));
+            env.push(("GO", go.display().to_string()));
+        }
+        scheduler(&b, &ak, &sk, &family, &env)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     };
-    let (a, c) = (spawn("a"), spawn("b"));
+    let (a, c) = (spawn("a", true), spawn("b", true));
+    wait_for(
+        "both schedulers read their view",
+        Duration::from_secs(60),
+        || (sync.path().join("a").exists() && sync.path().join("b").exists()).then_some(()),
+    );
+    std::fs::write(&go, "").unwrap();
     let (ra, rc) = (
         result(&a.wait_with_output().unwrap()),
         result(&c.wait_with_output().unwrap()),
@@ -192,19 +202,26 @@ fn custom_schedulers_place_with_start_task_and_never_over_commit() {
         .cloned()
         .collect();
     eprintln!(
-        "race: {} placed, {} StartTask failures {:?}",
+        "stale race: {} placed, {} StartTask refusals {:?}",
         placed.len(),
         lost.len(),
         lost
+    );
+    let capacity = 3 * (CPU / TASK_CPU) as usize;
+    assert!(placed.len() < capacity, "{} placed", placed.len());
+    assert!(
+        !lost.is_empty(),
+        "both saw room for 11: someone must be refused"
     );
     assert!(
         lost.iter()
             .all(|f| f.as_str().is_some_and(|s| s.starts_with("RESOURCE:"))),
         "{lost:?}"
     );
-    let capacity = 3 * (CPU / TASK_CPU) as usize;
-    assert!(placed.len() < capacity, "{} placed", placed.len());
-    assert_eq!(placed.len(), capacity - 1, "the room fills: {ra} {rc}");
+    // A scheduler that re-reads after each refusal fills what is left, exactly.
+    let r = result(&spawn("c", false).wait_with_output().unwrap());
+    let filled = placed.len() + r["placed"].as_array().unwrap().len();
+    assert_eq!(filled, capacity - 1, "the room fills: {ra} {rc} {r}");
 
     // What the store holds: per instance, the reserved cpu and memory of its tasks that hold
     // resources never exceed what it registered.

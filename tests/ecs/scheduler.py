@@ -4,11 +4,14 @@ free CPU that fits the task definition (or the one named by PIN), and places the
 StartTask. Retries on a failure with fresh reads until no instance fits.
 
 Environment: BERTH_ENDPOINT, AK, SK, FAMILY, COUNT, CPU, MEMORY, and optional PIN (an
-instance id) and ONLY (comma-separated instance ids it may use). Prints one JSON line:
+instance id), ONLY (comma-separated instance ids it may use) and STALE=1 (read the instances
+once and decide every placement on that view, never re-reading: the server's fence must refuse
+what no longer fits). Prints one JSON line:
 {"placed": [[taskArn, instanceArn]...], "failures": [reason...]}.
 """
 import json
 import os
+import time
 import uuid
 
 import boto3
@@ -29,10 +32,21 @@ def free(ci):
 placed, failures = [], []
 
 
+def read():
+    arns = ecs.list_container_instances(cluster="default", status="ACTIVE")["containerInstanceArns"]
+    return ecs.describe_container_instances(cluster="default", containerInstances=arns)["containerInstances"]
+
+
+view = read() if E.get("STALE") else None
+if E.get("READY"):  # tell the test this view is taken, and start together with the other one
+    open(E["READY"], "w").close()
+    while not os.path.exists(E["GO"]):
+        time.sleep(0.02)
+
+
 def place_one():
     for _ in range(100):
-        arns = ecs.list_container_instances(cluster="default", status="ACTIVE")["containerInstanceArns"]
-        cis = ecs.describe_container_instances(cluster="default", containerInstances=arns)["containerInstances"]
+        cis = view if view is not None else read()
         cis = [c for c in cis if (not only or c["ec2InstanceId"] in only)
                and (not E.get("PIN") or c["ec2InstanceId"] == E["PIN"])]
         fits = [c for c in cis if free(c)[0] >= cpu and free(c)[1] >= mem]
@@ -44,6 +58,11 @@ def place_one():
                              # A retry differs from the try (berth refuses a replayed signature).
                              referenceId=str(uuid.uuid4()),
                              tags=[{"key": "scheduler", "value": E.get("NAME", "s")}])
+        if view is not None:  # account on the stale view; a refusal marks the instance full
+            for r in best["remainingResources"]:
+                if r["name"] in ("CPU", "MEMORY"):
+                    r["integerValue"] = r["integerValue"] - (cpu if r["name"] == "CPU" else mem) \
+                        if out["tasks"] else 0
         if out["tasks"]:
             placed.append([out["tasks"][0]["taskArn"], out["tasks"][0]["containerInstanceArn"]])
             return True
