@@ -1,6 +1,10 @@
 //! ECS's JSON 1.1 protocol (issue 12) with the real clients against a real `berth up` and
 //! Docker: boto3 drives task definitions, a service of real containers, scaling, tasks, errors
-//! and pagination (tests/ecs/flow.py); awscli lists clusters with an identity's keys.
+//! and pagination (tests/ecs/flow.py); tags, attributes and memberOf, settings, service
+//! deployments, DeleteTaskDefinitions and the waiters (tests/ecs/extras.py); authorization as
+//! `ecs:<Operation>` on ECS ARNs (tests/ecs/authz.py). awscli lists clusters, tags one and
+//! prints account settings as a table with an identity's keys. StartTask and custom
+//! schedulers: tests/ecs_scheduler.rs.
 
 mod common;
 
@@ -82,6 +86,48 @@ fn boto3_and_awscli_speak_ecs_to_berth() {
             .any(|a| a == "arn:aws:ecs:eu-west-1:000000000000:cluster/default"),
         "{v}"
     );
+
+    // awscli: tags and account settings (the table output of a paginated list).
+    let aws_admin = |args: &[&str]| {
+        let o = Command::new("aws")
+            .args(["--endpoint-url", &b.endpoint(), "ecs"])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", &ak)
+            .env("AWS_SECRET_ACCESS_KEY", &sk)
+            .env("AWS_DEFAULT_REGION", "eu-west-1")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .expect("run aws");
+        assert!(
+            o.status.success(),
+            "aws {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let carn = "arn:aws:ecs:eu-west-1:000000000000:cluster/default";
+    aws_admin(&[
+        "tag-resource",
+        "--resource-arn",
+        carn,
+        "--tags",
+        "key=env,value=ci",
+    ]);
+    let tags = aws_admin(&["list-tags-for-resource", "--resource-arn", carn]);
+    assert!(
+        tags.contains("\"env\"") && tags.contains("\"ci\""),
+        "{tags}"
+    );
+    let table = aws_admin(&[
+        "list-account-settings",
+        "--effective-settings",
+        "--max-items",
+        "3",
+        "--output",
+        "table",
+    ]);
+    assert!(table.contains("serviceLongArnFormat"), "{table}");
 
     // A reader's keys: ECS reads allowed (berth:List*), a delete refused in ECS's shape.
     let dir = tempfile::tempdir().unwrap();
