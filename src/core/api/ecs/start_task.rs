@@ -23,7 +23,7 @@ use crate::store::{Compare, Op, Store, Txn};
 /// ECS: at most 10 container instances per StartTask.
 const MAX_INSTANCES: usize = 10;
 /// Tries of one instance's commit that lost a race to another placement.
-const ATTEMPTS: usize = 8;
+const ATTEMPTS: usize = 32;
 
 pub async fn start(cx: &Ctx, req: &Value) -> EcsResult {
     let cluster = cluster_of(req);
@@ -196,4 +196,91 @@ async fn usage(store: &dyn Store, id: &str) -> Result<Usage, EcsError> {
         }
     }
     Ok(u)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use crate::model::{ContainerInstanceSpec, Resources};
+    use crate::store::embedded::EmbeddedStore;
+    use crate::store::DynStore;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_start_tasks_never_over_commit_an_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: DynStore = Arc::new(EmbeddedStore::open(dir.path().join("s")).unwrap());
+        let mut i = ContainerInstance::new(
+            Kind::ContainerInstance,
+            "i-1",
+            ContainerInstanceSpec {
+                cluster: "default".into(),
+                ..Default::default()
+            },
+        );
+        i.status.status = "ACTIVE".into();
+        i.status.registered_resources = Resources {
+            cpu: 512,
+            memory: 1024,
+            ports: vec![],
+        };
+        let txn = Txn::new()
+            .and_then(Op::put(
+                keys::key(Kind::ContainerInstance, "i-1"),
+                i.to_bytes(),
+            ))
+            .and_then(Op::put(keys::instance_lease_key("i-1"), b"x".to_vec()));
+        store.txn(txn).await.unwrap();
+        let td: TaskDefinition = serde_json::from_value(serde_json::json!({
+            "apiVersion": "berth.dev/v1", "kind": "TaskDefinition",
+            "metadata": {"name": "job:1"},
+            "spec": {"cpu": 128, "memory": 64,
+                     "containerDefinitions": [{"name": "a", "image": "x", "memory": 64}]},
+            "status": {"family": "job", "revision": 1}
+        }))
+        .unwrap();
+        let mut joins = vec![];
+        for _ in 0..12 {
+            let (store, td) = (store.clone(), td.clone());
+            joins.push(tokio::spawn(async move {
+                let t = Task::provision(&td, "default", "family:job", "test");
+                place(&*store, "default", "i-1", &td, t).await
+            }));
+        }
+        let mut placed = 0;
+        for j in joins {
+            match j.await.unwrap().unwrap() {
+                Ok(t) => {
+                    assert_eq!(t.status.container_instance.as_deref(), Some("i-1"));
+                    placed += 1;
+                }
+                Err(why) => assert_eq!(why, "RESOURCE:CPU"),
+            }
+        }
+        assert_eq!(placed, 4, "512 cpu holds four tasks of 128");
+        let u = usage(&*store, "i-1").await.unwrap();
+        assert_eq!((u.cpu, u.memory), (512, 256));
+        let rec: ContainerInstance =
+            objects::get(&*store, &keys::key(Kind::ContainerInstance, "i-1"))
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(rec.status.remaining_resources.cpu, 0);
+        assert_eq!(rec.status.placement_generation, 4);
+        // Gone and foreign instances are MISSING, never an error.
+        let t = Task::provision(&td, "default", "family:job", "test");
+        assert_eq!(
+            place(&*store, "default", "i-2", &td, t)
+                .await
+                .unwrap()
+                .err(),
+            Some("MISSING")
+        );
+        let t = Task::provision(&td, "other", "family:job", "test");
+        assert_eq!(
+            place(&*store, "other", "i-1", &td, t).await.unwrap().err(),
+            Some("MISSING")
+        );
+    }
 }
