@@ -106,7 +106,20 @@ async fn register(store: &DynStore, docker: &Docker, cfg: &AgentConfig) -> anyho
         });
         inst.spec.cluster = cfg.cluster.clone();
         inst.spec.host_ip = cfg.host_ip.clone();
-        inst.spec.attributes = cfg.attributes.clone();
+        // Its configured attributes, plus the custom ones put through ECS (PutAttributes).
+        let custom: Vec<String> = inst
+            .metadata
+            .annotations
+            .get(crate::model::CUSTOM_ATTRIBUTES_ANNOTATION)
+            .map(|s| s.split(',').map(str::to_string).collect())
+            .unwrap_or_default();
+        let mut attributes = cfg.attributes.clone();
+        for k in custom {
+            if let Some(v) = inst.spec.attributes.get(&k) {
+                attributes.entry(k).or_insert_with(|| v.clone());
+            }
+        }
+        inst.spec.attributes = attributes;
         inst.status.registered_resources = Resources {
             cpu,
             memory,

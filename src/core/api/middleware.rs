@@ -304,7 +304,7 @@ async fn authorize(st: &AuthState, caller: &Caller, targets: &[Target]) -> Resul
             action: None,
         })?;
     for t in targets {
-        let ev = policy::evaluate(role.as_ref(), &t.action, &t.resource);
+        let (ev, t) = policy::evaluate_target(role.as_ref(), t);
         if ev.allowed() {
             continue;
         }
@@ -432,13 +432,12 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
     };
     // An ECS Describe/List is a read sent as POST (a poll may repeat its signature).
     let read_like = is_read(&method) || ecs_op.as_deref().is_some_and(super::ecs::is_read_only);
-    let classify = |body: &[u8]| match &ecs_op {
-        Some(op) => actions::classify_ecs(op, body),
-        None => actions::classify(&method, &decoded_path, body),
-    };
     // Public routes decide by path alone; everything else is authenticated on its headers
     // before its body is read (a stranger's 16 MiB costs nothing).
-    let pre = classify(b"");
+    let pre = match &ecs_op {
+        Some(op) => Classified::Protected(vec![Target::new(format!("ecs:{op}"), "*")]),
+        None => actions::classify(&method, &decoded_path, b""),
+    };
     if matches!(pre, Classified::Public) {
         let raw = body.take().unwrap_or_default();
         return next.run(Request::from_parts(parts, raw)).await;
@@ -543,7 +542,22 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
             }
         }
     };
-    let classified = classify(&bytes);
+    // An ECS call is parsed here once; what is authorized is what its handler acts on.
+    let mut ecs_call = None;
+    let classified = match &ecs_op {
+        Some(op) => match super::ecs::parse_call(op, &parts.headers, &bytes) {
+            Ok(c) => {
+                let t = super::ecs::authz::targets(&c);
+                ecs_call = Some(c);
+                Classified::Protected(t)
+            }
+            // Not a JSON object: the handler refuses it (SerializationException).
+            Err(_) => Classified::Protected(vec![
+                Target::new(format!("ecs:{op}"), "*").aka(super::ecs::authz::UNMAPPED, "*")
+            ]),
+        },
+        None => actions::classify(&method, &decoded_path, &bytes),
+    };
     let targets = match &classified {
         Classified::Public => vec![],
         Classified::Protected(t) => t.clone(),
@@ -604,6 +618,9 @@ pub async fn authenticate(State(st): State<AuthState>, req: Request, next: Next)
     }
 
     parts.extensions.insert(caller);
+    if let Some(c) = ecs_call {
+        parts.extensions.insert(c);
+    }
     rec.decision = "allowed".into();
     if !read_like {
         // A change is recorded before it is made: no record, no change. The final record

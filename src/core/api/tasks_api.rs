@@ -27,6 +27,9 @@ pub struct RunTaskRequest {
     pub group: Option<String>,
     #[serde(default)]
     pub started_by: Option<String>,
+    /// ECS tags for the new tasks (`metadata.tags`).
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 fn one() -> u32 {
@@ -84,7 +87,8 @@ pub async fn run_task(State(st): State<ApiState>, body: Bytes) -> Result<Json<Va
     let mut tasks = Vec::new();
     for _ in 0..req.count {
         let started_by = req.started_by.as_deref().unwrap_or("run-task");
-        let t = Task::provision(&td, &req.cluster, &group, started_by);
+        let mut t = Task::provision(&td, &req.cluster, &group, started_by);
+        t.metadata.tags = req.tags.clone();
         let k = keys::key(Kind::Task, &t.metadata.name);
         txn = txn
             .when(Compare::absent(&k))

@@ -20,6 +20,7 @@
 //! | `POST /v1/sources/{name}/apply`           | `berth:Apply` per document (+ `berth:PruneSource`) | `{kind}/{name}`, `source/{name}` |
 //! | `GET /metrics`                            | `berth:GetMetrics`            | `*`                 |
 //! | `GET /ui…`                                | `berth:GetDashboard`          | `*`                 |
+//! | `POST /` with an ECS `X-Amz-Target`       | `ecs:{Operation}`, also known as the `berth:` action of the same change (`api::ecs::authz`) | ECS ARNs (`arn:aws:ecs:REGION:ACCOUNT:service/CLUSTER/NAME`), also `{kind}/{name}` |
 //!
 //! `{kind}` in resources is the lower-case singular kind (`service`, `task`,
 //! `taskdefinition`, `cluster`, `containerinstance`, `role`, `scalingpolicy`). Paths not in the
@@ -36,6 +37,12 @@ use crate::model::{parse_taskdef_ref, Kind};
 pub struct Target {
     pub action: String,
     pub resource: String,
+    /// The same request in berth's own vocabulary (an ECS call's `berth:` action on its
+    /// `{kind}/{name}`): a statement about either decides, so Roles written for the REST API
+    /// keep working for ECS clients. An explicit Deny of either wins; an Allow of either
+    /// suffices (see [`crate::auth::policy::evaluate_target`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<Box<Target>>,
 }
 
 impl Target {
@@ -43,7 +50,14 @@ impl Target {
         Target {
             action: action.into(),
             resource: resource.into(),
+            alias: None,
         }
+    }
+
+    /// This target, also known as `action` on `resource`.
+    pub fn aka(mut self, action: impl Into<String>, resource: impl Into<String>) -> Self {
+        self.alias = Some(Box::new(Target::new(action, resource)));
+        self
     }
 }
 
@@ -93,7 +107,8 @@ pub fn resource_type(kind: Kind) -> String {
     kind.as_str().to_ascii_lowercase()
 }
 
-fn resource(kind: Kind, name: &str) -> String {
+/// `{kind}/{name}` (a task definition's family).
+pub fn resource(kind: Kind, name: &str) -> String {
     let name = if kind == Kind::TaskDefinition {
         parse_taskdef_ref(name).map(|(f, _)| f).unwrap_or(name)
     } else {
@@ -290,113 +305,6 @@ fn delete_targets(body: &[u8]) -> Vec<Target> {
     }
 }
 
-/// The name an ECS parameter names: the last `/` segment of an ARN, or the value itself.
-fn ecs_name(v: &str) -> &str {
-    if v.starts_with("arn:") {
-        v.rsplit('/').next().unwrap_or(v)
-    } else {
-        v
-    }
-}
-
-/// An ECS JSON 1.1 call (`X-Amz-Target: AmazonEC2ContainerServiceV20141113.<op>`, served by
-/// `api::ecs`): the same berth actions and resources the REST API uses for the same change,
-/// so Roles and the audit trail need nothing new. Operations berth does not map are
-/// `ecs:<op>` on `*` (the handler answers them with an error naming the operation).
-pub fn classify_ecs(op: &str, body: &[u8]) -> Classified {
-    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let s = |k: &str| v[k].as_str().map(ecs_name);
-    let list = |k: &str| -> Vec<String> {
-        v[k].as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(|x| ecs_name(x).to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let td = |k: &str| resource(Kind::TaskDefinition, s(k).unwrap_or("*"));
-    let one = |a: &str, r: String| Classified::Protected(vec![Target::new(a, r)]);
-    let each = |a: &str, kind: Kind, names: Vec<String>| {
-        let names = if names.is_empty() {
-            vec!["*".to_string()]
-        } else {
-            names
-        };
-        Classified::Protected(
-            names
-                .iter()
-                .map(|n| Target::new(a, resource(kind, n)))
-                .collect(),
-        )
-    };
-    let cluster = s("cluster").unwrap_or("default").to_string();
-    match op {
-        "ListClusters" => one("berth:ListClusters", "*".into()),
-        "DescribeClusters" => {
-            let mut c = list("clusters");
-            if c.is_empty() {
-                c.push("default".into());
-            }
-            each("berth:DescribeCluster", Kind::Cluster, c)
-        }
-        "CreateCluster" => one(
-            "berth:Apply",
-            resource(Kind::Cluster, s("clusterName").unwrap_or("default")),
-        ),
-        "DeleteCluster" => one("berth:DeleteCluster", resource(Kind::Cluster, &cluster)),
-        "RegisterTaskDefinition" => {
-            let mut t = vec![Target::new("berth:Apply", td("family"))];
-            if let Some(role) = v["taskRoleArn"].as_str() {
-                t.push(Target::new(
-                    "berth:PassRole",
-                    format!("role/{}", role_name(role)),
-                ));
-            }
-            Classified::Protected(t)
-        }
-        "DescribeTaskDefinition" => one("berth:DescribeTaskDefinition", td("taskDefinition")),
-        "ListTaskDefinitions" | "ListTaskDefinitionFamilies" => {
-            one("berth:ListTaskDefinitions", "*".into())
-        }
-        "DeregisterTaskDefinition" => one("berth:DeleteTaskDefinition", td("taskDefinition")),
-        "CreateService" => one(
-            "berth:Apply",
-            resource(Kind::Service, s("serviceName").unwrap_or("*")),
-        ),
-        "UpdateService" => one(
-            "berth:Apply",
-            resource(Kind::Service, s("service").unwrap_or("*")),
-        ),
-        "DeleteService" => one(
-            "berth:DeleteService",
-            resource(Kind::Service, s("service").unwrap_or("*")),
-        ),
-        "DescribeServices" => each("berth:DescribeService", Kind::Service, list("services")),
-        "ListServices" => one("berth:ListServices", "*".into()),
-        "RunTask" => one("berth:RunTask", td("taskDefinition")),
-        "StopTask" => one(
-            "berth:StopTask",
-            resource(Kind::Task, s("task").unwrap_or("*")),
-        ),
-        "DescribeTasks" => each("berth:DescribeTask", Kind::Task, list("tasks")),
-        "ListTasks" => one("berth:ListTasks", "*".into()),
-        "ListContainerInstances" => one("berth:ListContainerInstances", "*".into()),
-        "DescribeContainerInstances" => each(
-            "berth:DescribeContainerInstance",
-            Kind::ContainerInstance,
-            list("containerInstances"),
-        ),
-        "UpdateContainerInstancesState" => each(
-            "berth:UpdateContainerInstance",
-            Kind::ContainerInstance,
-            list("containerInstances"),
-        ),
-        other => one(&format!("ecs:{other}"), "*".into()),
-    }
-}
-
 pub use role_name as task_role_name;
 
 #[cfg(test)]
@@ -493,33 +401,5 @@ mod tests {
             panic!()
         };
         assert_eq!(t, vec![Target::new("berth:Apply", "*")]);
-    }
-
-    #[test]
-    fn ecs_operations_map_onto_berth_actions() {
-        let one = |op: &str, body: &str| match classify_ecs(op, body.as_bytes()) {
-            Classified::Protected(t) => (t[0].action.clone(), t[0].resource.clone()),
-            Classified::Public => ("public".into(), String::new()),
-        };
-        assert_eq!(
-            one("CreateService", r#"{"serviceName":"web"}"#),
-            ("berth:Apply".into(), "service/web".into())
-        );
-        assert_eq!(
-            one(
-                "DeleteService",
-                r#"{"service":"arn:aws:ecs:us-east-1:000000000000:service/default/web"}"#
-            ),
-            ("berth:DeleteService".into(), "service/web".into())
-        );
-        assert_eq!(
-            one(
-                "RunTask",
-                r#"{"taskDefinition":"arn:aws:ecs:r:0:task-definition/job:3"}"#
-            ),
-            ("berth:RunTask".into(), "taskdefinition/job".into())
-        );
-        assert_eq!(one("ListClusters", "{}").0, "berth:ListClusters");
-        assert_eq!(one("PutAttributes", "{}").0, "ecs:PutAttributes");
     }
 }

@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use super::actions::Target;
 use crate::model::role::{Effect, RoleSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -73,6 +74,24 @@ pub fn evaluate(role: Option<&RoleSpec>, action: &str, resource: &str) -> Evalua
             decision: Decision::ImplicitDeny,
             statement: None,
         },
+    }
+}
+
+/// Evaluate a request target and its alias (the same request in berth's vocabulary, see
+/// [`Target::alias`]): an explicit Deny of either wins, else an Allow of either allows. The
+/// answer names the (action, resource) that decided, or the target itself on no match.
+pub fn evaluate_target<'a>(role: Option<&RoleSpec>, t: &'a Target) -> (Evaluation, &'a Target) {
+    let first = evaluate(role, &t.action, &t.resource);
+    let Some(alias) = t.alias.as_deref() else {
+        return (first, t);
+    };
+    let second = evaluate(role, &alias.action, &alias.resource);
+    match (first.decision, second.decision) {
+        (Decision::ExplicitDeny, _) => (first, t),
+        (_, Decision::ExplicitDeny) => (second, alias),
+        (Decision::Allowed, _) => (first, t),
+        (_, Decision::Allowed) => (second, alias),
+        _ => (first, t),
     }
 }
 
@@ -145,5 +164,49 @@ mod tests {
         fn glob_terminates_quickly(p in "[a*?]{0,30}", t in "a{0,60}b?") {
             let _ = glob(&p, &t, false);
         }
+    }
+
+    #[test]
+    fn an_alias_allows_and_either_deny_wins() {
+        let r = role(
+            r#"{"statements":[{"effect":"Allow","actions":["berth:*"],"resources":["*"]},
+               {"effect":"Deny","actions":["ecs:DeleteService"],"resources":["arn:aws:ecs:*:*:service/default/web"]}]}"#,
+        );
+        let t = |op: &str, arn: &str, a: &str, res: &str| Target::new(op, arn).aka(a, res);
+        let del = |svc: &str| {
+            t(
+                "ecs:DeleteService",
+                &format!("arn:aws:ecs:r:0:service/default/{svc}"),
+                "berth:DeleteService",
+                &format!("service/{svc}"),
+            )
+        };
+        let web = del("web");
+        let (e, by) = evaluate_target(Some(&r), &web);
+        assert_eq!(
+            (e.decision, by.action.as_str()),
+            (Decision::ExplicitDeny, "ecs:DeleteService")
+        );
+        assert!(evaluate_target(Some(&r), &del("api")).0.allowed());
+        let reader = role(
+            r#"{"statements":[{"effect":"Allow","actions":["ecs:Describe*","ecs:List*"],"resources":["*"]}]}"#,
+        );
+        let list = t(
+            "ecs:ListServices",
+            "arn:aws:ecs:r:0:cluster/default",
+            "berth:ListServices",
+            "*",
+        );
+        assert!(evaluate_target(Some(&reader), &list).0.allowed());
+        let create = t(
+            "ecs:CreateService",
+            "arn:aws:ecs:r:0:service/default/x",
+            "berth:Apply",
+            "service/x",
+        );
+        assert_eq!(
+            evaluate_target(Some(&reader), &create).0.decision,
+            Decision::ImplicitDeny
+        );
     }
 }

@@ -9,6 +9,17 @@ use super::object::Object;
 pub struct ClusterSpec {
     #[serde(default)]
     pub settings: ClusterSettings,
+    /// ECS's cluster settings (`[{name: containerInsights, value: enabled}]`), as
+    /// UpdateCluster / UpdateClusterSettings store them; berth keeps and reports them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ecs_settings: Vec<EcsClusterSetting>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EcsClusterSetting {
+    pub name: String,
+    pub value: String,
 }
 
 /// Cluster-wide switches; the unsafe ones default to off.

@@ -63,3 +63,6 @@ pub type ContainerInstance = Object<ContainerInstanceSpec, ContainerInstanceStat
 
 /// Where a ContainerInstance record says its agent serves logs (`http://host:port`).
 pub const LOGS_ENDPOINT_ANNOTATION: &str = "berth.dev/logs-endpoint";
+/// The names (comma-separated) of `spec.attributes` put through ECS's PutAttributes: an agent
+/// re-registering its configured attributes keeps these.
+pub const CUSTOM_ATTRIBUTES_ANNOTATION: &str = "berth.dev/ecs-custom-attributes";

@@ -15,7 +15,7 @@ pub mod service;
 pub mod task;
 pub mod taskdef;
 
-pub use cluster::{Cluster, ClusterSettings, ClusterSpec, ClusterStatus};
+pub use cluster::{Cluster, ClusterSettings, ClusterSpec, ClusterStatus, EcsClusterSetting};
 pub use instance::*;
 pub use kind::Kind;
 pub use lb::{LoadBalancer, LoadBalancerSpec, TargetGroup, TargetGroupSpec};

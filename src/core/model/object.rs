@@ -19,6 +19,9 @@ pub struct Metadata {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// ECS resource tags (TagResource, `tags` on Create*/RunTask; key → value).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
     /// The store's mod revision of this object (read side; 0 in manifests).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub revision: i64,

@@ -55,8 +55,21 @@ pub async fn describe(cx: &Ctx, req: &Value) -> EcsResult {
     let mut failures = vec![];
     for w in &wanted {
         let name = arn::name(w);
-        if cx.get(Kind::Cluster, name).await?.is_some() {
-            clusters.push(shape(cx, name).await?);
+        if let Some(c) = cx.get(Kind::Cluster, name).await? {
+            let mut o = shape(cx, name).await?;
+            if super::tags::wanted(req) {
+                o["tags"] = super::tags::of(&c);
+            }
+            if req["include"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v == "SETTINGS"))
+            {
+                o["settings"] = c["spec"]["ecsSettings"]
+                    .as_array()
+                    .cloned()
+                    .map_or(json!([]), Value::Array);
+            }
+            clusters.push(o);
         } else {
             failures.push(failure(arn::cluster(&cx.region, name), "MISSING"));
         }
@@ -71,10 +84,15 @@ pub async fn create(cx: &Ctx, req: &Value) -> EcsResult {
         .unwrap_or("default");
     // An existing cluster is answered as it is (ECS's CreateCluster is idempotent); its
     // settings stay as they were applied.
+    let tags = super::tags::from_request(req)?;
     if cx.get(Kind::Cluster, name).await?.is_none() {
-        cx.apply("Cluster", name, json!({})).await?;
+        cx.apply_tagged("Cluster", name, json!({}), &tags).await?;
     }
-    Ok(json!({ "cluster": shape(cx, name).await? }))
+    let mut out = shape(cx, name).await?;
+    if let Some(c) = cx.get(Kind::Cluster, name).await? {
+        out["tags"] = super::tags::of(&c);
+    }
+    Ok(json!({ "cluster": out }))
 }
 
 pub async fn delete(cx: &Ctx, req: &Value) -> EcsResult {
@@ -96,4 +114,49 @@ pub async fn delete(cx: &Ctx, req: &Value) -> EcsResult {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// UpdateCluster / UpdateClusterSettings: ECS's cluster `settings` (containerInsights) are
+/// stored on the Cluster (`spec.ecsSettings`) through the apply path. The parts of
+/// UpdateCluster berth has nothing for (execute-command configuration, Service Connect
+/// defaults) are refused by name, never ignored.
+pub async fn update(cx: &Ctx, req: &Value) -> EcsResult {
+    let name = cluster_of(req);
+    let Some(c) = cx.get(Kind::Cluster, &name).await? else {
+        return Err(EcsError::cluster_not_found(&name));
+    };
+    for k in ["configuration", "serviceConnectDefaults"] {
+        if !req[k].is_null() {
+            return Err(EcsError::new(
+                "UnsupportedFeatureException",
+                format!("berth does not support the cluster's {k}"),
+            ));
+        }
+    }
+    let mut spec = c["spec"].clone();
+    if let Some(list) = req["settings"].as_array() {
+        let mut settings: Vec<Value> = spec["ecsSettings"].as_array().cloned().unwrap_or_default();
+        for s in list {
+            let (Some(n), Some(v)) = (s["name"].as_str(), s["value"].as_str()) else {
+                return Err(EcsError::invalid("each setting needs a name and a value"));
+            };
+            if n != "containerInsights" || !matches!(v, "enabled" | "disabled" | "enhanced") {
+                return Err(EcsError::invalid(format!(
+                    "invalid cluster setting {n}={v} (containerInsights: enabled, disabled or enhanced)"
+                )));
+            }
+            settings.retain(|x| x["name"] != n);
+            settings.push(json!({"name": n, "value": v}));
+        }
+        spec["ecsSettings"] = Value::Array(settings);
+    } else if req.get("settings").is_some() {
+        return Err(EcsError::invalid("settings must be a list"));
+    }
+    cx.apply("Cluster", &name, spec).await?;
+    let mut out = shape(cx, &name).await?;
+    if let Some(c) = cx.get(Kind::Cluster, &name).await? {
+        out["settings"] = c["spec"]["ecsSettings"].clone();
+        out["tags"] = super::tags::of(&c);
+    }
+    Ok(json!({ "cluster": super::shapes::compact(out) }))
 }

@@ -1,6 +1,8 @@
 //! What every operation handler shares: the API state, the caller's region, reads of berth's
 //! objects as JSON and one-object applies.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 
 use super::arn;
@@ -16,6 +18,8 @@ use crate::model::{keys, Kind, API_VERSION};
 pub struct Ctx {
     pub st: ApiState,
     pub region: String,
+    /// The caller's identity name (account settings are per principal).
+    pub principal: String,
 }
 
 impl Ctx {
@@ -42,7 +46,22 @@ impl Ctx {
 
     /// Apply one object through berth's apply path (validation, ownership, all checks).
     pub async fn apply(&self, kind: &str, name: &str, spec: Value) -> Result<(), EcsError> {
-        let doc = json!({"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": name}, "spec": spec});
+        self.apply_tagged(kind, name, spec, &BTreeMap::new()).await
+    }
+
+    /// [`Ctx::apply`] with ECS tags on a newly created object (`metadata.tags`).
+    pub async fn apply_tagged(
+        &self,
+        kind: &str,
+        name: &str,
+        spec: Value,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<(), EcsError> {
+        let mut meta = json!({ "name": name });
+        if !tags.is_empty() {
+            meta["tags"] = json!(tags);
+        }
+        let doc = json!({"apiVersion": API_VERSION, "kind": kind, "metadata": meta, "spec": spec});
         let resource: Resource = serde_json::from_value(doc)
             .map_err(|e| EcsError::invalid(format!("invalid {kind}: {e}")))?;
         let doc = Document {
@@ -75,6 +94,38 @@ pub fn cluster_of(req: &Value) -> String {
         .unwrap_or("default")
         .to_string()
 }
+
+/// Refuse request members berth does not act on (by name), rather than ignore them.
+pub fn refuse_unsupported(req: &Value, members: &[&str]) -> Result<(), EcsError> {
+    for m in members {
+        let set = match &req[*m] {
+            Value::Null | Value::Bool(false) => false,
+            Value::Object(o) => o.values().any(|v| match v {
+                Value::Array(a) => !a.is_empty(),
+                Value::Null => false,
+                _ => true,
+            }),
+            Value::Array(a) => !a.is_empty(),
+            _ => true,
+        };
+        if set {
+            return Err(EcsError::new(
+                "UnsupportedFeatureException",
+                format!("berth does not support {m} yet"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What RunTask and StartTask take that berth does not apply.
+pub const UNSUPPORTED_TASK_MEMBERS: &[&str] = &[
+    "overrides",
+    "networkConfiguration",
+    "capacityProviderStrategy",
+    "enableExecuteCommand",
+    "volumeConfigurations",
+];
 
 pub fn str_list(req: &Value, k: &str) -> Vec<String> {
     req[k]

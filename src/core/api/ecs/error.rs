@@ -123,6 +123,12 @@ pub fn denial(status: StatusCode, code: &str, message: &str, request_id: &str) -
         _ => "ServerException",
     };
     let _ = code;
+    // ECS answers AccessDeniedException with HTTP 400, as botocore's model has it.
+    let status = if status == StatusCode::FORBIDDEN {
+        StatusCode::BAD_REQUEST
+    } else {
+        status
+    };
     let mut resp = json_response(status, &json!({"__type": kind, "message": message}));
     if let Ok(v) = HeaderValue::from_str(request_id) {
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);

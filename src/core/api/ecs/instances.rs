@@ -56,7 +56,13 @@ pub async fn describe(cx: &Ctx, req: &Value) -> EcsResult {
             .await?
             .filter(|i| i["spec"]["cluster"].as_str() == Some(cluster.as_str()))
         {
-            Some(i) => out.push(shapes::instance(&cx.region, &i)),
+            Some(i) => {
+                let mut o = shapes::instance(&cx.region, &i);
+                if super::tags::wanted(req) {
+                    o["tags"] = super::tags::of(&i);
+                }
+                out.push(o)
+            }
             None => failures.push(failure(
                 arn::container_instance(&cx.region, &cluster, id),
                 "MISSING",
@@ -102,4 +108,73 @@ pub async fn update_state(cx: &Ctx, req: &Value) -> EcsResult {
         }
     }
     Ok(json!({ "containerInstances": out, "failures": failures }))
+}
+
+/// DeregisterContainerInstance: the instance's record is removed (the scheduler no longer
+/// sees it). With tasks still on it ECS refuses unless `force`; with `force` berth also asks
+/// them to stop, so their services start replacements elsewhere.
+pub async fn deregister(cx: &Ctx, req: &Value) -> EcsResult {
+    let cluster = cluster_of(req);
+    cx.require_cluster(&cluster).await?;
+    let id = req["containerInstance"]
+        .as_str()
+        .map(arn::name)
+        .unwrap_or("")
+        .to_string();
+    let force = req["force"].as_bool().unwrap_or(false);
+    let store = &*cx.st.store;
+    let key = keys::key(Kind::ContainerInstance, &id);
+    let Some(before) = cx
+        .get(Kind::ContainerInstance, &id)
+        .await?
+        .filter(|i| i["spec"]["cluster"].as_str() == Some(cluster.as_str()))
+    else {
+        return Err(EcsError::invalid(format!(
+            "Container instance not found: {id}"
+        )));
+    };
+    let tasks: Vec<_> = objects::list_tasks(store)
+        .await?
+        .into_iter()
+        .filter(|t| t.status.container_instance.as_deref() == Some(id.as_str()) && !t.is_stopped())
+        .collect();
+    if !tasks.is_empty() && !force {
+        return Err(EcsError::invalid(format!(
+            "Found running tasks on the instance {id}: stop them first or use force"
+        )));
+    }
+    for t in &tasks {
+        objects::request_stop(
+            store,
+            &t.metadata.name,
+            stop_codes::SERVICE_SCHEDULER_INITIATED,
+            "Container instance deregistered",
+        )
+        .await?;
+    }
+    // The instance-status controller rewrites counters as tasks move: retry on a fresh
+    // revision (nothing but the record itself is decided on it).
+    let mut gone = false;
+    for _ in 0..10 {
+        let Some(kv) = store.get(&key).await? else {
+            gone = true;
+            break;
+        };
+        match objects::delete_cas(store, &key, kv.mod_revision).await {
+            Ok(()) => {
+                gone = true;
+                break;
+            }
+            Err(ObjectError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !gone {
+        return Err(EcsError::server(
+            "the container instance kept changing; retry",
+        ));
+    }
+    let mut out = shapes::instance(&cx.region, &before);
+    out["status"] = json!("INACTIVE");
+    Ok(json!({ "containerInstance": out }))
 }

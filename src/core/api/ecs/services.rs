@@ -89,7 +89,9 @@ pub async fn create(cx: &Ctx, req: &Value) -> EcsResult {
     spec.insert("cluster".into(), json!(cluster));
     copy_members(req, &mut spec)?;
     spec.entry("desiredCount").or_insert(json!(0));
-    cx.apply("Service", &name, Value::Object(spec)).await?;
+    let tags = super::tags::from_request(req)?;
+    cx.apply_tagged("Service", &name, Value::Object(spec), &tags)
+        .await?;
     let s = cx
         .get(Kind::Service, &name)
         .await?
@@ -105,7 +107,13 @@ pub async fn describe(cx: &Ctx, req: &Value) -> EcsResult {
     for w in str_list(req, "services") {
         let name = arn::name(&w);
         match find(cx, &cluster, name).await? {
-            Some(s) => services.push(shapes::service(&cx.region, &s)),
+            Some(s) => {
+                let mut o = shapes::service(&cx.region, &s);
+                if super::tags::wanted(req) {
+                    o["tags"] = super::tags::of(&s);
+                }
+                services.push(o)
+            }
             None => failures.push(failure(arn::service(&cx.region, &cluster, name), "MISSING")),
         }
     }

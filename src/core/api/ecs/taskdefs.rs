@@ -54,7 +54,8 @@ pub async fn register(cx: &Ctx, req: &Value) -> EcsResult {
         let name = role.as_str().map(crate::auth::actions::role_name);
         spec.insert("taskRole".into(), json!(name));
     }
-    cx.apply("TaskDefinition", family, Value::Object(spec))
+    let tags = super::tags::from_request(req)?;
+    cx.apply_tagged("TaskDefinition", family, Value::Object(spec), &tags)
         .await?;
     let (kvs, _) = cx
         .st
@@ -65,13 +66,25 @@ pub async fn register(cx: &Ctx, req: &Value) -> EcsResult {
         .last()
         .and_then(to_json)
         .ok_or_else(|| EcsError::server("the registered revision is not readable"))?;
-    Ok(json!({ "taskDefinition": shapes::taskdef(&cx.region, &td), "tags": [] }))
+    // An unchanged registration stores no new revision: its tags go onto the latest one.
+    let td = match kvs.last() {
+        Some(kv) if !tags.is_empty() => super::tags::add(&*cx.st.store, &kv.key, &tags).await?,
+        _ => td,
+    };
+    Ok(json!({ "taskDefinition": shapes::taskdef(&cx.region, &td), "tags": super::tags::of(&td) }))
 }
 
 pub async fn describe(cx: &Ctx, req: &Value) -> EcsResult {
     let r = req["taskDefinition"].as_str().map(arn::name).unwrap_or("");
     match latest(cx, r).await? {
-        Some(td) => Ok(json!({ "taskDefinition": shapes::taskdef(&cx.region, &td), "tags": [] })),
+        Some(td) => {
+            let tags = if super::tags::wanted(req) {
+                super::tags::of(&td)
+            } else {
+                json!([])
+            };
+            Ok(json!({ "taskDefinition": shapes::taskdef(&cx.region, &td), "tags": tags }))
+        }
         None => Err(EcsError::client("Unable to describe task definition.")),
     }
 }
@@ -162,4 +175,60 @@ pub async fn deregister(cx: &Ctx, req: &Value) -> EcsResult {
         .await?
         .ok_or_else(|| EcsError::client("Unable to describe task definition."))?;
     Ok(json!({ "taskDefinition": shapes::taskdef(&cx.region, &td) }))
+}
+
+/// DeleteTaskDefinitions: INACTIVE revisions (deregistered first, as ECS requires) that no
+/// task still holds are removed from the store; the answer shows them DELETE_IN_PROGRESS, as
+/// ECS does. The others are in `failures[]`.
+pub async fn delete_many(cx: &Ctx, req: &Value) -> EcsResult {
+    let wanted = super::ctx::str_list(req, "taskDefinitions");
+    if wanted.is_empty() || wanted.len() > 10 {
+        return Err(EcsError::invalid(
+            "taskDefinitions must name between 1 and 10 revisions",
+        ));
+    }
+    let tasks = crate::objects::list_tasks(&*cx.st.store).await?;
+    let mut out = vec![];
+    let mut failures = vec![];
+    for w in &wanted {
+        let r = arn::name(w);
+        let fail = |reason: &str| shapes::failure(arn::task_definition(&cx.region, r), reason);
+        let Some((family, Some(rev))) = parse_taskdef_ref(r) else {
+            failures.push(fail("The specified task definition must name a revision"));
+            continue;
+        };
+        let key = keys::taskdef_key(family, rev);
+        let Some(kv) = cx.st.store.get(&key).await? else {
+            failures.push(fail("MISSING"));
+            continue;
+        };
+        let Some(td) = to_json(&kv) else {
+            failures.push(fail("MISSING"));
+            continue;
+        };
+        if status_of(&td) != "INACTIVE" {
+            failures.push(fail(
+                "The specified task definition is still ACTIVE; deregister it first",
+            ));
+            continue;
+        }
+        if tasks
+            .iter()
+            .any(|t| t.spec.task_definition == r && !t.is_stopped())
+        {
+            failures.push(fail("The specified task definition is in use by tasks"));
+            continue;
+        }
+        let txn = crate::store::Txn::new()
+            .when(crate::store::Compare::mod_revision(&key, kv.mod_revision))
+            .and_then(crate::store::Op::delete(key.clone()));
+        if !cx.st.store.txn(txn).await?.succeeded {
+            failures.push(fail("The task definition changed meanwhile; retry"));
+            continue;
+        }
+        let mut shaped = shapes::taskdef(&cx.region, &td);
+        shaped["status"] = json!("DELETE_IN_PROGRESS");
+        out.push(shaped);
+    }
+    Ok(json!({ "taskDefinitions": out, "failures": failures }))
 }

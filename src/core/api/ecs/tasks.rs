@@ -18,6 +18,7 @@ pub async fn run(cx: &Ctx, req: &Value) -> EcsResult {
     let Some(td) = req["taskDefinition"].as_str().map(arn::name) else {
         return Err(EcsError::invalid("taskDefinition is required"));
     };
+    super::ctx::refuse_unsupported(req, super::ctx::UNSUPPORTED_TASK_MEMBERS)?;
     let count = req["count"].as_u64().unwrap_or(1);
     if !(1..=10).contains(&count) {
         return Err(EcsError::invalid("count must be between 1 and 10"));
@@ -27,6 +28,10 @@ pub async fn run(cx: &Ctx, req: &Value) -> EcsResult {
         if let Some(v) = req[k].as_str() {
             body[k] = json!(v);
         }
+    }
+    let tags = super::tags::from_request(req)?;
+    if !tags.is_empty() {
+        body["tags"] = json!(tags);
     }
     let out = tasks_api::run_task(State(cx.st.clone()), Bytes::from(body.to_string()))
         .await
@@ -39,7 +44,15 @@ pub async fn run(cx: &Ctx, req: &Value) -> EcsResult {
         })?;
     let tasks: Vec<Value> = out.0["tasks"]
         .as_array()
-        .map(|a| a.iter().map(|t| shapes::task(&cx.region, t)).collect())
+        .map(|a| {
+            a.iter()
+                .map(|t| {
+                    let mut o = shapes::task(&cx.region, t);
+                    o["tags"] = super::tags::of(t);
+                    o
+                })
+                .collect()
+        })
         .unwrap_or_default();
     Ok(json!({ "tasks": tasks, "failures": [] }))
 }
@@ -76,7 +89,13 @@ pub async fn describe(cx: &Ctx, req: &Value) -> EcsResult {
     for w in str_list(req, "tasks") {
         let id = arn::name(&w);
         match find(cx, &cluster, id).await? {
-            Some(t) => tasks.push(shapes::task(&cx.region, &t)),
+            Some(t) => {
+                let mut o = shapes::task(&cx.region, &t);
+                if super::tags::wanted(req) {
+                    o["tags"] = super::tags::of(&t);
+                }
+                tasks.push(o)
+            }
             None => failures.push(failure(arn::task(&cx.region, &cluster, id), "MISSING")),
         }
     }

@@ -21,17 +21,20 @@ pub(super) fn check_role(spec: &RoleSpec) -> Problems {
             ));
         }
         for (j, a) in s.actions.iter().enumerate() {
+            // berth's own actions, or ECS's (`ecs:DeleteService`: how ECS calls are authorized).
+            let rest = ["berth:", "ecs:"].iter().find_map(|p| {
+                (a.len() > p.len() && a[..p.len()].eq_ignore_ascii_case(p)).then(|| &a[p.len()..])
+            });
             let ok = a == "*"
-                || a.len() > 6
-                    && a[..6].eq_ignore_ascii_case("berth:")
-                    && a[6..]
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '*' || c == '?');
+                || rest.is_some_and(|r| {
+                    r.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '*' || c == '?')
+                });
             if !ok {
                 out.push((
                     format!("{p}.actions[{j}]"),
                     format!(
-                        "invalid action {a:?}; write it like berth:DescribeService, berth:Describe* or *"
+                        "invalid action {a:?}; write it like berth:DescribeService, berth:Describe*, ecs:DeleteService or *"
                     ),
                 ));
             }
@@ -69,10 +72,10 @@ mod tests {
     #[test]
     fn rejects_bad_actions() {
         let s: RoleSpec = serde_json::from_str(
-            r#"{"statements":[{"effect":"Allow","actions":["ecs:ListServices","berth:"]}]}"#,
+            r#"{"statements":[{"effect":"Allow","actions":["ecs:ListServices","berth:","ecs:","iam:PassRole"]}]}"#,
         )
         .unwrap();
         let problems = check_role(&s);
-        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems.len(), 3, "{problems:?}");
     }
 }
