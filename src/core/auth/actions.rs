@@ -199,6 +199,7 @@ pub fn classify(method: &Method, path: &str, body: &[u8]) -> Classified {
         ["v1", "agent", "store", ..] if post => Classified::Public,
         ["v1", "agent", "tasks", _, "token"] if get => Classified::Public,
         ["v1", "agent", "tasks", _, "credentials"] if post => Classified::Public,
+        ["v1", "agent", "tasks", _, "secrets"] if get => Classified::Public,
         ["v1", "watch", kind] if get => match Kind::parse(kind) {
             Some(k) => t(&format!("berth:List{}", plural_camel(k)), "*"),
             None => Classified::Protected(vec![generic(method, &segs)]),
