@@ -95,6 +95,7 @@ mod tests {
             "s.yaml",
         )
         .unwrap_err();
-        assert!(e.to_string().contains("spec.data"), "{e}");
+        let shown = format!("{e:?}");
+        assert!(shown.contains("spec.data"), "{shown}");
     }
 }
