@@ -348,3 +348,118 @@ fn etcd_holds_only_ciphertext() {
         );
     }
 }
+
+/// A joined agent (`berth agent --server`, no store, no data key) gets its task's values from
+/// the API, and only through the task route: the store routes refuse the Secret's key, and
+/// another task's secrets are refused.
+#[test]
+fn a_joined_agent_gets_values_only_for_its_own_tasks() {
+    let token_file = tempfile::NamedTempFile::new().unwrap();
+    let b = Berth::up_with(
+        None,
+        vec![
+            "--agent-join-token-file".into(),
+            token_file.path().display().to_string(),
+        ],
+    );
+    let cluster = unique("joined");
+    let instance = unique("ja");
+    let data = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(data.path().join("agent.log")).unwrap();
+    let mut agent = Command::new(berth_bin())
+        .args([
+            "agent",
+            "--server",
+            &b.endpoint(),
+            "--instance-id",
+            &instance,
+        ])
+        .args(["--cluster", &cluster, "--lease-ttl", "3s"])
+        .arg("--join-token-file")
+        .arg(token_file.path())
+        .arg("--data-dir")
+        .arg(data.path().join("agent"))
+        .env_remove("BERTH_JOIN_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let name = unique("jsec");
+    let db = format!("{name}-db");
+    let value = unique("joined-plaintext");
+    let td = task_definition(
+        &name,
+        [container("app", &["sleep", "3600"])
+            .memory(32)
+            .stop_timeout(1)
+            .with(&format!("secrets: [{{name: DB, valueFrom: {db}}}]"))],
+    );
+    let docs = documents(&[
+        format!("apiVersion: berth.dev/v1\nkind: Cluster\nmetadata: {{name: {cluster}}}\n"),
+        secret_doc(&db, &[("value", &value)]),
+        td.to_string(),
+        service(&name, &name, 1, &[&format!("cluster: {cluster}")]),
+    ]);
+    b.apply(manifest_dir(&[("m.yaml", docs)]).path());
+    let task = b.wait_running(&name, 1, Duration::from_secs(120)).remove(0);
+    assert_eq!(task["status"]["containerInstance"], instance.as_str());
+    let c = containers_with_label(&format!("berth.task={}", name_of(&task)))
+        .into_iter()
+        .find(|c| c.0.ends_with("-app"))
+        .expect("the task's container")
+        .0;
+    assert!(env_of(&c).contains(&format!("DB={value}")));
+
+    // The agent's own credential: no raw read of the Secret, no other task's secrets.
+    let cred: Value = serde_json::from_slice(
+        &std::fs::read(data.path().join("agent").join("agent-credential.json")).unwrap(),
+    )
+    .unwrap();
+    let cred = cred["credential"].as_str().unwrap().to_string();
+    let h = vec![
+        ("Authorization".to_string(), format!("Bearer {cred}")),
+        ("x-berth-instance".to_string(), instance.clone()),
+        ("Content-Type".to_string(), "application/json".to_string()),
+    ];
+    let body = serde_json::json!({"key": format!("/berth/secrets/{db}")}).to_string();
+    let (s, _, v) = http_raw(b.port, "POST", "/v1/agent/store/get", &h, body.as_bytes()).unwrap();
+    assert_eq!(s, 403, "{v}");
+    let body = serde_json::json!({"prefix": "/berth/secrets/"}).to_string();
+    let (s, _, v) = http_raw(b.port, "POST", "/v1/agent/store/range", &h, body.as_bytes()).unwrap();
+    assert!(s == 403 || !v.contains("ciphertext"), "{s} {v}");
+    // A task of the in-process agent (another instance) with the same secret.
+    let other = unique("jother");
+    let td = task_definition(
+        &other,
+        [container("app", &["sleep", "3600"])
+            .memory(32)
+            .stop_timeout(1)
+            .with(&format!("secrets: [{{name: DB, valueFrom: {db}}}]"))],
+    );
+    b.apply(
+        manifest_dir(&[(
+            "o.yaml",
+            documents(&[td.to_string(), service(&other, &other, 1, &[])]),
+        )])
+        .path(),
+    );
+    let theirs = b.wait_running(&other, 1, Duration::from_secs(90)).remove(0);
+    let (s, _, v) = http_raw(
+        b.port,
+        "GET",
+        &format!("/v1/agent/tasks/{}/secrets", name_of(&theirs)),
+        &h[..2],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(s, 403, "{v}");
+    assert!(!v.contains(&value));
+    let audit = b.cli_ok(&["audit", "-o", "json"]);
+    assert!(audit.contains("berth:AgentGetTaskSecrets") && !audit.contains(&value));
+
+    let _ = agent.kill();
+    let _ = agent.wait();
+    remove_containers_with_label(&format!("berth.instance={instance}"));
+    remove_containers_with_label(&format!("berth.service={other}"));
+}
