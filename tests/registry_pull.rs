@@ -63,6 +63,7 @@ fn pull_failure(b: &Berth, service: &str) -> String {
         .unwrap_or("")
         .to_string();
     assert!(reason.starts_with("CannotPullContainerError: "), "{reason}");
+    eprintln!("{service}: stoppedReason: {reason}");
     reason
 }
 
@@ -181,7 +182,25 @@ fn prefer_cached_uses_the_local_image_and_always_pulls() {
     let pulled = format!("{u}-al-ok");
     apply_docs(&al, &[pulled_service(&pulled, &image_d, Some(&good))]);
     al.wait_running(&pulled, 1, Duration::from_secs(90));
-    for s in [&absent, &present, &refused, &pulled] {
+
+    // once: pulled the first time; later tasks of this agent use it without asking the
+    // registry (a wrong password then changes nothing, and no pull is even tried).
+    let once = Berth::up_with(None, vec!["--image-pull-behavior".into(), "once".into()]);
+    apply_docs(&once, &secrets);
+    let image_e = reg.push_test_image(&format!("{u}-e"));
+    let first = format!("{u}-once-1");
+    apply_docs(&once, &[pulled_service(&first, &image_e, Some(&good))]);
+    once.wait_running(&first, 1, Duration::from_secs(90));
+    assert!(Registry::present_locally(&image_e));
+    let second = format!("{u}-once-2");
+    apply_docs(&once, &[pulled_service(&second, &image_e, Some(&bad))]);
+    once.wait_running(&second, 1, Duration::from_secs(90));
+    assert!(
+        !once.log().contains("pull failed"),
+        "once pulled again: {}",
+        tail(&once.log(), 20)
+    );
+    for s in [&absent, &present, &refused, &pulled, &first, &second] {
         remove_containers_with_label(&format!("berth.service={s}"));
     }
 }

@@ -173,7 +173,7 @@ impl Puller {
                     PullBehavior::Default | PullBehavior::Once
                 );
                 if fallback && present {
-                    tracing::warn!(image, error = %e, "pull failed; using the cached image");
+                    tracing::info!(image, error = %e, "pull failed; using the cached image");
                     Ok(PullOutcome::CachedAfterFailure(e))
                 } else {
                     Err(e)

@@ -504,7 +504,7 @@ impl TaskRunner {
                         Some(&td),
                         Some(StopCause {
                             code: stop_codes::TASK_FAILED_TO_START,
-                            reason: format!("CannotPullContainerError: {e}"),
+                            reason: format!("CannotPullContainerError: {e} (image {})", c.image),
                         }),
                     )
                     .await;

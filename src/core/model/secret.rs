@@ -25,9 +25,27 @@ pub const DEFAULT_KEY: &str = "value";
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretSpec {
-    /// Key → plaintext value.
-    #[serde(default)]
+    /// Key → plaintext value. YAML scalars (`pin: 1234`, `on: true`) are taken as written.
+    #[serde(default, deserialize_with = "scalar_strings")]
     pub data: BTreeMap<String, String>,
+}
+
+/// A map of scalars, each as a string; an error never quotes a value.
+fn scalar_strings<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    use serde::de::Error;
+    let raw = BTreeMap::<String, serde_json::Value>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => Ok((k, s)),
+            serde_json::Value::Number(n) => Ok((k, n.to_string())),
+            serde_json::Value::Bool(b) => Ok((k, b.to_string())),
+            _ => Err(D::Error::custom(format!(
+                "the value of key {k:?} must be a string"
+            ))),
+        })
+        .collect()
 }
 
 /// Never prints a value (documents are logged and shown in errors).

@@ -89,6 +89,30 @@ mod tests {
     }
 
     #[test]
+    fn scalars_are_strings_and_errors_never_quote_a_value() {
+        let docs = crate::manifest::parse_str(
+            "apiVersion: berth.dev/v1\nkind: Secret\nmetadata: {name: db}\nspec:\n  data: {pin: 1234, on: true}\n",
+            "s.yaml",
+        )
+        .unwrap();
+        let crate::manifest::Resource::Secret(s) = &docs[0].resource else {
+            panic!("a Secret")
+        };
+        assert_eq!(s.spec.data["pin"], "1234");
+        assert_eq!(s.spec.data["on"], "true");
+        let e = crate::manifest::parse_str(
+            "apiVersion: berth.dev/v1\nkind: Secret\nmetadata: {name: db}\nspec:\n  data: {v: {nested: hunter2}}\n",
+            "s.yaml",
+        )
+        .unwrap_err();
+        let shown = format!("{e:?}");
+        assert!(
+            shown.contains("must be a string") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn values_must_be_strings() {
         let e = crate::manifest::parse_str(
             "apiVersion: berth.dev/v1\nkind: Secret\nmetadata: {name: db}\nspec:\n  data: {v: [1]}\n",
