@@ -463,3 +463,35 @@ fn a_joined_agent_gets_values_only_for_its_own_tasks() {
     remove_containers_with_label(&format!("berth.instance={instance}"));
     remove_containers_with_label(&format!("berth.service={other}"));
 }
+
+/// A watched manifest folder (`berth up --manifests`) seals its Secrets with the same key, and
+/// a re-sync of an unchanged folder leaves the stored ciphertext alone.
+#[test]
+fn a_manifest_folder_applies_secrets_sealed() {
+    let name = unique("gsec");
+    let db = format!("{name}-db");
+    let value = unique("gitops-plaintext");
+    let dir = manifest_dir(&[
+        ("s.yaml", secret_doc(&db, &[("value", &value)])),
+        (
+            "app.yaml",
+            app_with_secrets(&name, &format!("[{{name: DB, valueFrom: {db}}}]")),
+        ),
+    ]);
+    let b = Berth::up_with(
+        None,
+        vec!["--manifests".into(), dir.path().display().to_string()],
+    );
+    let task = b.wait_running(&name, 1, Duration::from_secs(90)).remove(0);
+    let c = b.container_of(&name_of(&task), Some("app"));
+    assert!(env_of(&c).contains(&format!("DB={value}")));
+    let rev = b.get_json(&["secret", &db])["metadata"]["revision"].clone();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(b.get_json(&["secret", &db])["metadata"]["revision"], rev);
+    let mut files = Vec::new();
+    all_bytes(b.data.path(), &mut files);
+    for (p, bytes) in &files {
+        assert!(!contains(bytes, &value), "{p} holds the value");
+    }
+    remove_containers_with_label(&format!("berth.service={name}"));
+}
