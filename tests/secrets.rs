@@ -257,6 +257,10 @@ fn a_missing_secret_or_key_fails_the_task_with_a_clear_reason() {
         err.contains("spec.data.no spaces") && !err.contains("hunter2-plain"),
         "{err}"
     );
+
+    // Deleted by name: gone from the store.
+    b.cli_ok(&["delete", "secret", &s]);
+    assert!(b.try_get_json(&["secret", &s]).is_none());
 }
 
 #[test]

@@ -28,7 +28,7 @@ pub enum SecretValueError {
     Ambiguous { secret: String, have: String },
     #[error("{0:?} does not name a secret (write SECRET, SECRET:KEY or an ARN ending in :secret:SECRET)")]
     BadReference(String),
-    #[error("this control plane holds no secrets key")]
+    #[error("no secrets key here: only a control plane opens Secrets (a `berth agent --store` cannot; join with --server)")]
     NoDataKey,
     #[error(transparent)]
     Key(#[from] SecretsKeyError),
