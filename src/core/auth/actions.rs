@@ -6,6 +6,7 @@
 //! | `GET /v1/{kind}/{name}`                   | `berth:Describe{Kind}`        | `{kind}/{name}`     |
 //! | `DELETE /v1/{kind}/{name}`                | `berth:Delete{Kind}` (tasks: `berth:StopTask`) | `{kind}/{name}` |
 //! | `GET /v1/{kind}/{name}/{sub}`             | `berth:Get{Kind}{Sub}`        | `{kind}/{name}`     |
+//! | `GET /v1/secrets/{name}/value`            | `berth:GetSecretValue` (only an exact grant, `berth:*` or `*`: see `policy::EXPLICIT_ONLY`) | `secret/{name}` |
 //! | `POST /v1/{kind}/{name}/{verb}`           | `berth:{Verb}{Kind}` (e.g. `berth:StopTask`) | `{kind}/{name}` |
 //! | `POST /v1/apply`                          | `berth:Apply` per document (+ `berth:PassRole` for a `taskRole`) | `{kind}/{name}` |
 //! | `POST /v1/delete`                         | `berth:Delete{Kind}` per document | `{kind}/{name}` |
