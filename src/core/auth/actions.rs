@@ -413,6 +413,24 @@ mod tests {
     }
 
     #[test]
+    fn secrets() {
+        assert_eq!(
+            one(Method::GET, "/v1/secrets/db/value", ""),
+            ("berth:GetSecretValue".into(), "secret/db".into())
+        );
+        assert_eq!(
+            one(Method::GET, "/v1/secrets/db", ""),
+            ("berth:DescribeSecret".into(), "secret/db".into())
+        );
+        assert_eq!(one(Method::GET, "/v1/secrets", "").0, "berth:ListSecrets");
+        // The agent route authenticates the agent itself (api::agent_api).
+        assert_eq!(
+            one(Method::GET, "/v1/agent/tasks/t1/secrets", "").0,
+            "public"
+        );
+    }
+
+    #[test]
     fn table() {
         assert_eq!(one(Method::GET, "/healthz", "").0, "public");
         assert_eq!(
