@@ -22,6 +22,8 @@ if [ "$mode" != "--demo" ]; then
   command -v openssl >/dev/null || need+=(openssl)     # TLS certificates for the etcd TLS test
   command -v ip >/dev/null || need+=(iproute2)         # namespaced test hosts
   command -v iptables >/dev/null || need+=(iptables)
+  command -v docker-registry >/dev/null || need+=(docker-registry)   # tests/registry_pull.rs: a private registry
+  command -v htpasswd >/dev/null || need+=(apache2-utils)           # its bcrypt htpasswd file
   # tests/helm_chart.rs renders the chart with PyPI's helm-python-sdk in a venv
   python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 fi

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use berth_core::agent::AgentConfig;
 use berth_core::api::{self, ApiState};
+use berth_core::auth::secrets_key::SecretsKey;
 use berth_core::model::{keys, Cluster, ClusterSpec, Kind};
 use berth_core::objects;
 use berth_core::runtime::Registry;
@@ -26,6 +27,9 @@ pub struct NodeConfig {
     pub manifests: Option<berth_core::gitops::SourceConfig>,
     /// Settings of the control-plane controllers.
     pub control: berth_controllers::ControlConfig,
+    /// The data key of Secrets (a control plane's; `None` on a plain agent): the API and the
+    /// manifest folder seal with it, the in-process agent opens its tasks' secrets with it.
+    pub secrets_key: Option<Arc<SecretsKey>>,
 }
 
 pub struct Node {
@@ -83,7 +87,8 @@ pub async fn start(store: DynStore, cfg: NodeConfig) -> anyhow::Result<Node> {
     if cfg.controllers {
         ensure_default_cluster(&*store).await?;
     }
-    if let Some(src) = cfg.manifests.clone() {
+    if let Some(mut src) = cfg.manifests.clone() {
+        src.secrets = cfg.secrets_key.clone();
         // Watch the folder from now on; wait for the first sync so the node starts applied (a
         // broken folder is reported in the source's status, not fatal).
         // What a sync writes is audited as the folder's (not an API call).
@@ -131,6 +136,7 @@ pub async fn start(store: DynStore, cfg: NodeConfig) -> anyhow::Result<Node> {
             store: store.clone(),
             registry: registry.clone(),
             leadership: leadership.clone(),
+            secrets: cfg.secrets_key.clone(),
         };
         let s = shutdown.clone();
         tasks.push(tokio::spawn(async move {
@@ -187,7 +193,11 @@ pub async fn start(store: DynStore, cfg: NodeConfig) -> anyhow::Result<Node> {
             shutdown.clone(),
         )));
     }
-    if let Some(agent_cfg) = cfg.agent {
+    if let Some(mut agent_cfg) = cfg.agent {
+        // The in-process agent of a control plane opens its tasks' secrets itself.
+        if let berth_core::agent::secrets::Secrets::Local(k @ None) = &mut agent_cfg.secrets {
+            *k = cfg.secrets_key.clone();
+        }
         berth_core::apply::safety::protect(&agent_cfg.data_dir);
         let docker = berth_core::agent::docker::connect().await?;
         tasks.push(tokio::spawn(

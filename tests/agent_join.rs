@@ -625,6 +625,7 @@ async fn remote_store_sees_only_its_instances_tasks_in_order() {
             store: store.clone(),
             registry: berth::runtime::Registry::default(),
             leadership: Default::default(),
+            secrets: None,
         },
         stop.clone(),
     ));

@@ -254,9 +254,16 @@ async fn pinned_revisions_resolve() {
 }
 
 async fn dry_run(store: &EmbeddedStore, text: &str) -> Vec<berth::apply::ObjectResult> {
-    apply(store, &docs(text), &ApplyOptions { dry_run: true })
-        .await
-        .unwrap()
+    apply(
+        store,
+        &docs(text),
+        &ApplyOptions {
+            dry_run: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]

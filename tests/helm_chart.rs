@@ -224,6 +224,33 @@ fn check_common(objs: &[Value], image: &str) -> (Vec<String>, Vec<String>) {
     (sargs, aargs)
 }
 
+/// On etcd, every control plane reads the Secrets data key from one generated Secret, kept on
+/// uninstall; the file is the Secret's mount.
+fn secrets_key_is_shared(objs: &[Value], sargs: &[String]) {
+    let dep = one(objs, "Deployment");
+    let file = arg_after(sargs, "--secrets-key-file").expect("--secrets-key-file");
+    let mounts = container(dep)["volumeMounts"].as_array().unwrap();
+    let m = mounts
+        .iter()
+        .find(|m| file.starts_with(m["mountPath"].as_str().unwrap()))
+        .expect("the secrets key file is on a mount");
+    let vols = dep["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap();
+    let v = vols.iter().find(|v| v["name"] == m["name"]).unwrap();
+    assert_eq!(v["secret"]["secretName"], "rel-berth-secrets-key");
+    let s = objs
+        .iter()
+        .find(|o| o["kind"] == "Secret" && o["metadata"]["name"] == "rel-berth-secrets-key")
+        .expect("the chart generates the key's Secret");
+    assert_eq!(
+        s["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    let key = s["data"]["key"].as_str().unwrap();
+    assert_eq!(key.len(), 88, "64 hex digits, base64: {key}");
+}
+
 #[test]
 fn default_values_render_an_embedded_control_plane_and_agents() {
     let objs = render(None).unwrap();
@@ -276,9 +303,16 @@ fn etcd_ha_with_tls_renders_three_control_planes_and_a_service_monitor() {
     let objs = render(Some(&ci("etcd-ha-values.yaml"))).unwrap();
     assert_eq!(
         kinds(&objs),
-        ["DaemonSet", "Deployment", "Service", "ServiceMonitor"]
+        [
+            "DaemonSet",
+            "Deployment",
+            "Secret",
+            "Service",
+            "ServiceMonitor"
+        ]
     );
     let (sargs, _) = check_common(&objs, "registry.example/berth:0.1.0");
+    secrets_key_is_shared(&objs, &sargs);
     let dep = one(&objs, "Deployment");
     assert_eq!(dep["spec"]["replicas"], 3);
     assert!(arg_after(&sargs, "--store")
@@ -321,12 +355,14 @@ fn etcd_statefulset_values_render_etcd_and_point_the_store_at_its_members() {
             "DaemonSet",
             "Deployment",
             "Secret",
+            "Secret",
             "Service",
             "Service",
             "StatefulSet"
         ]
     );
     let (sargs, _) = check_common(&objs, "berth:0.1.0");
+    secrets_key_is_shared(&objs, &sargs);
     let sts = one(&objs, "StatefulSet");
     assert_eq!(sts["spec"]["replicas"], 3);
     let store = arg_after(&sargs, "--store").unwrap();

@@ -84,6 +84,7 @@ async fn enospc_fails_the_store_and_healthz_says_so() {
         store: store.clone(),
         registry: Default::default(),
         leadership: Default::default(),
+        secrets: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

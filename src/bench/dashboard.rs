@@ -226,6 +226,7 @@ async fn dashboard(n: u32) -> anyhow::Result<()> {
         store: store.clone(),
         registry: berth_core::runtime::Registry::default(),
         leadership: Default::default(),
+        secrets: None,
     };
     let app = berth_core::api::live_routes(&state).with_state(state);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;

@@ -117,6 +117,7 @@ async fn watch_folder(
             agent: None,
             manifests: Some(src),
             control: Default::default(),
+            secrets_key: None,
         },
     )
     .await?;

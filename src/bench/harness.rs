@@ -224,6 +224,7 @@ impl BenchNode {
                 agent: Some(agent),
                 manifests: None,
                 control: Default::default(),
+                secrets_key: None,
             },
         )
         .await?;

@@ -109,6 +109,7 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
             agent: None,
             manifests: None,
             control: Default::default(),
+            secrets_key: None,
         },
     )
     .await?;

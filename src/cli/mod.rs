@@ -7,6 +7,7 @@ pub mod gitops;
 pub mod observe;
 pub mod output;
 pub mod rollout;
+pub mod secrets;
 pub mod version;
 
 use std::net::SocketAddr;
@@ -290,6 +291,10 @@ pub struct UpArgs {
     /// `berth agent --server URL --join-token-file FILE` on other hosts.
     #[arg(long)]
     pub agent_join_token_file: Option<PathBuf>,
+    /// The key that encrypts Secrets at rest (0600; default: DATA_DIR/secrets.key, created on
+    /// first start). Never stored in the store.
+    #[arg(long)]
+    pub secrets_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub agent: AgentFlags,
 }
@@ -323,6 +328,10 @@ pub struct ServerArgs {
     /// How long an instance may be disconnected before its tasks are replaced elsewhere.
     #[arg(long, default_value = "5m")]
     pub lost_instance_grace: String,
+    /// The key that encrypts Secrets at rest (0600), the same file on every control plane of
+    /// a cluster; it must exist. Default: DATA_DIR/secrets.key, created on first start.
+    #[arg(long)]
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -379,6 +388,14 @@ pub struct AgentFlags {
     /// stops its own tasks gracefully, before the control plane replaces them elsewhere.
     #[arg(long, default_value = "5m")]
     pub lost_instance_grace: String,
+    /// When images are pulled (ECS_IMAGE_PULL_BEHAVIOR): default (pull, use the cached image
+    /// if the pull fails), always (pull, fail if it fails), once (pull unless this agent pulled
+    /// it before), prefer-cached (pull only when absent).
+    #[arg(long, default_value = "default", env = "ECS_IMAGE_PULL_BEHAVIOR")]
+    pub image_pull_behavior: String,
+    /// Give up a pull after this long (e.g. 10m).
+    #[arg(long, default_value = "10m")]
+    pub image_pull_timeout: String,
 }
 
 impl AgentFlags {
@@ -393,6 +410,13 @@ impl AgentFlags {
         c.logs_addr = self.logs_addr;
         c.self_fence_after = parse_duration(&self.lost_instance_grace)?;
         c.data_dir = default_data_dir().join(format!("agent-{id}"));
+        c.pull = berth_core::agent::pull::PullConfig {
+            behavior: self
+                .image_pull_behavior
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--image-pull-behavior: {e}"))?,
+            timeout: parse_duration(&self.image_pull_timeout)?,
+        };
         Ok(c)
     }
 }
@@ -582,6 +606,7 @@ async fn run_joined_agent(a: &AgentArgs, servers: &str) -> anyhow::Result<()> {
             agent: Some(cfg),
             manifests: None,
             control: Default::default(),
+            secrets_key: None,
         },
     )
     .await?;
@@ -689,6 +714,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     control: berth_controllers::ControlConfig {
                         lost_instance_grace: parse_duration(&a.agent.lost_instance_grace)?,
                     },
+                    secrets_key: Some(secrets::control_plane_key(
+                        a.secrets_key_file.as_deref(),
+                        &data_dir,
+                    )?),
                 },
                 true,
                 a.agent_join_token_file.as_deref(),
@@ -724,6 +753,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     control: berth_controllers::ControlConfig {
                         lost_instance_grace: parse_duration(&a.lost_instance_grace)?,
                     },
+                    secrets_key: Some(secrets::control_plane_key(
+                        a.secrets_key_file.as_deref(),
+                        &a.data_dir.clone().unwrap_or_else(default_data_dir),
+                    )?),
                 },
                 false,
                 a.agent_join_token_file.as_deref(),
@@ -762,6 +795,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             agent: Some(cfg),
                             manifests: None,
                             control: Default::default(),
+                            secrets_key: None,
                         },
                         false,
                         None,

@@ -221,6 +221,24 @@ pub fn table(kind: Kind, items: &[Value], wide: bool) -> String {
                 })
                 .collect(),
         ),
+        Kind::Secret => (
+            vec!["NAME", "KEYS", "REVISION", "AGE"],
+            items
+                .iter()
+                .map(|v| {
+                    let keys: Vec<&str> = v["spec"]["keys"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|k| k.as_str()).collect())
+                        .unwrap_or_default();
+                    vec![
+                        s(&v["metadata"]["name"]),
+                        keys.join(","),
+                        v["metadata"]["revision"].to_string(),
+                        age(&v["metadata"]["createdAt"]),
+                    ]
+                })
+                .collect(),
+        ),
         Kind::Role => (
             vec!["NAME", "STATEMENTS", "ACTIONS", "AGE"],
             items

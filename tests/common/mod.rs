@@ -4,3 +4,4 @@ pub mod instances;
 pub mod link;
 pub mod manifests;
 pub mod netns;
+pub mod registry;

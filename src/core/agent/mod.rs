@@ -6,6 +6,7 @@ pub mod docker;
 pub mod hook;
 pub mod join;
 pub mod logs;
+pub mod pull;
 pub mod runner;
 pub mod secrets;
 pub mod simulated;
@@ -52,6 +53,8 @@ pub struct AgentConfig {
     /// Where task tokens and role credentials come from: the server key in the store
     /// (in-process agent) or the API server (a joined agent).
     pub secrets: secrets::Secrets,
+    /// Image pulls: behaviour (ECS_IMAGE_PULL_BEHAVIOR) and timeout.
+    pub pull: pull::PullConfig,
 }
 
 impl AgentConfig {
@@ -69,7 +72,8 @@ impl AgentConfig {
             stats_interval: stats::DEFAULT_INTERVAL,
             logs_addr: ([127, 0, 0, 1], 0).into(),
             self_fence_after: Duration::from_secs(300),
-            secrets: secrets::Secrets::Local,
+            secrets: secrets::Secrets::default(),
+            pull: pull::PullConfig::default(),
         }
     }
 }
@@ -379,13 +383,16 @@ pub async fn run(
     let holder = holder_id(&cfg)?;
     let first = acquire(&store, &cfg.instance_id, &holder, cfg.lease_ttl).await?;
     register(&store, &docker, &cfg).await?;
-    let runner = Arc::new(runner::TaskRunner::new(
-        store.clone(),
-        docker.clone(),
-        &cfg.instance_id,
-        &cfg.pause_image,
-        cfg.secrets.clone(),
-    ));
+    let runner = Arc::new(
+        runner::TaskRunner::new(
+            store.clone(),
+            docker.clone(),
+            &cfg.instance_id,
+            &cfg.pause_image,
+            cfg.secrets.clone(),
+        )
+        .with_pull(cfg.pull.clone()),
+    );
     let lease = tokio::spawn(hold_lease(
         store.clone(),
         cfg.clone(),

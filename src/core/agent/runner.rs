@@ -11,6 +11,8 @@ use bollard::Docker;
 use tokio::time::Duration;
 
 use super::docker::{self as d, Observed};
+use super::pull::{PullConfig, PullOutcome, Puller};
+use crate::auth::secret_values::{self, ContainerSecrets, RegistryLogin, TaskSecrets};
 use crate::model::{
     keys, now, stop_codes, ContainerDefinition, ContainerStatus, DependencyCondition,
     DesiredStatus, HealthStatus, Kind, NetworkMode, Task, TaskDefinition, TaskState,
@@ -21,6 +23,8 @@ use crate::store::DynStore;
 
 /// Labelled containers whose task record is gone are removed after this long.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(10);
+/// A pull shorter than this leaves no trace in the task's status.
+const PULL_QUIET: Duration = Duration::from_secs(1);
 
 pub struct TaskRunner {
     pub store: DynStore,
@@ -30,6 +34,8 @@ pub struct TaskRunner {
     pub pause_image: String,
     /// Where task tokens come from (the server key here, or the API server).
     pub secrets: super::secrets::Secrets,
+    /// Pulls images before their containers are created.
+    pub puller: Puller,
     /// Set while the agent has lost its lease for longer than the grace: nothing is started.
     fenced: AtomicBool,
 }
@@ -50,12 +56,19 @@ impl TaskRunner {
     ) -> Self {
         TaskRunner {
             store,
-            docker,
+            docker: docker.clone(),
             instance: instance.to_string(),
             pause_image: pause_image.to_string(),
             secrets,
+            puller: Puller::new(docker, PullConfig::default()),
             fenced: AtomicBool::new(false),
         }
+    }
+
+    /// Pull as `cfg` says (the default: ECS's `default` behaviour).
+    pub fn with_pull(mut self, cfg: PullConfig) -> Self {
+        self.puller = Puller::new(self.docker.clone(), cfg);
+        self
     }
 
     pub fn is_fenced(&self) -> bool {
@@ -131,11 +144,13 @@ impl TaskRunner {
         task: &Task,
         td: &TaskDefinition,
         c: &ContainerDefinition,
+        secret_env: &[(String, String)],
     ) -> anyhow::Result<Observed> {
         let name = d::container_name(&task.metadata.name, &c.name);
-        let extra =
+        let mut extra =
             super::hook::before_start(&*self.store, &self.secrets, &self.instance, task, td)
                 .await?;
+        extra.extend(secret_env.iter().cloned());
         let mut body = d::create_body(task, td, c, &self.instance, &extra);
         if td.spec.network_mode() == NetworkMode::Awsvpc {
             // Join the task's own network namespace, held by its pause container.
@@ -178,6 +193,83 @@ impl TaskRunner {
         self.inspect(&id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("container {name} vanished right after start"))
+    }
+
+    /// Pull `c.image` as this agent's behaviour says. A pull that takes more than a moment
+    /// shows in the task's status: the container `PULLING`, its reason "pulling image X: n/m
+    /// layers". The error is the registry's message.
+    async fn pull_image(
+        &self,
+        task: &Task,
+        c: &ContainerDefinition,
+        login: Option<&RegistryLogin>,
+    ) -> Result<(), String> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let store = self.store.clone();
+        let (id, name, instance) = (
+            task.metadata.name.clone(),
+            c.name.clone(),
+            self.instance.clone(),
+        );
+        let writer = tokio::spawn(async move {
+            let start = std::time::Instant::now();
+            let mut latest: Option<String> = None;
+            let mut last_write: Option<std::time::Instant> = None;
+            loop {
+                match tokio::time::timeout(Duration::from_millis(250), rx.recv()).await {
+                    Ok(Some(m)) => latest = Some(m),
+                    Ok(None) => break,
+                    Err(_) => {}
+                }
+                if start.elapsed() < PULL_QUIET
+                    || last_write.is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+                {
+                    continue;
+                }
+                let Some(m) = latest.take() else { continue };
+                last_write = Some(std::time::Instant::now());
+                let r = objects::update_task(&*store, &id, |t| {
+                    if t.is_stopped() || t.status.container_instance.as_deref() != Some(&instance) {
+                        return false;
+                    }
+                    match t.status.containers.iter_mut().find(|cs| cs.name == name) {
+                        Some(cs) if cs.docker_id.is_some() => return false,
+                        Some(cs) => {
+                            cs.last_status = "PULLING".into();
+                            cs.reason = Some(m.clone());
+                        }
+                        None => t.status.containers.push(ContainerStatus {
+                            name: name.clone(),
+                            last_status: "PULLING".into(),
+                            reason: Some(m.clone()),
+                            ..Default::default()
+                        }),
+                    }
+                    true
+                })
+                .await;
+                if let Err(e) = r {
+                    tracing::debug!(task = %id, error = %e, "pull progress not recorded");
+                }
+            }
+        });
+        let progress = move |m: String| {
+            let _ = tx.send(m);
+        };
+        let r = self.puller.ensure(&c.image, login, &progress).await;
+        drop(progress);
+        let _ = writer.await;
+        match r {
+            Ok(PullOutcome::Pulled) => {
+                tracing::info!(task = %task.metadata.name, image = %c.image, "pulled image");
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(task = %task.metadata.name, image = %c.image, error = %e, "image pull failed");
+                Err(e)
+            }
+        }
     }
 
     /// Stop every container (reverse start order, SIGTERM → stopTimeout → SIGKILL), record
@@ -335,6 +427,7 @@ impl TaskRunner {
             }
         }
         let mut waiting = false;
+        let mut task_secrets: Option<TaskSecrets> = None;
         let known: HashMap<&str, &ContainerStatus> = task
             .status
             .containers
@@ -379,7 +472,44 @@ impl TaskRunner {
                         .await;
                 }
             }
-            match self.create_and_start(task, &td, c).await {
+            // Secrets (once per pass) and the image, before the container is created.
+            if task_secrets.is_none() && secret_values::needs_secrets(&td) {
+                match self.secrets.task_secrets(&*self.store, &id, &td).await {
+                    Ok(s) => task_secrets = Some(s),
+                    Err(e) => {
+                        return self
+                            .stop_task(
+                                task,
+                                Some(&td),
+                                Some(StopCause {
+                                    code: stop_codes::TASK_FAILED_TO_START,
+                                    reason: format!(
+                                        "ResourceInitializationError: unable to pull secrets or registry auth: {e}"
+                                    ),
+                                }),
+                            )
+                            .await;
+                    }
+                }
+            }
+            let none = ContainerSecrets::default();
+            let cs = task_secrets
+                .as_ref()
+                .and_then(|s| s.get(&c.name))
+                .unwrap_or(&none);
+            if let Err(e) = self.pull_image(task, c, cs.registry.as_ref()).await {
+                return self
+                    .stop_task(
+                        task,
+                        Some(&td),
+                        Some(StopCause {
+                            code: stop_codes::TASK_FAILED_TO_START,
+                            reason: format!("CannotPullContainerError: {e} (image {})", c.image),
+                        }),
+                    )
+                    .await;
+            }
+            match self.create_and_start(task, &td, c, &cs.env).await {
                 Ok(o) => {
                     observed.insert(c.name.clone(), o);
                 }

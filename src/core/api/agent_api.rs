@@ -41,6 +41,7 @@ use crate::agent::credentials_endpoint;
 use crate::audit::AuditRecord;
 use crate::auth::agent_join;
 use crate::auth::node_authz::{self, Scope, TxnDecision};
+use crate::auth::secret_values;
 use crate::model::{keys, Kind, Task};
 use crate::store::remote::{wire, INSTANCE_HEADER, UNAUTHENTICATED};
 use crate::store::{KeyValue, Op, StoreError, Txn};
@@ -86,6 +87,7 @@ pub fn routes(auth: AuthState) -> Router {
         .route("/v1/agent/store/lease/revoke", post(lease_revoke))
         .route("/v1/agent/tasks/{id}/token", get(task_token))
         .route("/v1/agent/tasks/{id}/credentials", post(task_credentials))
+        .route("/v1/agent/tasks/{id}/secrets", get(task_secrets))
         .route(
             "/v1/agent/join-tokens",
             post(create_join_token).get(list_join_tokens),
@@ -905,6 +907,65 @@ async fn task_token(
     rec.status = 200;
     st.auth.audit.append(rec).await;
     Json(json!({"token": key.container_token_for(&id)})).into_response()
+}
+
+/// The secret values a task placed on this agent's instance references (its containers'
+/// `secrets` and `repositoryCredentials`), opened here: the agent's host never holds the data
+/// key, and it gets only what its own tasks name. Audited by secret name, never by value.
+async fn task_secrets(
+    State(st): State<AgentState>,
+    Path(id): Path<String>,
+    parts: Parts,
+) -> Response {
+    let mut rec = record(&parts, "berth:AgentGetTaskSecrets");
+    rec.task = Some(id.clone());
+    rec.resources = vec![json!({"action": rec.action, "resource": format!("task/{id}")})];
+    let instance = match st.agent(&parts, &mut rec).await {
+        Ok(i) => i,
+        Err(r) => return st.refuse(rec, r).await,
+    };
+    let task = match own_task(&st, &instance, &id).await {
+        Ok(t) => t,
+        Err(r) => return st.refuse(rec, r).await,
+    };
+    let unavailable = |e: String| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "Unavailable", e);
+    let td = match crate::objects::taskdef(&*st.auth.store, &task.spec.task_definition).await {
+        Ok(Some(td)) => td,
+        Ok(None) => {
+            let r = Refusal::new(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("task definition {} not found", task.spec.task_definition),
+            );
+            return st.refuse(rec, r).await;
+        }
+        Err(e) => return st.refuse(rec, unavailable(e.to_string())).await,
+    };
+    let names = secret_values::referenced(&td);
+    rec.resources.extend(
+        names
+            .iter()
+            .map(|n| json!({"action": "berth:GetSecretValue", "resource": format!("secret/{n}")})),
+    );
+    match secret_values::resolve(&*st.auth.store, st.auth.secrets.as_deref(), &td).await {
+        Ok(containers) => {
+            rec.decision = "allowed".into();
+            rec.status = 200;
+            st.auth.audit.append(rec).await;
+            Json(json!({ "containers": containers })).into_response()
+        }
+        Err(secret_values::SecretValueError::Store(e)) => {
+            st.refuse(rec, unavailable(e.to_string())).await
+        }
+        Err(e) => {
+            let r = Refusal::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "SecretUnavailable",
+                e.to_string(),
+            );
+            st.refuse(rec, r).await
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -25,6 +25,8 @@ pub struct AuthState {
     /// the store holds the shared truth, this is a cache.
     seen: Arc<Mutex<HashMap<String, DateTime<Utc>>>>,
     seen_lease: Arc<Mutex<Option<(i64, i64)>>>,
+    /// The data key of Secrets (for the agent route that hands a task its secrets).
+    pub secrets: Option<Arc<crate::auth::secrets_key::SecretsKey>>,
 }
 
 /// Where claimed SigV4 signatures live (shared by every control plane).
@@ -39,6 +41,7 @@ impl AuthState {
             key: Arc::new(OnceCell::new()),
             seen: Arc::new(Mutex::new(HashMap::new())),
             seen_lease: Arc::default(),
+            secrets: None,
         }
     }
 

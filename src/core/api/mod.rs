@@ -15,6 +15,7 @@ mod metrics_api;
 pub mod middleware;
 mod objects_api;
 mod observe;
+mod secrets_api;
 mod sources_api;
 mod state;
 mod tasks_api;
@@ -51,6 +52,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/sources", get(sources_api::list))
         .route("/v1/sources/{name}", get(sources_api::get_one))
         .route("/v1/sources/{name}/apply", post(sources_api::apply))
+        .route("/v1/secrets/{name}/value", get(secrets_api::get_value))
         .route("/v1/{kind}", get(objects_api::list))
         .route(
             "/v1/{kind}/{name}",
@@ -62,7 +64,8 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state.clone());
     // The auth endpoints, then authentication, authorization and the audit trail in front of
     // everything (middleware.rs).
-    let auth = AuthState::new(state.store);
+    let mut auth = AuthState::new(state.store);
+    auth.secrets = state.secrets;
     middleware::wrap(
         app.merge(auth_api::routes(auth.clone()))
             .merge(agent_api::routes(auth.clone())),

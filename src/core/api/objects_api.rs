@@ -30,6 +30,10 @@ pub fn to_json(kv: &KeyValue) -> Option<Value> {
     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
         m.insert("revision".into(), json!(kv.mod_revision));
     }
+    // A Secret shows its keys, never a value nor a ciphertext.
+    if v["kind"] == "Secret" || keys::name_of(&kv.key, Kind::Secret).is_some() {
+        v = super::secrets_api::redacted(v);
+    }
     Some(v)
 }
 
@@ -214,14 +218,14 @@ pub async fn delete_one(
                 json!({"kind": kind.as_str(), "name": name, "result": "deleted"}),
             ))
         }
-        Kind::Role => {
+        Kind::Role | Kind::Secret => {
             let key = keys::key(kind, &name);
             let Some(kv) = store.get(&key).await? else {
-                return Err(ApiError::not_found(format!("role {name:?} not found")));
+                return Err(ApiError::not_found(format!("{kind} {name:?} not found")));
             };
             objects::delete_cas(store, &key, kv.mod_revision).await?;
             Ok(Json(
-                json!({"kind": "Role", "name": name, "result": "deleted"}),
+                json!({"kind": kind.as_str(), "name": name, "result": "deleted"}),
             ))
         }
         Kind::ScalingPolicy => {
@@ -274,6 +278,7 @@ pub async fn apply(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value
         &req.documents,
         &ApplyOptions {
             dry_run: req.dry_run,
+            secrets: st.secrets.clone(),
         },
     )
     .await?;

@@ -115,6 +115,7 @@ pub async fn apply(
         dry_run: req.dry_run,
         prune: req.prune,
         take_over: req.take_over,
+        secrets: st.secrets.clone(),
     };
     let report = apply::apply_source(&*st.store, &name, &req.documents, &opts, &status).await?;
     Ok(Json(json!({

@@ -1,5 +1,8 @@
 //! What every API handler shares.
 
+use std::sync::Arc;
+
+use crate::auth::secrets_key::SecretsKey;
 use crate::runtime::Registry;
 use crate::store::election::Leadership;
 use crate::store::DynStore;
@@ -13,4 +16,7 @@ pub struct ApiState {
     pub registry: Registry,
     /// Who leads the controllers (this process or another control plane).
     pub leadership: Leadership,
+    /// The data key that seals and opens Secrets (a file outside the store; none: Secrets
+    /// cannot be applied or read here).
+    pub secrets: Option<Arc<SecretsKey>>,
 }

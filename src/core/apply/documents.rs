@@ -1,7 +1,11 @@
 //! Applying and deleting a set of documents (`berth apply -f`, `berth delete -f`): plan, then
 //! one transaction; re-plan when another writer got in between.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+
+use crate::auth::secrets_key::SecretsKey;
 
 use crate::manifest::{validate, Document};
 use crate::store::Store;
@@ -18,6 +22,9 @@ pub struct ApplyOptions {
     /// Compute the results but write nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// The control plane's data key, which seals Secrets (none: a Secret is refused).
+    #[serde(skip)]
+    pub secrets: Option<Arc<SecretsKey>>,
 }
 
 /// Apply documents: create what is missing, update what differs, register a new task
@@ -34,7 +41,7 @@ pub async fn apply(
     safety::check_apply(store, docs).await?;
     for attempt in 0..MAX_ATTEMPTS {
         let mut r = Reader::new(store);
-        let plan = plan_apply(&mut r, docs, false).await?;
+        let plan = plan_apply(&mut r, docs, false, opts.secrets.as_deref()).await?;
         if opts.dry_run || plan.ops.is_empty() {
             return Ok(plan.results);
         }

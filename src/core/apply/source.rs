@@ -36,6 +36,9 @@ pub struct SourceApplyOptions {
     /// Take over objects another source owns (otherwise such an apply is refused).
     #[serde(default)]
     pub take_over: bool,
+    /// The control plane's data key, which seals Secrets (none: a Secret is refused).
+    #[serde(skip)]
+    pub secrets: Option<std::sync::Arc<crate::auth::secrets_key::SecretsKey>>,
 }
 
 /// Builds the source's status record for the apply's transaction, as (key, value); None leaves
@@ -92,7 +95,7 @@ pub async fn apply_source(
                 return Err(ApplyError::Owned(foreign));
             }
         }
-        let plan = plan_apply(&mut r, docs, true).await?;
+        let plan = plan_apply(&mut r, docs, true, opts.secrets.as_deref()).await?;
         let t_plan = t0.elapsed();
         let stored_inv: Inventory = match r.get(&inv_key).await? {
             None => Inventory::default(),

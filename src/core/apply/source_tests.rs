@@ -306,6 +306,7 @@ async fn a_pruned_service_its_source_holds_again_is_taken_back() {
         dry_run: false,
         prune: false,
         take_over: true,
+        ..Default::default()
     };
     let mut other = docs(&files, "c5");
     for d in &mut other {
@@ -351,6 +352,7 @@ async fn prune_finds_owned_objects_without_an_inventory_and_spares_other_owners(
         dry_run: false,
         prune: true,
         take_over: true,
+        ..Default::default()
     };
     apply_source(&s, "other", &other, &opts, &no_status)
         .await

@@ -6,6 +6,7 @@
 //! | `GET /v1/{kind}/{name}`                   | `berth:Describe{Kind}`        | `{kind}/{name}`     |
 //! | `DELETE /v1/{kind}/{name}`                | `berth:Delete{Kind}` (tasks: `berth:StopTask`) | `{kind}/{name}` |
 //! | `GET /v1/{kind}/{name}/{sub}`             | `berth:Get{Kind}{Sub}`        | `{kind}/{name}`     |
+//! | `GET /v1/secrets/{name}/value`            | `berth:GetSecretValue` (only an exact grant, `berth:*` or `*`: see `policy::EXPLICIT_ONLY`) | `secret/{name}` |
 //! | `POST /v1/{kind}/{name}/{verb}`           | `berth:{Verb}{Kind}` (e.g. `berth:StopTask`) | `{kind}/{name}` |
 //! | `POST /v1/apply`                          | `berth:Apply` per document (+ `berth:PassRole` for a `taskRole`) | `{kind}/{name}` |
 //! | `POST /v1/delete`                         | `berth:Delete{Kind}` per document | `{kind}/{name}` |
@@ -214,6 +215,7 @@ pub fn classify(method: &Method, path: &str, body: &[u8]) -> Classified {
         ["v1", "agent", "store", ..] if post => Classified::Public,
         ["v1", "agent", "tasks", _, "token"] if get => Classified::Public,
         ["v1", "agent", "tasks", _, "credentials"] if post => Classified::Public,
+        ["v1", "agent", "tasks", _, "secrets"] if get => Classified::Public,
         ["v1", "watch", kind] if get => match Kind::parse(kind) {
             Some(k) => t(&format!("berth:List{}", plural_camel(k)), "*"),
             None => Classified::Protected(vec![generic(method, &segs)]),
@@ -316,6 +318,24 @@ mod tests {
             Classified::Protected(t) => (t[0].action.clone(), t[0].resource.clone()),
             Classified::Public => ("public".into(), String::new()),
         }
+    }
+
+    #[test]
+    fn secrets() {
+        assert_eq!(
+            one(Method::GET, "/v1/secrets/db/value", ""),
+            ("berth:GetSecretValue".into(), "secret/db".into())
+        );
+        assert_eq!(
+            one(Method::GET, "/v1/secrets/db", ""),
+            ("berth:DescribeSecret".into(), "secret/db".into())
+        );
+        assert_eq!(one(Method::GET, "/v1/secrets", "").0, "berth:ListSecrets");
+        // The agent route authenticates the agent itself (api::agent_api).
+        assert_eq!(
+            one(Method::GET, "/v1/agent/tasks/t1/secrets", "").0,
+            "public"
+        );
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! - [`actions`]: which action/resource an API request is.
 //! - [`agent_join`]: agent join tokens and per-instance agent credentials (hashed).
 //! - [`node_authz`]: what a joined agent may read and write, key by key.
+//! - [`secrets_key`]: the data key of Secrets (a file outside the store) and AES-256-GCM sealing.
+//! - [`secret_values`]: opening the Secrets a task definition references (for its agent).
 
 pub mod actions;
 pub mod agent_join;
@@ -17,4 +19,6 @@ pub mod crypto;
 pub mod identity;
 pub mod node_authz;
 pub mod policy;
+pub mod secret_values;
+pub mod secrets_key;
 pub mod sigv4;

@@ -37,6 +37,20 @@ pub fn action_matches(pattern: &str, action: &str) -> bool {
     pattern == "*" || glob(pattern, action, true)
 }
 
+/// Actions a partial wildcard never *allows* (`berth:Get*` is a reader's, a Secret's value is
+/// not): only the exact name, `berth:*` or `*`. A Deny matches them as any other action.
+pub const EXPLICIT_ONLY: [&str; 1] = ["berth:GetSecretValue"];
+
+/// Whether an Allow statement's action pattern grants `action`.
+pub fn allow_matches(pattern: &str, action: &str) -> bool {
+    if EXPLICIT_ONLY.iter().any(|a| a.eq_ignore_ascii_case(action)) {
+        return pattern == "*"
+            || pattern.eq_ignore_ascii_case("berth:*")
+            || pattern.eq_ignore_ascii_case(action);
+    }
+    action_matches(pattern, action)
+}
+
 pub fn resource_matches(pattern: &str, resource: &str) -> bool {
     pattern == "*" || glob(pattern, resource, false)
 }
@@ -46,8 +60,10 @@ pub fn evaluate(role: Option<&RoleSpec>, action: &str, resource: &str) -> Evalua
     let mut allow: Option<String> = None;
     if let Some(role) = role {
         for (i, s) in role.statements.iter().enumerate() {
-            let hit = s.actions.iter().any(|a| action_matches(a, action))
-                && s.resources.iter().any(|r| resource_matches(r, resource));
+            let hit = s.actions.iter().any(|a| match s.effect {
+                Effect::Allow => allow_matches(a, action),
+                Effect::Deny => action_matches(a, action),
+            }) && s.resources.iter().any(|r| resource_matches(r, resource));
             if !hit {
                 continue;
             }
@@ -131,6 +147,26 @@ mod tests {
             evaluate(None, "berth:ListServices", "*").decision,
             Decision::ImplicitDeny
         );
+    }
+
+    #[test]
+    fn secret_values_need_their_own_grant() {
+        let reader = role(
+            r#"{"statements":[{"effect":"Allow","actions":["berth:Describe*","berth:List*","berth:Get*"],"resources":["*"]}]}"#,
+        );
+        assert!(evaluate(Some(&reader), "berth:DescribeSecret", "secret/db").allowed());
+        assert!(!evaluate(Some(&reader), "berth:GetSecretValue", "secret/db").allowed());
+        let named = role(
+            r#"{"statements":[{"effect":"Allow","actions":["berth:getsecretvalue"],"resources":["secret/db"]}]}"#,
+        );
+        assert!(evaluate(Some(&named), "berth:GetSecretValue", "secret/db").allowed());
+        assert!(!evaluate(Some(&named), "berth:GetSecretValue", "secret/other").allowed());
+        let admin = role(r#"{"statements":[{"effect":"Allow","actions":["berth:*"]}]}"#);
+        assert!(evaluate(Some(&admin), "berth:GetSecretValue", "secret/db").allowed());
+        let deny = role(
+            r#"{"statements":[{"effect":"Allow","actions":["*"]},{"effect":"Deny","actions":["berth:Get*"]}]}"#,
+        );
+        assert!(!evaluate(Some(&deny), "berth:GetSecretValue", "secret/db").allowed());
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct SourceConfig {
     pub self_heal: bool,
     /// Take over objects another source owns (otherwise the sync is refused and reported).
     pub take_over: bool,
+    /// The control plane's data key, which seals the folder's Secrets.
+    pub secrets: Option<Arc<crate::auth::secrets_key::SecretsKey>>,
 }
 
 impl SourceConfig {
@@ -57,6 +59,7 @@ impl SourceConfig {
             prune: false,
             self_heal: false,
             take_over: false,
+            secrets: None,
         }
     }
 
@@ -111,6 +114,7 @@ struct SourceController {
     prune: bool,
     self_heal: bool,
     take_over: bool,
+    secrets: Option<Arc<crate::auth::secrets_key::SecretsKey>>,
     timing: Timing,
     /// (fingerprint, HEAD) of the folder as last applied successfully.
     last_applied: Option<(u64, Option<String>)>,
@@ -169,6 +173,7 @@ pub async fn start(
         prune: cfg.prune,
         self_heal: cfg.self_heal,
         take_over: cfg.take_over,
+        secrets: cfg.secrets.clone(),
         timing,
         last_applied: None,
         own_revision: Arc::new(AtomicI64::new(0)),
@@ -495,6 +500,7 @@ impl SourceController {
             dry_run: false,
             prune: prune_now,
             take_over: self.take_over,
+            secrets: self.secrets.clone(),
         };
         let status_key = record::source_key(&self.name);
         let (head, dirty) = (scan.head.clone(), scan.dirty);
@@ -589,6 +595,7 @@ impl SourceController {
             dry_run: true,
             prune: self.prune,
             take_over: self.take_over,
+            secrets: self.secrets.clone(),
         };
         let none = |_: &apply::SourceReport| None;
         match apply::apply_source(&*self.store, &self.name, &scan.docs, &opts, &none).await {

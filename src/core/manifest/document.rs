@@ -29,6 +29,7 @@ pub enum Resource {
     Role(model::Role),
     LoadBalancer(model::LoadBalancer),
     TargetGroup(model::TargetGroup),
+    Secret(model::Secret),
 }
 
 impl Resource {
@@ -41,6 +42,7 @@ impl Resource {
             Resource::Role(_) => Kind::Role,
             Resource::LoadBalancer(_) => Kind::LoadBalancer,
             Resource::TargetGroup(_) => Kind::TargetGroup,
+            Resource::Secret(_) => Kind::Secret,
         }
     }
 
@@ -58,6 +60,7 @@ impl Resource {
             Resource::Role(o) => &o.metadata,
             Resource::LoadBalancer(o) => &o.metadata,
             Resource::TargetGroup(o) => &o.metadata,
+            Resource::Secret(o) => &o.metadata,
         }
     }
 
@@ -70,6 +73,7 @@ impl Resource {
             Resource::Role(o) => &mut o.metadata,
             Resource::LoadBalancer(o) => &mut o.metadata,
             Resource::TargetGroup(o) => &mut o.metadata,
+            Resource::Secret(o) => &mut o.metadata,
         }
     }
 }
@@ -84,6 +88,7 @@ impl Serialize for Resource {
             Resource::Role(o) => o.serialize(s),
             Resource::LoadBalancer(o) => o.serialize(s),
             Resource::TargetGroup(o) => o.serialize(s),
+            Resource::Secret(o) => o.serialize(s),
         }
     }
 }
@@ -104,6 +109,7 @@ impl<'de> Deserialize<'de> for Resource {
             "Role" => serde_json::from_value(v.clone()).map(Resource::Role),
             "LoadBalancer" => serde_json::from_value(v.clone()).map(Resource::LoadBalancer),
             "TargetGroup" => serde_json::from_value(v.clone()).map(Resource::TargetGroup),
+            "Secret" => serde_json::from_value(v.clone()).map(Resource::Secret),
             other => {
                 return Err(D::Error::custom(format!(
                     "kind `{other}` cannot be applied (expected one of {})",

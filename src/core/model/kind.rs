@@ -11,10 +11,11 @@ pub enum Kind {
     Role,
     LoadBalancer,
     TargetGroup,
+    Secret,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Cluster,
         Kind::TaskDefinition,
         Kind::Service,
@@ -24,9 +25,10 @@ impl Kind {
         Kind::Role,
         Kind::LoadBalancer,
         Kind::TargetGroup,
+        Kind::Secret,
     ];
     /// Kinds a user may apply from manifests (the rest are written by berth).
-    pub const APPLYABLE: [Kind; 7] = [
+    pub const APPLYABLE: [Kind; 8] = [
         Kind::Cluster,
         Kind::TaskDefinition,
         Kind::Service,
@@ -34,6 +36,7 @@ impl Kind {
         Kind::Role,
         Kind::LoadBalancer,
         Kind::TargetGroup,
+        Kind::Secret,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +50,7 @@ impl Kind {
             Kind::Role => "Role",
             Kind::LoadBalancer => "LoadBalancer",
             Kind::TargetGroup => "TargetGroup",
+            Kind::Secret => "Secret",
         }
     }
     /// The plural lower-case name used in URLs, store keys and the CLI.
@@ -61,6 +65,7 @@ impl Kind {
             Kind::Role => "roles",
             Kind::LoadBalancer => "loadbalancers",
             Kind::TargetGroup => "targetgroups",
+            Kind::Secret => "secrets",
         }
     }
     pub fn parse(s: &str) -> Option<Kind> {

@@ -11,6 +11,7 @@ pub mod lb;
 mod object;
 pub mod role;
 pub mod scaling;
+pub mod secret;
 pub mod service;
 pub mod task;
 pub mod taskdef;
@@ -22,6 +23,10 @@ pub use lb::{LoadBalancer, LoadBalancerSpec, TargetGroup, TargetGroupSpec};
 pub use object::{new_id, now, Metadata, Object, API_VERSION};
 pub use role::{Role, RoleSpec};
 pub use scaling::{ScalingPolicy, ScalingPolicySpec, ScalingPolicyStatus};
+pub use secret::{
+    parse_secret_ref, SealedSecret, SealedSecretSpec, SealedValue, Secret, SecretRef, SecretSpec,
+    SecretStatus,
+};
 pub use service::*;
 pub use task::*;
 pub use taskdef::*;

@@ -85,6 +85,13 @@ pub struct ContainerDefinition {
     pub port_mappings: Vec<PortMapping>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub environment: Vec<EnvVar>,
+    /// Environment variables whose values come from Secrets (`valueFrom: SECRET[:KEY]`),
+    /// resolved when the task starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<ContainerSecret>,
+    /// The registry login for pulling `image`: a Secret with `username` and `password`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_credentials: Option<RepositoryCredentials>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -222,6 +229,21 @@ impl Protocol {
             Protocol::Udp => "udp",
         }
     }
+}
+
+/// ECS `secrets[]`: `{name: ENV, valueFrom: SECRET[:KEY] | ARN}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerSecret {
+    pub name: String,
+    pub value_from: String,
+}
+
+/// ECS `repositoryCredentials`: the Secret (name or ARN) holding `username` and `password`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RepositoryCredentials {
+    pub credentials_parameter: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

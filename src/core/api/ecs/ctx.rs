@@ -71,7 +71,7 @@ impl Ctx {
             },
             resource,
         };
-        apply::apply(&*self.st.store, &[doc], &ApplyOptions { dry_run: false })
+        apply::apply(&*self.st.store, &[doc], &ApplyOptions::default())
             .await
             .map_err(|e| EcsError::from_api(e.into(), "ClientException"))?;
         Ok(())

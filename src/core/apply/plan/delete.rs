@@ -72,7 +72,8 @@ pub async fn plan_delete(store: &dyn Store, docs: &[Document]) -> Result<Plan, A
             Resource::ScalingPolicy(_)
             | Resource::Role(_)
             | Resource::LoadBalancer(_)
-            | Resource::TargetGroup(_) => {
+            | Resource::TargetGroup(_)
+            | Resource::Secret(_) => {
                 let key = keys::key(doc.kind(), name);
                 match r.get(&key).await? {
                     None => Outcome::Unchanged,

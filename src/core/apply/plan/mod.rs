@@ -4,6 +4,7 @@
 mod cluster;
 mod delete;
 mod lb;
+mod secret;
 mod service;
 mod set;
 mod simple;

@@ -5,12 +5,14 @@ use std::collections::{BTreeMap, HashMap};
 use crate::apply::error::ApplyError;
 use crate::apply::reader::Reader;
 use crate::apply::report::{ObjectResult, Outcome};
+use crate::auth::secrets_key::SecretsKey;
 use crate::manifest::{Document, Resource};
 use crate::model::{self, Kind};
 use crate::store::Op;
 
 use super::cluster::{plan_cluster, DEFAULT_CLUSTER};
 use super::lb::check_load_balancers;
+use super::secret::plan_secret;
 use super::service::{plan_services, SetContext};
 use super::simple::plan_simple;
 use super::taskdef::{plan_taskdef, FamilyAfter};
@@ -22,11 +24,13 @@ pub struct Plan {
 }
 
 /// Plan applying `docs`. `stamped`: they carry their source's ownership annotations (a
-/// source apply), so a different owner is a change.
+/// source apply), so a different owner is a change. `key` seals Secrets (none: a Secret in the
+/// set is refused).
 pub async fn plan_apply(
     r: &mut Reader<'_>,
     docs: &[Document],
     stamped: bool,
+    key: Option<&SecretsKey>,
 ) -> Result<Plan, ApplyError> {
     let now = model::now();
     let mut results: Vec<Option<ObjectResult>> = vec![None; docs.len()];
@@ -57,6 +61,9 @@ pub async fn plan_apply(
             }
             Resource::TargetGroup(want) => {
                 Some(plan_simple(r, doc, Kind::TargetGroup, want, stamped, now, &mut ops).await?)
+            }
+            Resource::Secret(want) => {
+                Some(plan_secret(r, doc, want, key, stamped, now, &mut ops).await?)
             }
         };
     }

@@ -72,6 +72,7 @@ pub(super) fn decode(
         Kind::Role => Resource::Role(object(kind, input, source)?),
         Kind::LoadBalancer => Resource::LoadBalancer(object(kind, input, source)?),
         Kind::TargetGroup => Resource::TargetGroup(object(kind, input, source)?),
+        Kind::Secret => Resource::Secret(object(kind, input, source)?),
         Kind::Task | Kind::ContainerInstance => {
             return Err(ManifestError::at(
                 source,

@@ -11,6 +11,7 @@ mod placement;
 mod problems;
 mod role;
 mod scaling;
+mod secret;
 mod service;
 mod set;
 mod taskdef;

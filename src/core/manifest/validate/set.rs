@@ -10,6 +10,7 @@ use super::names::validate_name;
 use super::problems::{push, Problems};
 use super::role::check_role;
 use super::scaling::check_policy;
+use super::secret::check_secret;
 use super::service::{check_service, check_service_against_taskdef};
 use super::taskdef::check_taskdef;
 use crate::manifest::document::{Document, Resource, Source};
@@ -42,6 +43,7 @@ pub fn validate(docs: &[Document]) -> Vec<ManifestError> {
             Resource::LoadBalancer(lb) => problems.extend(check_load_balancer(&lb.spec)),
             Resource::TargetGroup(tg) => problems.extend(check_target_group(&tg.spec)),
             Resource::TaskDefinition(td) => check_taskdef(&td.spec, &mut problems),
+            Resource::Secret(s) => check_secret(&s.spec, &mut problems),
             Resource::Service(svc) => {
                 check_service(&svc.spec, &mut problems);
                 if let Some((family, None)) = parse_taskdef_ref(&svc.spec.task_definition) {

@@ -268,6 +268,46 @@ pub(super) fn check_taskdef(spec: &TaskDefinitionSpec, out: &mut Problems) {
             }
         }
 
+        // Secrets (resolved when the task starts, as ECS does).
+        for (k, sec) in c.secrets.iter().enumerate() {
+            let ps = format!("{p}.secrets[{k}]");
+            if sec.name.is_empty() || sec.name.contains('=') || sec.name.contains('\0') {
+                push(
+                    out,
+                    format!("{ps}.name"),
+                    "must be a non-empty name without `=`",
+                );
+            } else if env_seen.contains_key(sec.name.as_str()) {
+                push(
+                    out,
+                    format!("{ps}.name"),
+                    format!("`{}` is also set in environment", sec.name),
+                );
+            }
+            if crate::model::parse_secret_ref(&sec.value_from).is_none() {
+                push(
+                    out,
+                    format!("{ps}.valueFrom"),
+                    format!(
+                        "{:?} does not name a secret: write SECRET, SECRET:KEY or an ARN ending in :secret:SECRET",
+                        sec.value_from
+                    ),
+                );
+            }
+        }
+        if let Some(rc) = &c.repository_credentials {
+            if crate::model::parse_secret_ref(&rc.credentials_parameter).is_none() {
+                push(
+                    out,
+                    format!("{p}.repositoryCredentials.credentialsParameter"),
+                    format!(
+                        "{:?} does not name a secret (one with keys username and password)",
+                        rc.credentials_parameter
+                    ),
+                );
+            }
+        }
+
         // Health check.
         if let Some(hc) = &c.health_check {
             let ph = format!("{p}.healthCheck");
