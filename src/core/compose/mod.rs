@@ -74,7 +74,11 @@ pub fn load(opts: &Options) -> Result<Conversion, ComposeError> {
     }
     let project = match &opts.project {
         Some(p) => source::normalize_project(p),
-        None => match doc.get("name").and_then(values::scalar) {
+        None => match doc
+            .get("name")
+            .and_then(values::scalar)
+            .filter(|n| !n.is_empty())
+        {
             Some(n) => source::normalize_project(&n),
             None => source::project_from_path(&file),
         },
