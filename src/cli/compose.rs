@@ -132,7 +132,7 @@ pub async fn run(c: &Client, cmd: &ComposeCommand) -> anyhow::Result<ExitCode> {
             timeout,
             strict,
         } => {
-            let timeout = super::parse_duration(timeout)?;
+            let timeout = berth_core::util::parse_duration(timeout)?;
             let conv = match load(file, true) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
@@ -147,7 +147,7 @@ pub async fn run(c: &Client, cmd: &ComposeCommand) -> anyhow::Result<ExitCode> {
             up(c, &conv, timeout).await
         }
         ComposeCommand::Down { file, timeout } => {
-            let timeout = super::parse_duration(timeout)?;
+            let timeout = berth_core::util::parse_duration(timeout)?;
             let conv = match load(file, false) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),

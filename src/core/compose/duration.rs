@@ -84,7 +84,7 @@ mod tests {
             let text = format!("{h}h{m}m{s}s{ms}ms");
             let d = parse(&text).unwrap();
             let want = Duration::from_millis(((h * 60 + m) * 60 + s) * 1000 + ms);
-            let diff = if d > want { d - want } else { want - d };
+            let diff = d.abs_diff(want);
             prop_assert!(diff < Duration::from_micros(1), "{text}: {d:?} vs {want:?}");
         }
 

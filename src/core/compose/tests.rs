@@ -27,8 +27,7 @@ fn err(text: &str) -> String {
         "app",
         &HashMap::new(),
     )
-    .err()
-    .expect("an error")
+    .expect_err("an error")
     .to_string()
 }
 
