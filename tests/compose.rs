@@ -153,6 +153,24 @@ fn convert_prints_manifests_berth_accepts_and_reports_what_it_cannot_carry() {
     let docs = berth::manifest::load_path(&out).unwrap_or_else(|e| panic!("{e:?}"));
     assert_eq!(docs.len(), 5);
 
+    // `up --strict` refuses a project with reported keys before it talks to any server.
+    let o = berth(
+        &[
+            "--endpoint",
+            "http://127.0.0.1:9",
+            "compose",
+            "up",
+            "--strict",
+        ],
+        &dir,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--strict: nothing was applied"),
+        "{}",
+        stderr(&o)
+    );
+
     // Bad input: an error with file and line, non-zero, nothing printed on stdout.
     let bad = project_text(IMAGE).replace("\"8080\"", "\"80:8080:9:9\"");
     std::fs::write(dir.join("bad.yaml"), bad).unwrap();

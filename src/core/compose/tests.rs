@@ -361,3 +361,19 @@ fn files_are_found_projects_named_and_variables_read_from_dot_env() {
         Err(ComposeError::NotFound { .. })
     ));
 }
+
+#[test]
+fn merge_keys_and_extension_anchors() {
+    let c = conv(
+        "x-common: &common\n  image: local/busybox:1\n  environment: {TEAM: a}\n  stop_grace_period: 5s\nservices:\n  a:\n    <<: *common\n    command: [sleep, \"1\"]\n  b:\n    <<: *common\n    image: other:2\n",
+    );
+    let a = container(&c, "a");
+    assert_eq!(a["image"], "local/busybox:1");
+    assert_eq!(
+        a["environment"],
+        serde_json::json!([{"name": "TEAM", "value": "a"}])
+    );
+    assert_eq!(a["stopTimeout"], 5);
+    assert_eq!(container(&c, "b")["image"], "other:2");
+    assert!(c.findings.is_empty(), "{:?}", warnings(&c));
+}
