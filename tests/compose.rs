@@ -244,6 +244,35 @@ fn up_runs_the_project_in_order_and_down_removes_it() {
     let out = stdout(&o);
     assert!(out.contains("completed successfully"), "{out}");
     assert!(out.contains(&format!("project {project} is up")), "{out}");
+    // Bind mounts and capabilities go through apply's safety checks: refused, nothing made.
+    std::fs::write(
+        dir.join("unsafe.yaml"),
+        format!(
+            "services:\n  ok:\n    image: {IMAGE}\n  snoop:\n    image: {IMAGE}\n    volumes: [\"/etc:/host-etc:ro\"]\n    cap_add: [NET_ADMIN]\n"
+        ),
+    )
+    .unwrap();
+    let o = run(&[
+        "compose",
+        "up",
+        "-f",
+        "unsafe.yaml",
+        "-p",
+        &format!("{project}u"),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("settings.allowHostMounts") && err.contains("settings.allowPrivileged"),
+        "{err}"
+    );
+    assert!(b
+        .try_get_json(&["services", &format!("{project}u-ok")])
+        .is_none());
+    assert!(b
+        .try_get_json(&["taskdefinitions", &format!("{project}u-snoop")])
+        .is_none());
+
     let web = format!("{project}-web");
     let worker = format!("{project}-worker");
     let tasks = b.wait_running(&web, 2, Duration::from_secs(60));

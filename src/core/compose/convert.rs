@@ -248,6 +248,8 @@ pub(crate) fn convert_document(
         return Err(ComposeError::Invalid(std::mem::take(&mut ctx.problems)));
     }
     units.sort_by_key(|u| u.wave);
+    // Findings in file order.
+    ctx.findings.sort_by_key(|f| f.line.unwrap_or(usize::MAX));
     Ok(Conversion {
         project: project.to_string(),
         units,

@@ -48,7 +48,14 @@ pub fn load(opts: &Options) -> Result<Conversion, ComposeError> {
         Some(f) => f.clone(),
         None => source::find_file(&opts.dir)?,
     };
-    let display = file.display().to_string();
+    // A file found in the current directory is named as Compose names it: `compose.yaml`.
+    let display = match &opts.file {
+        Some(f) => f.display().to_string(),
+        None => file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| file.display().to_string()),
+    };
     let text = std::fs::read_to_string(&file).map_err(|e| ComposeError::Read {
         path: display.clone(),
         source: e,

@@ -149,6 +149,7 @@ pub(crate) fn convert(
     path: &[Seg],
     project: &Project,
 ) -> Converted {
+    let problems_before = ctx.problems.len();
     let mut out = Converted {
         replicas: 1,
         ..Default::default()
@@ -298,7 +299,7 @@ pub(crate) fn convert(
         }
     }
 
-    if c.image.is_empty() && ctx.problems.is_empty() {
+    if c.image.is_empty() && ctx.problems.len() == problems_before {
         let msg = if svc.contains_key("build") {
             "has `build` but no `image`: berth runs images; build and push it, then name it in `image`"
         } else {
