@@ -325,3 +325,42 @@ fn up_runs_the_project_in_order_and_down_removes_it() {
         || b.containers().is_empty().then_some(()),
     );
 }
+
+#[test]
+fn up_stops_at_a_failed_run_once_service_and_applies_nothing_after_it() {
+    let b = Berth::up(None);
+    let project = unique("cmpf").replace('-', "");
+    let (_root, dir) = project_dir(
+        "failing",
+        &format!(
+            "services:\n  migrate:\n    image: {IMAGE}\n    command: [\"sh\", \"-c\", \"echo no database; exit 3\"]\n    mem_limit: 16m\n  api:\n    image: {IMAGE}\n    command: [\"sleep\", \"3600\"]\n    mem_limit: 16m\n    depends_on:\n      migrate: {{condition: service_completed_successfully}}\n"
+        ),
+    );
+    let mut c = b.cli_command(&["compose", "up", "-p", &project, "--timeout", "1m"]);
+    c.current_dir(&dir);
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("{project}-migrate")) && err.contains("failed"),
+        "{err}"
+    );
+    assert!(err.contains("did not come up"), "{err}");
+    // The dependent was never applied.
+    assert!(b
+        .try_get_json(&["services", &format!("{project}-api")])
+        .is_none());
+    assert!(b
+        .try_get_json(&["taskdefinitions", &format!("{project}-api")])
+        .is_none());
+    // `down` cleans up what was applied (the run-once task definition).
+    let mut c = b.cli_command(&["compose", "down", "-p", &project]);
+    c.current_dir(&dir);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("taskdefinition/{project}-migrate")),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -405,6 +405,14 @@ mod tests {
         assert_eq!(missing, vec!["NOPE".to_string(), "ALSO".to_string()]);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn interpolation_never_panics_and_plain_text_is_kept(s in "[a-z ${}:?+$_-]{0,30}", plain in "[a-z /.:-]{0,30}") {
+            let _ = interpolate(&s, &look);
+            proptest::prop_assert_eq!(interpolate(&plain, &look).unwrap().0, plain);
+        }
+    }
+
     #[test]
     fn project_names_and_env_files() {
         assert_eq!(normalize_project("My App.v2"), "myappv2");
