@@ -171,6 +171,20 @@ fn convert_prints_manifests_berth_accepts_and_reports_what_it_cannot_carry() {
         stderr(&o)
     );
 
+    // A value Compose allows but berth refuses (an interval over 300 s): convert says so.
+    std::fs::write(
+        dir.join("slow.yaml"),
+        "services:\n  a:\n    image: x\n    healthcheck: {test: \"true\", interval: 10m}\n",
+    )
+    .unwrap();
+    let o = berth(&["compose", "convert", "-f", "slow.yaml", "-p", "t"], &dir);
+    assert!(
+        stderr(&o).contains("berth would refuse the converted manifests (TaskDefinition t-a)")
+            && stderr(&o).contains("healthCheck.interval"),
+        "{}",
+        stderr(&o)
+    );
+
     // Bad input: an error with file and line, non-zero, nothing printed on stdout.
     let bad = project_text(IMAGE).replace("\"8080\"", "\"80:8080:9:9\"");
     std::fs::write(dir.join("bad.yaml"), bad).unwrap();

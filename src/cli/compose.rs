@@ -113,6 +113,7 @@ pub async fn run(c: &Client, cmd: &ComposeCommand) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
+            check(&conv);
             match output_dir {
                 None => print!("{}", Conversion::yaml(&conv.documents())),
                 Some(dir) => {
@@ -154,6 +155,36 @@ pub async fn run(c: &Client, cmd: &ComposeCommand) -> anyhow::Result<ExitCode> {
             };
             down(c, &conv, timeout).await
         }
+    }
+}
+
+/// What berth's own manifest checks would refuse in the converted documents (a value Compose
+/// allows but ECS does not, e.g. a health check interval over 300 s): warnings for `convert`;
+/// `up` is refused by the server's dry run. Secrets are left to the server, whose kind they are.
+fn check(conv: &Conversion) {
+    let docs: Vec<Value> = conv
+        .documents()
+        .into_iter()
+        .filter(|d| d["kind"] != "Secret")
+        .collect();
+    let label = format!("compose project {}", conv.project);
+    let errors = match berth_core::manifest::parse_str(&Conversion::yaml(&docs), &label) {
+        Ok(parsed) => berth_core::manifest::validate(&parsed),
+        Err(errors) => errors,
+    };
+    for e in errors {
+        let what = e
+            .document
+            .and_then(|n| docs.get(n.wrapping_sub(1)))
+            .map(|d| {
+                format!(
+                    " ({} {})",
+                    d["kind"].as_str().unwrap_or("?"),
+                    d["metadata"]["name"].as_str().unwrap_or("?")
+                )
+            })
+            .unwrap_or_default();
+        eprintln!("warning: berth would refuse the converted manifests{what}: {e}");
     }
 }
 
