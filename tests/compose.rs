@@ -69,6 +69,7 @@ fn berth(args: &[&str], dir: &Path) -> Output {
         .args(args)
         .current_dir(dir)
         .env_remove("MODE")
+        .env_remove("COMPOSE_PROJECT_NAME")
         .output()
         .expect("run berth")
 }

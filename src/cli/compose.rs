@@ -66,7 +66,8 @@ pub struct FileArgs {
     /// docker-compose.yml in the current directory).
     #[arg(short = 'f', long = "file")]
     pub file: Option<PathBuf>,
-    /// The project name (default: the top-level `name:`, else the file's folder name).
+    /// The project name (default: COMPOSE_PROJECT_NAME, else the top-level `name:`, else the
+    /// file's folder name).
     #[arg(short = 'p', long = "project-name")]
     pub project: Option<String>,
 }

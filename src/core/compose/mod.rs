@@ -36,7 +36,7 @@ pub struct Options {
     pub file: Option<PathBuf>,
     /// Where to look when `file` is None (the current directory).
     pub dir: PathBuf,
-    /// `-p/--project-name` (normalised as Compose does).
+    /// `-p/--project-name` (normalised as Compose does); else `COMPOSE_PROJECT_NAME` from `env`.
     pub project: Option<String>,
     /// The process environment (over the `.env` beside the file).
     pub env: HashMap<String, String>,
@@ -79,7 +79,12 @@ pub fn load(opts: &Options) -> Result<Conversion, ComposeError> {
     if !ctx.problems.is_empty() {
         return Err(ComposeError::Invalid(ctx.problems));
     }
-    let project = match &opts.project {
+    // Compose's order: -p, COMPOSE_PROJECT_NAME, the top-level `name:`, the folder.
+    let from_env = opts
+        .env
+        .get("COMPOSE_PROJECT_NAME")
+        .filter(|n| !n.is_empty());
+    let project = match opts.project.as_ref().or(from_env) {
         Some(p) => source::normalize_project(p),
         None => match doc
             .get("name")

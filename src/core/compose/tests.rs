@@ -353,6 +353,14 @@ fn files_are_found_projects_named_and_variables_read_from_dot_env() {
     })
     .unwrap();
     assert_eq!(c.project, "other");
+    let mut env = opts.env.clone();
+    env.insert("COMPOSE_PROJECT_NAME".into(), "FromEnv".into());
+    let c = load(&Options {
+        env,
+        ..opts.clone()
+    })
+    .unwrap();
+    assert_eq!(c.project, "fromenv");
     assert!(matches!(
         load(&Options {
             dir: dir.path().to_path_buf(),
