@@ -1,6 +1,7 @@
-//! Compose files on berth (`berth compose convert|up|down`): a pure conversion of a Compose
-//! file into berth manifests. Each compose service becomes one TaskDefinition and one Service
-//! named `PROJECT-SERVICE`; every key berth cannot carry is reported by name and line
+//! Compose files on berth (`berth compose convert|up|down`): the conversion of a Compose file
+//! into berth manifests (it reads the file, `.env`, env files and secret files; never the
+//! store). Each compose service becomes one TaskDefinition and one Service named
+//! `PROJECT-SERVICE`; every key berth cannot carry is reported by name and line
 //! ([`Finding`]), bad input is an error with file and line ([`ComposeError`]).
 //!
 //! - [`source`]: which file, the project name, `.env`, the YAML and `${VAR}` interpolation

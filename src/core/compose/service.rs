@@ -115,7 +115,7 @@ fn idx(base: &[Seg], i: usize) -> Vec<Seg> {
     p
 }
 
-/// Hints for keys berth does not carry.
+/// Hints for keys berth does not carry (the rest are reported without one).
 fn hint(key: &str) -> &'static str {
     match key {
         "build" => "build images locally and push them; berth runs `image`",
@@ -130,13 +130,6 @@ fn hint(key: &str) -> &'static str {
         "pull_policy" => "image pulls are the agent's decision",
         "stop_signal" => "berth stops containers with SIGTERM, then SIGKILL",
         "devices" | "device_cgroup_rules" => "berth's agent does not pass host devices",
-        "sysctls" | "security_opt" | "cgroup_parent" | "cgroup" | "userns_mode" | "isolation"
-        | "oom_kill_disable" | "oom_score_adj" | "pids_limit" | "storage_opt" | "runtime"
-        | "platform" | "blkio_config" | "cpu_count" | "cpu_percent" | "cpu_period"
-        | "cpu_quota" | "cpu_rt_runtime" | "cpu_rt_period" | "cpuset" | "memswap_limit"
-        | "mem_swappiness" | "group_add" | "volumes_from" | "configs" | "annotations"
-        | "attach" | "develop" | "extends" | "credential_spec" | "gpus" | "post_start"
-        | "pre_stop" | "uts" | "stdin_open" | "tty" | "label_file" | "models" | "provider" => "",
         _ => "",
     }
 }
