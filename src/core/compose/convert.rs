@@ -11,8 +11,8 @@ use serde_yaml::{Mapping, Value};
 
 use super::locate::Seg;
 use super::report::{ComposeError, Ctx, Finding};
-use super::service::{self, Condition, Project};
-use super::source::key_text;
+use super::service::{self, Condition};
+use super::source::{key_text, Project};
 use super::values::scalar;
 use crate::model::{ServiceLoadBalancer, ServiceSpec, TaskDefinitionSpec, API_VERSION};
 

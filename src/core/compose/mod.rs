@@ -5,7 +5,8 @@
 //! ([`Finding`]), bad input is an error with file and line ([`ComposeError`]).
 //!
 //! - [`source`]: which file, the project name, `.env`, the YAML and `${VAR}` interpolation
-//! - [`service`]: one compose service → container definition and service pieces
+//! - [`service`]: one compose service → container definition and service pieces; [`mounts`]:
+//!   its volumes, bind mounts and tmpfs
 //! - [`convert`]: the project → documents, secrets, dependency order
 //! - [`ports`], [`duration`], [`units`], [`values`]: Compose's value syntaxes
 //! - [`locate`]: the line of a key; [`report`]: findings and errors
@@ -15,6 +16,7 @@
 pub mod convert;
 pub mod duration;
 pub mod locate;
+pub mod mounts;
 pub mod ports;
 pub mod report;
 pub mod service;

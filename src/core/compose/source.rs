@@ -9,6 +9,16 @@ use serde_yaml::Value;
 use super::locate::{line_of, Seg};
 use super::report::{ComposeError, Finding, Problem};
 
+/// Project-wide facts a service refers to.
+pub struct Project<'a> {
+    pub dir: &'a Path,
+    /// Top-level `volumes:`: compose name → Docker volume name.
+    pub volumes: &'a HashMap<String, String>,
+    /// Top-level `secrets:`: compose name → `valueFrom` (`SECRET:KEY`).
+    pub secrets: &'a HashMap<String, String>,
+    pub vars: &'a HashMap<String, String>,
+}
+
 /// The files Compose looks for, in its order.
 pub const DEFAULT_FILES: [&str; 4] = [
     "compose.yaml",
