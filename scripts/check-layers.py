@@ -75,7 +75,7 @@ for comp in out: print("file cycle:", " -> ".join(sorted(comp)))
 FILE_CYCLES = len(out)
 
 # ---- module layers ----
-layer={'util':0,'store':1,'model':2,'objects':2,'runtime':3,'manifest':3,'placement':3,'metrics':3,'auth':4,'audit':4,'apply':4,'agent':5,'gitops':5,'lb':5,'controllers':5,'api':6,'node':7,'bench':8,'cli':9}
+layer={'util':0,'store':1,'model':2,'objects':2,'runtime':3,'manifest':3,'placement':3,'metrics':3,'auth':4,'audit':4,'apply':4,'compose':4,'agent':5,'gitops':5,'lb':5,'controllers':5,'api':6,'node':7,'bench':8,'cli':9}
 ledges=collections.defaultdict(set)
 def mod_of(p):
     if p.startswith('controllers/'): return 'controllers'

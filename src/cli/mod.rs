@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod client;
 pub mod completion;
+pub mod compose;
 pub mod gitops;
 pub mod observe;
 pub mod output;
@@ -190,6 +191,12 @@ pub enum Command {
     #[command(after_help = "Examples:\n  berth rollout status web --timeout 10m")]
     #[command(subcommand)]
     Rollout(RolloutCommand),
+    /// Run a Compose file on berth: convert it to manifests, bring it up, take it down.
+    #[command(
+        after_help = "Examples:\n  berth compose convert -f compose.yaml\n  berth compose up -p shop\n  berth compose down"
+    )]
+    #[command(subcommand)]
+    Compose(compose::ComposeCommand),
     /// Identities, tokens and permissions.
     #[command(
         after_help = "Examples:\n  berth auth token\n  berth auth whoami\n  berth auth identity create ci --role deployer\n  berth auth can-i berth:DeleteService service/web"
@@ -896,6 +903,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rollout(RolloutCommand::Status { service, timeout }) => {
             return rollout::status(&client(), service, parse_duration(timeout)?).await
         }
+        Command::Compose(c) => return compose::run(&client(), c).await,
         Command::Observe(o) => observe::run(&client(), o).await?,
         Command::Auth(a) => return auth::run(&client(), a).await,
         Command::Audit(a) => return auth::audit(&client(), a).await,

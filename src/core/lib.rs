@@ -8,7 +8,7 @@
 //! | 1 storage | [`store`] |
 //! | 2 objects | [`model`], [`objects`] |
 //! | 3 machinery | [`runtime`], [`manifest`], [`placement`], [`metrics`] |
-//! | 4 policy | [`auth`], [`audit`], [`apply`] |
+//! | 4 policy | [`auth`], [`audit`], [`apply`], [`compose`] |
 //! | 5 actors | [`agent`], [`gitops`], [`lb`] (and the `berth-controllers` crate) |
 //! | 6 surface | [`api`] |
 
@@ -27,6 +27,7 @@ pub mod runtime;
 pub mod apply;
 pub mod audit;
 pub mod auth;
+pub mod compose;
 
 pub mod agent;
 pub mod gitops;
