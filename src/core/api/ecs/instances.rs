@@ -6,8 +6,8 @@ use super::arn;
 use super::ctx::{cluster_of, str_list, Ctx};
 use super::error::{EcsError, EcsResult};
 use super::shapes::{self, failure, page, with_token};
-use crate::model::Kind;
-use crate::objects;
+use crate::model::{keys, stop_codes, Kind};
+use crate::objects::{self, ObjectError};
 
 pub async fn list(cx: &Ctx, req: &Value) -> EcsResult {
     let cluster = cluster_of(req);
