@@ -4,12 +4,17 @@ use berth_core::model::{
     ContainerInstance, HealthStatus, SchedulingStrategy, Service, Task, TaskDefinition, TaskState,
 };
 use std::sync::Arc;
+use std::time::Duration;
 
 use berth_core::objects;
 use berth_core::runtime::ClusterCache;
 use berth_core::store::Store;
 
 /// Trigger mapper: a task → the service it belongs to, if any.
+/// Spacing of task-triggered reconciles (`Trigger::spaced`): a service scaling by thousands
+/// changes tasks thousands of times a second, and each reconcile reads all of its tasks.
+pub const TASK_BURST_SPACING: Duration = Duration::from_millis(100);
+
 pub fn task_service(t: &Task) -> Vec<String> {
     t.service_name().map(str::to_string).into_iter().collect()
 }

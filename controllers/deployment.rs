@@ -62,10 +62,10 @@ impl DeploymentController {
         )
         .shared(&cache.informer)
         .primary(Kind::Service)
-        .trigger(Trigger::on::<Task>(
-            keys::prefix(Kind::Task),
-            common::task_service,
-        ))
+        .trigger(
+            Trigger::on::<Task>(keys::prefix(Kind::Task), common::task_service)
+                .spaced(common::TASK_BURST_SPACING),
+        )
         .trigger(Trigger::on::<TaskDefinition>(
             keys::prefix(Kind::TaskDefinition),
             by_family,

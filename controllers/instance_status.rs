@@ -63,7 +63,10 @@ impl InstanceStatus {
             },
         )
         .shared(&cache.informer)
-        .trigger(Trigger::on::<Task>(keys::prefix(Kind::Task), by_task))
+        .trigger(
+            Trigger::on::<Task>(keys::prefix(Kind::Task), by_task)
+                .spaced(super::common::TASK_BURST_SPACING),
+        )
         .primary(Kind::ContainerInstance)
         .trigger(Trigger::new(
             keys::INSTANCE_LEASE_PREFIX,

@@ -56,10 +56,10 @@ impl LbTargetController {
         )
         .shared(&cache.informer)
         .primary(Kind::Service)
-        .trigger(Trigger::on::<Task>(
-            keys::prefix(Kind::Task),
-            common::task_service,
-        ))
+        .trigger(
+            Trigger::on::<Task>(keys::prefix(Kind::Task), common::task_service)
+                .spaced(common::TASK_BURST_SPACING),
+        )
         .trigger(Trigger::on::<TargetHealth>(
             lb_keys::TARGET_HEALTH,
             by_health,

@@ -106,8 +106,10 @@ impl Scheduler {
         )
         .shared(&cache.informer)
         .trigger(Trigger::on::<Task>(keys::prefix(Kind::Task), on_task))
-        .trigger(Trigger::new(keys::prefix(Kind::ContainerInstance), all))
-        .trigger(Trigger::new(keys::INSTANCE_LEASE_PREFIX, all))
+        // Instance records change with every placement and task transition: spaced (a new
+        // pending task still triggers a pass at once).
+        .trigger(Trigger::new(keys::prefix(Kind::ContainerInstance), all).spaced(INSTANCE_SPACING))
+        .trigger(Trigger::new(keys::INSTANCE_LEASE_PREFIX, all).spaced(INSTANCE_SPACING))
     }
 
     /// Pending tasks (oldest first) and every instance as a candidate, read as one cut.
@@ -401,6 +403,9 @@ impl Scheduler {
         Ok(())
     }
 }
+
+/// Spacing of passes triggered by instance and lease changes.
+const INSTANCE_SPACING: Duration = Duration::from_millis(100);
 
 /// State of a pass's commits: what each instance holds as committed so far.
 struct Commit {

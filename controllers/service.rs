@@ -61,10 +61,10 @@ impl ServiceController {
         )
         .shared(&cache.informer)
         .primary(Kind::Service)
-        .trigger(Trigger::on::<Task>(
-            keys::prefix(Kind::Task),
-            common::task_service,
-        ))
+        .trigger(
+            Trigger::on::<Task>(keys::prefix(Kind::Task), common::task_service)
+                .spaced(common::TASK_BURST_SPACING),
+        )
         // DAEMON services follow their cluster's instances on the instance's own event (a
         // join, a drain, a disconnect), not on the next resync; a draining instance also
         // wakes every service with tasks on it, to move them off.
@@ -231,9 +231,16 @@ impl ServiceController {
         // Tasks on a draining or deregistered instance are replaced like an old revision's
         // (within the same min/max bounds), as ECS drains; a DAEMON task goes last.
         let daemon = svc.spec.scheduling_strategy == Some(SchedulingStrategy::Daemon);
+        let leaving = self.leaving_instances(&active, name, daemon);
+        let on_leaving = |t: &Task| {
+            t.status
+                .container_instance
+                .as_deref()
+                .is_some_and(|i| leaving.contains(i))
+        };
         let (new, old): (Vec<&Task>, Vec<&Task>) = active
             .iter()
-            .partition(|t| t.spec.task_definition == primary_td && !self.leaving(t, daemon));
+            .partition(|t| t.spec.task_definition == primary_td && !on_leaving(t));
         let stopping = tasks
             .iter()
             .filter(|t| !t.is_stopped() && t.status.desired_status == DesiredStatus::Stopped)
@@ -410,29 +417,40 @@ impl ServiceController {
         }
     }
 
-    /// Is `t` on an instance it must move off: one that is draining (or no longer
-    /// registered)? A DAEMON task stays while other services' tasks still run there.
-    fn leaving(&self, t: &Task, daemon: bool) -> bool {
-        let Some(id) = t.status.container_instance.as_deref() else {
-            return false;
-        };
-        let draining = match self
-            .cache
-            .instances
-            .get(&keys::key(Kind::ContainerInstance, id))
-        {
-            Some(i) => i.status.status != "ACTIVE",
-            None => true,
-        };
-        if !draining || !daemon {
-            return draining;
-        }
-        let me = t.service_name();
-        !self
-            .cache
-            .tasks_on_instance(id)
+    /// The instances the service's tasks must move off: draining (or no longer registered)
+    /// ones; for a DAEMON, only once no other service's tasks run there (daemons go last).
+    /// One lookup per instance, not per task.
+    fn leaving_instances(
+        &self,
+        active: &[&Task],
+        service: &str,
+        daemon: bool,
+    ) -> std::collections::HashSet<String> {
+        let mut ids: Vec<&str> = active
             .iter()
-            .any(|o| !o.is_stopped() && o.service_name().is_some() && o.service_name() != me)
+            .filter_map(|t| t.status.container_instance.as_deref())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .filter(|id| {
+                let draining = match self
+                    .cache
+                    .instances
+                    .get(&keys::key(Kind::ContainerInstance, id))
+                {
+                    Some(i) => i.status.status != "ACTIVE",
+                    None => true,
+                };
+                draining
+                    && (!daemon
+                        || !self.cache.tasks_on_instance(id).iter().any(|o| {
+                            !o.is_stopped()
+                                && o.service_name().is_some_and(|other| other != service)
+                        }))
+            })
+            .map(str::to_string)
+            .collect()
     }
 
     fn new_task(&self, svc: &Service, td: &TaskDefinition, deployment: &str) -> Task {

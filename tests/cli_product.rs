@@ -105,6 +105,9 @@ fn every_command_help_has_examples_and_usage_errors_exit_2() {
         "delete",
         "run-task",
         "stop-task",
+        "drain",
+        "activate",
+        "compose",
         "rollout",
         "auth",
         "audit",
@@ -131,6 +134,9 @@ fn every_command_help_has_examples_and_usage_errors_exit_2() {
         &["token", "create"],
         &["rollout", "status"],
         &["sync", "status"],
+        &["compose", "convert"],
+        &["compose", "up"],
+        &["compose", "down"],
     ] {
         let mut a = sub.to_vec();
         a.push("--help");

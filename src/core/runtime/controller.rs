@@ -52,6 +52,8 @@ type ChangeMapper =
 pub struct Trigger {
     pub prefix: String,
     map: ChangeMapper,
+    /// See [`Trigger::spaced`].
+    spacing: Option<Duration>,
 }
 
 impl Trigger {
@@ -62,7 +64,16 @@ impl Trigger {
         Trigger {
             prefix: prefix.into(),
             map: Arc::new(move |kv, _| map(kv)),
+            spacing: None,
         }
+    }
+
+    /// Keys from this trigger are reconciled at most once per `spacing` while it keeps firing
+    /// (the first after a quiet spell at once: [`Queue::add_spaced`]). For secondary objects
+    /// that change in bursts, such as the tasks of a service.
+    pub fn spaced(mut self, spacing: Duration) -> Self {
+        self.spacing = Some(spacing);
+        self
     }
 
     /// A trigger on decoded objects of type `T`: the shared cache decodes each change once for
@@ -84,6 +95,7 @@ impl Trigger {
                         .unwrap_or_default(),
                 },
             ),
+            spacing: None,
         }
     }
 
@@ -322,12 +334,16 @@ impl Controller {
                 let q = queue.clone();
                 let stop = bg.clone();
                 let map = t.map.clone();
+                let spacing = t.spacing;
                 let handler = Arc::new(move |c: &Change| {
                     if stop.is_cancelled() {
                         return;
                     }
                     for key in map(&c.kv, c.obj.as_deref()) {
-                        q.add(&key);
+                        match spacing {
+                            Some(d) => q.add_spaced(&key, d),
+                            None => q.add(&key),
+                        }
                     }
                 });
                 if inf.subscribe(&t.prefix, handler) {
@@ -349,7 +365,10 @@ impl Controller {
                     };
                     for kv in kvs {
                         for key in (t.map)(kv, None) {
-                            q.add(&key);
+                            match t.spacing {
+                                Some(d) => q.add_spaced(&key, d),
+                                None => q.add(&key),
+                            }
                         }
                     }
                 }

@@ -3,6 +3,11 @@
 //! Like client-go's workqueue: a key that is queued twice is processed once; a key added while
 //! it is being processed is marked dirty and re-queued when that processing ends, so two
 //! reconciles of one key never overlap and no trigger is lost.
+//!
+//! A *spaced* add ([`Queue::add_spaced`]) is for triggers that fire in bursts (every task
+//! transition of a 10,000-task service): the first after a quiet spell runs at once, later
+//! ones wait until `spacing` has passed since the key's last reconcile ended, so a burst costs
+//! one reconcile per spacing instead of one per event, and a lone event no latency.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -10,12 +15,20 @@ use std::sync::Mutex;
 use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 
+/// `finished` is pruned of entries older than FINISHED_KEEP once it holds this many.
+const FINISHED_PRUNE_AT: usize = 4096;
+const FINISHED_KEEP: Duration = Duration::from_secs(60);
+
 #[derive(Default)]
 struct State {
     ready: VecDeque<String>,
     queued: HashSet<String>,
     in_flight: HashSet<String>,
     dirty: HashSet<String>,
+    /// Keys triggered by a spaced add while in flight: re-queued `spacing` after they end.
+    dirty_spaced: HashMap<String, Duration>,
+    /// When each key's last reconcile ended (pruned of old entries).
+    finished: HashMap<String, Instant>,
     /// Earliest deadline per delayed key, and the same ordered by time.
     delayed: HashMap<String, Instant>,
     timeline: BTreeSet<(Instant, String)>,
@@ -66,11 +79,47 @@ impl Queue {
         }
         let at = Instant::now() + delay;
         let mut s = self.state.lock().unwrap();
-        if s.closed || s.queued.contains(key) {
+        if Self::add_at_locked(&mut s, key, at) {
+            drop(s);
+            // Wake a waiter so it re-computes its sleep deadline.
+            self.notify.notify_one();
+        }
+    }
+
+    /// Add `key` now if its last reconcile ended at least `spacing` ago, else when it has
+    /// (see the module doc).
+    pub fn add_spaced(&self, key: &str, spacing: Duration) {
+        let now = Instant::now();
+        let mut s = self.state.lock().unwrap();
+        if s.in_flight.contains(key) {
+            if !s.dirty.contains(key) {
+                s.dirty_spaced.insert(key.to_string(), spacing);
+            }
             return;
         }
+        let due = s
+            .finished
+            .get(key)
+            .map(|f| *f + spacing)
+            .filter(|at| *at > now);
+        let wake = match due {
+            None => Self::add_locked(&mut s, key),
+            Some(at) => Self::add_at_locked(&mut s, key, at),
+        };
+        if wake {
+            drop(s);
+            self.notify.notify_one();
+        }
+    }
+
+    /// Schedule `key` at `at` (an earlier pending deadline wins). True if a waiter should
+    /// look again.
+    fn add_at_locked(s: &mut State, key: &str, at: Instant) -> bool {
+        if s.closed || s.queued.contains(key) {
+            return false;
+        }
         match s.delayed.get(key).copied() {
-            Some(existing) if existing <= at => return,
+            Some(existing) if existing <= at => return false,
             Some(existing) => {
                 s.timeline.remove(&(existing, key.to_string()));
             }
@@ -78,9 +127,7 @@ impl Queue {
         }
         s.delayed.insert(key.to_string(), at);
         s.timeline.insert((at, key.to_string()));
-        drop(s);
-        // Wake a waiter so it re-computes its sleep deadline.
-        self.notify.notify_one();
+        true
     }
 
     /// Wait for the next ready key and mark it in flight. `None` once closed and drained.
@@ -128,9 +175,23 @@ impl Queue {
 
     /// Processing of `key` finished: re-queue it if it was triggered meanwhile.
     pub fn done(&self, key: &str) {
+        let now = Instant::now();
         let mut s = self.state.lock().unwrap();
         s.in_flight.remove(key);
-        if s.dirty.remove(key) && Self::add_locked(&mut s, key) {
+        if s.finished.len() >= FINISHED_PRUNE_AT {
+            s.finished
+                .retain(|_, at| now.duration_since(*at) < FINISHED_KEEP);
+        }
+        s.finished.insert(key.to_string(), now);
+        let spaced = s.dirty_spaced.remove(key);
+        let wake = if s.dirty.remove(key) {
+            Self::add_locked(&mut s, key)
+        } else if let Some(spacing) = spaced {
+            Self::add_at_locked(&mut s, key, now + spacing)
+        } else {
+            false
+        };
+        if wake {
             drop(s);
             self.notify.notify_one();
         }
@@ -172,6 +233,41 @@ mod tests {
         assert_eq!(q.pop().await.as_deref(), Some("a"));
         assert_eq!(q.pop().await.as_deref(), Some("b"));
         assert_eq!(q.depth(), 0);
+    }
+
+    /// A burst of spaced adds costs one reconcile per spacing; the first after a quiet spell
+    /// is handed out at once; an add while in flight waits for the spacing after `done`.
+    #[tokio::test(start_paused = true)]
+    async fn spaced_adds_run_at_once_after_quiet_and_once_per_spacing_in_a_burst() {
+        let q = Queue::new();
+        let spacing = Duration::from_millis(100);
+        q.add_spaced("a", spacing);
+        let t0 = Instant::now();
+        let k = q.pop().await.unwrap();
+        assert_eq!(Instant::now(), t0, "first one at once");
+        q.add_spaced("a", spacing); // while in flight
+        q.done(&k);
+        let done_at = Instant::now();
+        for _ in 0..50 {
+            q.add_spaced("a", spacing);
+        }
+        let k = q.pop().await.unwrap();
+        assert_eq!(Instant::now() - done_at, spacing, "one after the spacing");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        q.done(&k);
+        assert_eq!(q.depth(), 0, "the burst was absorbed by that one reconcile");
+        // Quiet for longer than the spacing: at once again.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        q.add_spaced("a", spacing);
+        let t1 = Instant::now();
+        q.pop().await.unwrap();
+        assert_eq!(Instant::now(), t1);
+        // A plain add is never held back by spacing.
+        q.done("a");
+        q.add("a");
+        let t2 = Instant::now();
+        q.pop().await.unwrap();
+        assert_eq!(Instant::now(), t2);
     }
 
     #[tokio::test(start_paused = true)]
