@@ -20,6 +20,7 @@ pub use shapes::addresses;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
@@ -73,7 +74,12 @@ pub async fn start(
     secrets: Secrets,
     shutdown: CancellationToken,
 ) -> Option<Arc<Metadata>> {
-    let gateway = bridge_gateway(&docker).await?;
+    // Docker's network API can stall under load: fall back to docker0's address.
+    let gateway = match tokio::time::timeout(Duration::from_secs(10), bridge_gateway(&docker)).await
+    {
+        Ok(Some(g)) => g,
+        _ => docker0_address().await?,
+    };
     let listener = match TcpListener::bind((IpAddr::V4(gateway), 0)).await {
         Ok(l) => l,
         Err(e) => {
@@ -119,6 +125,19 @@ pub async fn start(
         }
     });
     Some(meta)
+}
+
+/// The IPv4 address of the host's `docker0` (`ip -4 -o addr show docker0`).
+async fn docker0_address() -> Option<Ipv4Addr> {
+    let o = tokio::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "docker0"])
+        .output()
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "inet")?;
+    words.next()?.split('/').next()?.parse().ok()
 }
 
 impl Metadata {
