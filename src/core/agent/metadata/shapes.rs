@@ -197,3 +197,51 @@ pub fn task(
     }
     Value::Object(v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Kind, TaskSpec, TaskState};
+
+    #[test]
+    fn task_fields_are_ecs_names_and_long_arns() {
+        let mut t: Task = Task::new(
+            Kind::Task,
+            "abc123",
+            TaskSpec {
+                task_definition: "web:7".into(),
+                cluster: "prod".into(),
+                group: "service:front".into(),
+                started_by: String::new(),
+                deployment_id: String::new(),
+                placement_strategy: vec![],
+                placement_constraints: vec![],
+                cpu: 512,
+                memory: 256,
+            },
+        );
+        t.status.last_status = TaskState::Running;
+        t.status.container_instance = Some("i-1".into());
+        let v = task("eu-west-1", &t, None, vec![], true);
+        assert_eq!(
+            v["TaskARN"],
+            "arn:aws:ecs:eu-west-1:000000000000:task/prod/abc123"
+        );
+        assert_eq!(
+            v["Cluster"],
+            "arn:aws:ecs:eu-west-1:000000000000:cluster/prod"
+        );
+        assert_eq!(v["Family"], "web");
+        assert_eq!(v["Revision"], "7");
+        assert_eq!(v["KnownStatus"], "RUNNING");
+        assert_eq!(v["ServiceName"], "front");
+        assert_eq!(v["Limits"]["CPU"], 0.5);
+        assert_eq!(v["Limits"]["Memory"], 256);
+        assert_eq!(v["LaunchType"], "EC2");
+        assert!(v["ContainerInstanceARN"]
+            .as_str()
+            .is_some_and(|a| a.ends_with(":container-instance/prod/i-1")));
+        let plain = task("eu-west-1", &t, None, vec![], false);
+        assert!(plain.get("TaskTags").is_none());
+    }
+}
