@@ -204,6 +204,23 @@ fn check(network: Option<&str>) {
         "wget -qO- http://169.254.170.2/v4/00000000000000000000000000000000/task 2>&1",
     );
     assert!(out.contains("404"), "{out}");
+
+    // Agents sharing the host share one jump to the chain, and route only their own tasks.
+    let nat = Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S"])
+        .output()
+        .expect("iptables");
+    let nat = stdout(&nat);
+    let jumps = nat
+        .lines()
+        .filter(|l| l.starts_with("-A PREROUTING") && l.contains("-j BERTH-TASK-META"))
+        .count();
+    assert_eq!(jumps, 1, "{nat}");
+    let mine = nat
+        .lines()
+        .filter(|l| l.contains(&format!("berth-meta {} ", b.instance)))
+        .count();
+    assert!(mine >= 2, "one rule per task address: {nat}");
 }
 
 #[test]

@@ -18,11 +18,15 @@ use tokio::process::Command;
 
 pub const CHAIN: &str = "BERTH-TASK-META";
 pub const METADATA_IP: &str = "169.254.170.2";
+/// Serialises the check-then-create of the shared chain and jump between agents of one host.
+pub const LOCK_PATH: &str = "/run/berth-task-meta.lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnatError {
     #[error("cannot run iptables: {0}")]
     Spawn(#[from] std::io::Error),
+    #[error("host lock {LOCK_PATH}: {0}")]
+    Lock(String),
     #[error("iptables {args}: {stderr}")]
     Failed { args: String, stderr: String },
 }
@@ -50,6 +54,22 @@ fn comment(instance: &str, task: &str) -> String {
 /// The shared chain and its jump from PREROUTING (idempotent), and none of this instance's
 /// old rules.
 pub async fn install(instance: &str) -> Result<(), DnatError> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_PATH)
+        .map_err(|e| DnatError::Lock(e.to_string()))?;
+    let guard = tokio::task::spawn_blocking(move || f.lock().map(|_| f))
+        .await
+        .map_err(|e| DnatError::Lock(e.to_string()))?
+        .map_err(|e| DnatError::Lock(e.to_string()))?;
+    let r = install_locked(instance).await;
+    drop(guard);
+    r
+}
+
+async fn install_locked(instance: &str) -> Result<(), DnatError> {
     if iptables(&["-t", "nat", "-S", CHAIN]).await.is_err() {
         // Another agent may create it at the same moment: only a missing chain is an error.
         if let Err(e) = iptables(&["-t", "nat", "-N", CHAIN]).await {
@@ -103,6 +123,32 @@ pub async fn allow(instance: &str, task: &str, ip: &str, to: SocketAddr) -> Resu
 /// Remove `task`'s rules.
 pub async fn forget(instance: &str, task: &str) -> Result<(), DnatError> {
     remove_matching(&format!("{} ", comment(instance, task))).await
+}
+
+/// Remove every rule (of any agent) whose source address is not in `live` (the addresses of
+/// the host's running containers): what agents killed without a clean shutdown left behind.
+pub async fn gc(live: &std::collections::HashSet<String>) -> Result<(), DnatError> {
+    let listing = iptables(&["-t", "nat", "-S", CHAIN]).await?;
+    for line in listing.lines() {
+        let Some(spec) = line.strip_prefix(&format!("-A {CHAIN} ")) else {
+            continue;
+        };
+        let args = split_rule(spec);
+        let src = args
+            .iter()
+            .position(|a| a == "-s")
+            .and_then(|i| args.get(i + 1))
+            .map(|s| s.trim_end_matches("/32").to_string());
+        if src.is_none_or(|ip| live.contains(&ip)) {
+            continue;
+        }
+        let mut del: Vec<&str> = vec!["-t", "nat", "-D", CHAIN];
+        del.extend(args.iter().map(String::as_str));
+        if let Err(e) = iptables(&del).await {
+            tracing::warn!(error = %e, "cannot delete a stale metadata DNAT rule");
+        }
+    }
+    Ok(())
 }
 
 /// Remove every rule of this instance (clean shutdown).

@@ -89,7 +89,14 @@ pub async fn start(
     };
     let addr = listener.local_addr().ok()?;
     let dnat = match dnat::install(&instance).await {
-        Ok(()) => true,
+        Ok(()) => {
+            if let Some(live) = live_addresses(&docker).await {
+                if let Err(e) = dnat::gc(&live).await {
+                    tracing::warn!(error = %e, "task metadata endpoint: stale DNAT rules kept");
+                }
+            }
+            true
+        }
         Err(e) => {
             tracing::warn!(error = %e, "task metadata endpoint: no DNAT of 169.254.170.2 (tasks cannot reach it)");
             false
@@ -125,6 +132,22 @@ pub async fn start(
         }
     });
     Some(meta)
+}
+
+/// The addresses of every running container of the host (any agent's), or None when Docker
+/// cannot say (then nothing is collected).
+async fn live_addresses(docker: &Docker) -> Option<std::collections::HashSet<String>> {
+    let list = docker
+        .list_containers(None::<bollard::query_parameters::ListContainersOptions>)
+        .await
+        .ok()?;
+    Some(
+        list.iter()
+            .filter_map(|c| c.network_settings.as_ref()?.networks.as_ref())
+            .flat_map(|n| n.values().filter_map(|e| e.ip_address.clone()))
+            .filter(|ip| !ip.is_empty())
+            .collect(),
+    )
 }
 
 /// The IPv4 address of the host's `docker0` (`ip -4 -o addr show docker0`).
