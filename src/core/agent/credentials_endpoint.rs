@@ -45,12 +45,24 @@ pub const ENV_AUTH_TOKEN: &str = "AWS_CONTAINER_AUTHORIZATION_TOKEN";
 const ISSUE_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
-struct EndpointState {
+pub struct EndpointState {
     store: DynStore,
     instance: String,
     key: Arc<OnceCell<ServerKey>>,
     audit: AuditLog,
     secrets: Secrets,
+}
+
+impl EndpointState {
+    pub fn new(store: DynStore, instance: String, secrets: Secrets) -> Self {
+        EndpointState {
+            audit: AuditLog::new(store.clone()),
+            store,
+            instance,
+            key: Arc::new(OnceCell::new()),
+            secrets,
+        }
+    }
 }
 
 /// The Docker bridge network's gateway address (what containers reach the host at).
@@ -139,13 +151,7 @@ async fn serve_inner(
         .put(&identity::endpoint_key(&instance), serde_json::to_vec(&ep)?)
         .await?;
     tracing::info!(%url, bound = %bound, "task credentials endpoint listening");
-    let st = EndpointState {
-        audit: AuditLog::new(store.clone()),
-        store,
-        instance,
-        key: Arc::new(OnceCell::new()),
-        secrets,
-    };
+    let st = EndpointState::new(store, instance, secrets);
     let app = Router::new()
         .route("/v2/credentials/{task}", get(fetch))
         .fallback(|| async {
@@ -172,16 +178,30 @@ async fn fetch(
     Path(task_id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
+    let authz = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    fetch_as(&st, peer, &task_id, authz, ua).await
+}
+
+/// Serve `task_id`'s credentials to `peer` presenting `authz` (the task token): the checks,
+/// the audit record. Also used by the metadata server's `/v2/credentials/<opaque id>`, which
+/// has resolved the id and checked the caller's address first.
+pub async fn fetch_as(
+    st: &EndpointState,
+    peer: SocketAddr,
+    task_id: &str,
+    authz: &str,
+    ua: &str,
+) -> Response {
+    let task_id = task_id.to_string();
     if let Secrets::Remote(r) = &st.secrets {
         // The API server checks the token, the task and its placement, and audits the fetch.
-        let authz = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let ua = headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
         let (status, body) =
             Secrets::remote_credentials(r, &task_id, authz, &peer.ip().to_string(), ua).await;
         tracing::info!(task = %task_id, status, source = %peer.ip(), "task credentials fetch (via the API server)");
@@ -194,13 +214,7 @@ async fn fetch(
         task: Some(task_id.clone()),
         auth_method: "task-token".into(),
         source_ip: peer.ip().to_string(),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .chars()
-            .take(256)
-            .collect(),
+        user_agent: ua.chars().take(256).collect(),
         method: "GET".into(),
         path: format!("/v2/credentials/{task_id}"),
         action: "berth:GetTaskCredentials".into(),
@@ -210,10 +224,7 @@ async fn fetch(
         request_parameters: json!({"instance": st.instance}),
         ..Default::default()
     };
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let token = authz;
     let key = st
         .key
         .get_or_try_init(|| ServerKey::load_or_create(&*st.store))

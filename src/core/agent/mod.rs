@@ -6,6 +6,7 @@ pub mod docker;
 pub mod hook;
 pub mod join;
 pub mod logs;
+pub mod metadata;
 pub mod pull;
 pub mod runner;
 pub mod secrets;
@@ -383,6 +384,14 @@ pub async fn run(
     let holder = holder_id(&cfg)?;
     let first = acquire(&store, &cfg.instance_id, &holder, cfg.lease_ttl).await?;
     register(&store, &docker, &cfg).await?;
+    let metadata = metadata::start(
+        store.clone(),
+        docker.clone(),
+        cfg.instance_id.clone(),
+        cfg.secrets.clone(),
+        shutdown.clone(),
+    )
+    .await;
     let runner = Arc::new(
         runner::TaskRunner::new(
             store.clone(),
@@ -391,7 +400,8 @@ pub async fn run(
             &cfg.pause_image,
             cfg.secrets.clone(),
         )
-        .with_pull(cfg.pull.clone()),
+        .with_pull(cfg.pull.clone())
+        .with_metadata(metadata.clone()),
     );
     let lease = tokio::spawn(hold_lease(
         store.clone(),
@@ -451,6 +461,9 @@ pub async fn run(
     let _ = events.await;
     let _ = stats.await;
     let _ = logs.await;
+    if let Some(m) = &metadata {
+        m.uninstall().await;
+    }
     lease.await??;
     Ok(())
 }

@@ -38,6 +38,8 @@ pub struct TaskRunner {
     pub puller: Puller,
     /// Set while the agent has lost its lease for longer than the grace: nothing is started.
     fenced: AtomicBool,
+    /// The task metadata endpoint (ids, env and DNAT routes for each container), if serving.
+    metadata: Option<Arc<super::metadata::Metadata>>,
 }
 
 /// Why a task must stop, as ECS reports it.
@@ -62,10 +64,35 @@ impl TaskRunner {
             secrets,
             puller: Puller::new(docker, PullConfig::default()),
             fenced: AtomicBool::new(false),
+            metadata: None,
         }
     }
 
     /// Pull as `cfg` says (the default: ECS's `default` behaviour).
+    pub fn with_metadata(mut self, m: Option<Arc<super::metadata::Metadata>>) -> Self {
+        self.metadata = m;
+        self
+    }
+
+    /// Route the task's addresses (its container's, or its pause container's in awsvpc mode)
+    /// to the metadata endpoint.
+    async fn route_metadata(&self, task_id: &str, container: &str) {
+        let Some(m) = &self.metadata else { return };
+        let Ok(i) = self
+            .docker
+            .inspect_container(
+                container,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        else {
+            return;
+        };
+        for ip in super::metadata::addresses(&i) {
+            m.allow(task_id, &ip).await;
+        }
+    }
+
     pub fn with_pull(mut self, cfg: PullConfig) -> Self {
         self.puller = Puller::new(self.docker.clone(), cfg);
         self
@@ -136,6 +163,9 @@ impl TaskRunner {
                 d::remove(&self.docker, id).await?;
             }
         }
+        if let Some(m) = &self.metadata {
+            m.forget(task_id).await;
+        }
         Ok(())
     }
 
@@ -151,10 +181,21 @@ impl TaskRunner {
             super::hook::before_start(&*self.store, &self.secrets, &self.instance, task, td)
                 .await?;
         extra.extend(secret_env.iter().cloned());
+        let mut meta_labels = HashMap::new();
+        if let Some(m) = &self.metadata {
+            let (l, env) = m.for_container(task, td).await;
+            meta_labels = l;
+            extra.extend(env);
+        }
         let mut body = d::create_body(task, td, c, &self.instance, &extra);
-        if td.spec.network_mode() == NetworkMode::Awsvpc {
+        if let Some(l) = body.labels.as_mut() {
+            l.extend(meta_labels);
+        }
+        let awsvpc = td.spec.network_mode() == NetworkMode::Awsvpc;
+        if awsvpc {
             // Join the task's own network namespace, held by its pause container.
             let pause = d::container_name(&task.metadata.name, d::PAUSE);
+            self.route_metadata(&task.metadata.name, &pause).await;
             if let Some(h) = body.host_config.as_mut() {
                 h.network_mode = Some(format!("container:{pause}"));
                 h.port_bindings = None;
@@ -189,6 +230,9 @@ impl TaskRunner {
             Ok(()) => {}
             Err(e) if d::is_status(&e, 304) => {}
             Err(e) => return Err(e.into()),
+        }
+        if !awsvpc {
+            self.route_metadata(&task.metadata.name, &id).await;
         }
         self.inspect(&id)
             .await?
