@@ -61,7 +61,7 @@ impl DeploymentController {
             },
         )
         .shared(&cache.informer)
-        .primary_spaced(Kind::Service, common::TASK_BURST_SPACING)
+        .primary(Kind::Service)
         .trigger(
             Trigger::on::<Task>(keys::prefix(Kind::Task), common::task_service)
                 .spaced(common::TASK_BURST_SPACING),
