@@ -263,6 +263,13 @@ fn a_drain_moves_replica_tasks_within_minimum_healthy_percent() {
         lowest >= 2,
         "minimumHealthyPercent 100 held: lowest running {lowest}"
     );
-    let svc = b.get_json(&["services", &name]);
-    assert_eq!(svc["status"]["runningCount"], 2, "{svc}");
+    // The status is written by the next reconcile after the move.
+    wait_for(
+        "the service reports 2 running",
+        Duration::from_secs(30),
+        || {
+            let svc = b.get_json(&["services", &name]);
+            (svc["status"]["runningCount"] == 2).then_some(())
+        },
+    );
 }
