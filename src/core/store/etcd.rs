@@ -161,6 +161,41 @@ fn convert_event(ev: &etcd_client::Event) -> Option<WatchEvent> {
     })
 }
 
+/// Reads the value each delete removed (the key at the revision before the delete), a few at
+/// a time. Left `None` when that revision is compacted or etcd does not answer: a consumer
+/// that needs it (the agent routes' per-instance filter) then treats the delete as unknown.
+async fn fill_deleted(client: &Client, events: &mut [WatchEvent]) {
+    use futures::StreamExt;
+    let wanted: Vec<(usize, String, i64)> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.kind == EventKind::Delete && e.prev.is_none())
+        .map(|(i, e)| (i, e.kv.key.clone(), e.kv.mod_revision - 1))
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    let found: Vec<(usize, Option<KeyValue>)> = futures::stream::iter(wanted)
+        .map(|(i, key, rev)| {
+            let mut kv = client.kv_client();
+            async move {
+                let opts = GetOptions::new().with_revision(rev);
+                let got = tokio::time::timeout(REQUEST_TIMEOUT, kv.get(key.as_str(), Some(opts)))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+                    .and_then(|r| r.kvs().first().map(convert_kv));
+                (i, got)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for (i, prev) in found {
+        events[i].prev = prev;
+    }
+}
+
 fn convert_op(op: &Op) -> TxnOp {
     match op {
         Op::Put { key, value, lease } => TxnOp::put(
@@ -330,10 +365,9 @@ async fn open_watch(
     prefix: &str,
     from: i64,
 ) -> std::result::Result<(Watcher, etcd_client::WatchStream), EtcdError> {
-    let opts = WatchOptions::new()
-        .with_prefix()
-        .with_prev_key()
-        .with_start_revision(from);
+    // No `with_prev_key`: etcd would read the previous revision of every event for every
+    // watcher; the value before a delete is read on its own (`fill_deleted`).
+    let opts = WatchOptions::new().with_prefix().with_start_revision(from);
     let mut wc = client.watch_client().max_decoding_message_size(MAX_DECODE);
     match tokio::time::timeout(REQUEST_TIMEOUT, wc.watch(prefix, Some(opts))).await {
         Ok(r) => r,
@@ -386,7 +420,10 @@ impl WatchState {
                         continue;
                     }
                     self.backoff = INITIAL_BACKOFF;
-                    self.push_events(resp.events());
+                    let mut events: Vec<WatchEvent> =
+                        resp.events().iter().filter_map(convert_event).collect();
+                    fill_deleted(&self.client, &mut events).await;
+                    self.push_events(events);
                 }
                 Ok(None) | Err(_) => {
                     // Stream broke (etcd restart, network): resume where we left off.
@@ -404,13 +441,10 @@ impl WatchState {
 
     /// Group a response's events per revision (etcd never splits a revision across responses
     /// unless fragmenting, which we do not request).
-    fn push_events(&mut self, events: &[etcd_client::Event]) {
+    fn push_events(&mut self, events: Vec<WatchEvent>) {
         let mut group: Vec<WatchEvent> = Vec::new();
         let mut group_rev = 0;
-        for ev in events {
-            let Some(we) = convert_event(ev) else {
-                continue;
-            };
+        for we in events {
             let rev = we.kv.mod_revision;
             if rev < self.next_revision {
                 continue; // already delivered before a reconnect

@@ -167,7 +167,9 @@ pub enum EventKind {
 }
 
 /// One change seen by a watch. For a delete, `kv.value` is empty and `kv.mod_revision` is the
-/// revision of the deletion; `prev` carries the value before the change when known.
+/// revision of the deletion; `prev` carries the value it deleted when known. A put carries no
+/// previous value (`prev` is `None`): nothing needs it, and on etcd asking for it costs a read
+/// of the old revision per event per watcher.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchEvent {
     pub kind: EventKind,
