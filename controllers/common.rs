@@ -10,11 +10,12 @@ use berth_core::objects;
 use berth_core::runtime::ClusterCache;
 use berth_core::store::Store;
 
-/// Trigger mapper: a task → the service it belongs to, if any.
-/// Spacing of task-triggered reconciles (`Trigger::spaced`): a service scaling by thousands
-/// changes tasks thousands of times a second, and each reconcile reads all of its tasks.
+/// Spacing of task- and service-triggered reconciles (`Trigger::spaced`): a service scaling
+/// by thousands changes its tasks (and its status) thousands of times a second, and each
+/// reconcile reads all of its tasks.
 pub const TASK_BURST_SPACING: Duration = Duration::from_millis(100);
 
+/// Trigger mapper: a task → the service it belongs to, if any.
 pub fn task_service(t: &Task) -> Vec<String> {
     t.service_name().map(str::to_string).into_iter().collect()
 }

@@ -61,6 +61,10 @@ impl DeploymentController {
             },
         )
         .shared(&cache.informer)
+        // Not spaced: a spec change must become a deployment at once (an ECS client's
+        // `services_stable` waiter right after UpdateService would otherwise see the old
+        // deployment alone, and stable). Status writes to the record come from controllers
+        // whose own reconciles are spaced.
         .primary(Kind::Service)
         .trigger(
             Trigger::on::<Task>(keys::prefix(Kind::Task), common::task_service)

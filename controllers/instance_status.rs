@@ -23,11 +23,22 @@ pub struct InstanceStatus {
     written: Mutex<HashMap<String, Instant>>,
 }
 
-/// Counters (remaining resources, task counts) of one instance are written at most this
-/// often: a burst of placements would otherwise rewrite the record after every task
+/// Counters (remaining resources, task counts) of one instance are written at most once a
+/// second: a burst of placements would otherwise rewrite the record after every task
 /// transition, and every rewrite makes the scheduler's compare on that record fail once.
 /// Connection changes are written at once.
 const COUNTERS_EVERY: Duration = Duration::from_secs(1);
+/// ...and all instances' counters together at most about this many times a second: in a
+/// burst over 1,000 instances, one write per instance per second was half of all the writes
+/// the store took. The scheduler decides from the cache's usage, not from these counters.
+const COUNTER_WRITES_PER_SEC: usize = 200;
+
+/// How often one instance's counters may be written in a cluster of `instances`.
+fn counters_every(instances: usize) -> Duration {
+    COUNTERS_EVERY.max(Duration::from_secs_f64(
+        instances as f64 / COUNTER_WRITES_PER_SEC as f64,
+    ))
+}
 
 impl InstanceStatus {
     /// An instance-status controller with a cache of its own.
@@ -111,9 +122,10 @@ impl Reconciler for InstanceStatus {
             }
             let counters_only = next.status.agent_connected == inst.status.agent_connected
                 && next.status.disconnected_at == inst.status.disconnected_at;
+            let every = counters_every(self.cache.instances.len());
             let since = self.written.lock().unwrap().get(id).map(|t| t.elapsed());
-            if let Some(since) = since.filter(|s| counters_only && *s < COUNTERS_EVERY) {
-                return Ok(Action::RequeueAfter(COUNTERS_EVERY - since));
+            if let Some(since) = since.filter(|s| counters_only && *s < every) {
+                return Ok(Action::RequeueAfter(every - since));
             }
             match objects::put_cas(&*self.store, &key, &next).await {
                 Ok(_) => {
@@ -121,7 +133,7 @@ impl Reconciler for InstanceStatus {
                     w.insert(id.to_string(), Instant::now());
                     // Forget instances written long ago (bounded by the cluster's size anyway).
                     if w.len() > 4096 {
-                        w.retain(|_, t| t.elapsed() < COUNTERS_EVERY);
+                        w.retain(|_, t| t.elapsed() < every);
                     }
                     return Ok(Action::Done);
                 }
@@ -134,5 +146,24 @@ impl Reconciler for InstanceStatus {
             }
         }
         Ok(Action::Requeue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_writes_stay_within_a_cluster_wide_budget() {
+        assert_eq!(counters_every(0), COUNTERS_EVERY);
+        assert_eq!(counters_every(200), COUNTERS_EVERY);
+        assert_eq!(counters_every(1000), Duration::from_secs(5));
+        for n in [1usize, 10, 199, 201, 1000, 5000] {
+            let per_sec = n as f64 / counters_every(n).as_secs_f64();
+            assert!(
+                per_sec <= COUNTER_WRITES_PER_SEC as f64 + 1e-9,
+                "{n}: {per_sec}/s"
+            );
+        }
     }
 }

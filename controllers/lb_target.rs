@@ -55,7 +55,7 @@ impl LbTargetController {
             },
         )
         .shared(&cache.informer)
-        .primary(Kind::Service)
+        .primary_spaced(Kind::Service, common::TASK_BURST_SPACING)
         .trigger(
             Trigger::on::<Task>(keys::prefix(Kind::Task), common::task_service)
                 .spaced(common::TASK_BURST_SPACING),

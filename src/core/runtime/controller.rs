@@ -283,13 +283,25 @@ impl Controller {
     /// Declare the kind whose objects this controller reconciles, one key per object name:
     /// a change to one enqueues its name, and the periodic resync enqueues every one of them
     /// (plus [`Reconciler::resync_keys`]).
-    pub fn primary(mut self, kind: Kind) -> Self {
+    pub fn primary(self, kind: Kind) -> Self {
+        self.primary_with(kind, None)
+    }
+
+    /// [`Controller::primary`] with its changes [`Trigger::spaced`]: for a kind whose records
+    /// several controllers rewrite in bursts (a service's status while thousands of its tasks
+    /// start), where each write would otherwise start another full reconcile at once.
+    pub fn primary_spaced(self, kind: Kind, spacing: Duration) -> Self {
+        self.primary_with(kind, Some(spacing))
+    }
+
+    fn primary_with(mut self, kind: Kind, spacing: Option<Duration>) -> Self {
         self.primary = Some(kind);
-        self.trigger(Trigger::new(keys::prefix(kind), move |kv: &KeyValue| {
+        let t = Trigger::new(keys::prefix(kind), move |kv: &KeyValue| {
             keys::name_of(&kv.key, kind)
                 .map(|n| vec![n.to_string()])
                 .unwrap_or_default()
-        }))
+        });
+        self.trigger(Trigger { spacing, ..t })
     }
 
     /// Take triggers (and the primary kind's resync) from the process's shared informer: each
