@@ -34,7 +34,8 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A target must answer within this.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
-/// Tries of an idempotent request whose target refused the connection (each on another target).
+/// Tries of an idempotent request without a body whose target gave no response (each on
+/// another target).
 const ATTEMPTS: u32 = 3;
 
 pub fn client() -> Client {
@@ -256,7 +257,11 @@ async fn handle(
                 if connect_failed && target.eject() {
                     tracing::warn!(target = %target.addr, task = %target.task_id, "ejected after a connection failure");
                 }
-                if connect_failed && retryable && attempt + 1 < ATTEMPTS {
+                // No response came back: refused, or closed before the response head (Docker's
+                // userland proxy accepts on a host port whose container is not listening yet).
+                // An idempotent request without a body goes to another target, as nginx's
+                // default `proxy_next_upstream error` does.
+                if retryable && attempt + 1 < ATTEMPTS {
                     excluded = Some(target.addr);
                     continue;
                 }
