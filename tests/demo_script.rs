@@ -4,6 +4,7 @@
 //! Needs Docker and the local image (as the other end-to-end tests do).
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -57,7 +58,18 @@ fn demo_comes_up_prints_urls_that_answer_and_stops_on_ctrl_c() {
     let cfg = tempfile::tempdir().unwrap();
     let api = format!("127.0.0.1:{}", free_port());
     let instance = format!("demo-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let mut child = Command::new(format!("{}/scripts/demo.sh", repo()))
+    let mut cmd = Command::new(format!("{}/scripts/demo.sh", repo()));
+    // Ctrl-C in a terminal reaches a script whose SIGINT is not ignored. A test run started in
+    // the background (`cargo test &`) hands SIGINT down ignored, and bash cannot trap a signal
+    // ignored on entry: restore the terminal's disposition for the script.
+    // SAFETY: `signal` is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    let mut child = cmd
         .env("BERTH_BIN", env!("CARGO_BIN_EXE_berth"))
         .env("BERTH_DEMO_API", &api)
         .env("BERTH_DEMO_DATA", data.path())
