@@ -114,12 +114,21 @@ pub async fn run(o: &Options) -> anyhow::Result<()> {
     )
     .await?;
 
+    // Each phase starts from a quiet store: the one before it must not still be settling.
+    settle(&store, o.timeout).await?;
     let empty = phase(&store, &counts, "scale-empty", o.batch, o.timeout).await?;
+    settle(&store, o.timeout).await?;
     let fill = phase(&store, &counts, "scale-fill", o.tasks, o.timeout).await?;
+    settle(&store, o.timeout).await?;
     let full = phase(&store, &counts, "scale-full", o.batch, o.timeout).await?;
 
-    // Let the last writes settle, then measure a quiet window.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Let the last writes settle (status counters trail a burst by a few seconds: the
+    // instance-status controller spaces them), then measure a quiet window.
+    let settled = settle(&store, o.timeout).await?;
+    println!(
+        "  store quiet {:.1} s after the last phase (no write for 1 s)",
+        settled.as_secs_f64()
+    );
     let running = running_total(&counts);
     let cpu = idle_cpu(o.idle).await;
     if running_total(&counts) != running {
@@ -195,6 +204,20 @@ async fn add_fake_instances(agent: &SimulatedAgent, n: u32) -> anyhow::Result<()
 
 /// Counts, per service group, the tasks seen placed on a fake instance and seen RUNNING (one
 /// watch of the task prefix; it only observes: the simulated agent does the agent's work).
+/// Wait until the store's revision holds still for a second; how long that took.
+async fn settle(store: &DynStore, timeout: Duration) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let mut last = store.revision().await?;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = store.revision().await?;
+        if now == last || t.elapsed() > timeout {
+            return Ok(t.elapsed());
+        }
+        last = now;
+    }
+}
+
 async fn observe(store: DynStore, counts: Counts, stop: CancellationToken) {
     let prefix = keys::prefix(Kind::Task);
     let mut from = 0;
