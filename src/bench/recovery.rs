@@ -55,14 +55,7 @@ pub async fn run(replicas: u32, runs: u32, image: &str) -> anyhow::Result<()> {
         let t0 = Instant::now();
         let timeline =
             (round == 0).then(|| tokio::spawn(timeline(store.clone(), t0, before.clone())));
-        docker
-            .kill_container(
-                &victim,
-                Some(KillContainerOptions {
-                    signal: "SIGKILL".into(),
-                }),
-            )
-            .await?;
+        kill9(&docker, &victim).await?;
         let t_die = tokio::time::timeout(Duration::from_secs(10), die)
             .await
             .map_err(|_| anyhow::anyhow!("no die event for the killed container"))?
@@ -164,7 +157,7 @@ async fn timeline(store: DynStore, t0: Instant, before: BTreeSet<String>) -> Vec
             }
             _ => continue,
         };
-        let Ok(t) = serde_json::from_slice::<Task>(&kv.value) else {
+        let Ok(t) = Task::from_kv(&kv) else {
             continue;
         };
         if !seen_list || t.spec.group != "service:recovery" {
@@ -187,6 +180,13 @@ async fn timeline(store: DynStore, t0: Instant, before: BTreeSet<String>) -> Vec
         }
     }
     lines
+}
+
+async fn kill9(docker: &Docker, id: &str) -> anyhow::Result<()> {
+    let opts = KillContainerOptions {
+        signal: "SIGKILL".into(),
+    };
+    Ok(docker.kill_container(id, Some(opts)).await?)
 }
 
 /// Resolves when Docker reports the container's `die` (subscribed before the kill).
@@ -320,14 +320,7 @@ async fn raw_docker_run(
     // The same kill -9 of the raw container: Docker's own kill → die latency.
     let die = die_event(docker, &id);
     let t1 = Instant::now();
-    docker
-        .kill_container(
-            &id,
-            Some(KillContainerOptions {
-                signal: "SIGKILL".into(),
-            }),
-        )
-        .await?;
+    kill9(docker, &id).await?;
     tokio::time::timeout(Duration::from_secs(10), die)
         .await
         .map_err(|_| anyhow::anyhow!("no die event for the raw container"))??;

@@ -202,8 +202,6 @@ async fn add_fake_instances(agent: &SimulatedAgent, n: u32) -> anyhow::Result<()
     Ok(())
 }
 
-/// Counts, per service group, the tasks seen placed on a fake instance and seen RUNNING (one
-/// watch of the task prefix; it only observes: the simulated agent does the agent's work).
 /// Wait until the store's revision holds still for a second; how long that took.
 async fn settle(store: &DynStore, timeout: Duration) -> anyhow::Result<Duration> {
     let t = Instant::now();
@@ -218,6 +216,8 @@ async fn settle(store: &DynStore, timeout: Duration) -> anyhow::Result<Duration>
     }
 }
 
+/// Counts, per service group, the tasks seen placed on a fake instance and seen RUNNING (one
+/// watch of the task prefix; it only observes: the simulated agent does the agent's work).
 async fn observe(store: DynStore, counts: Counts, stop: CancellationToken) {
     let prefix = keys::prefix(Kind::Task);
     let mut from = 0;

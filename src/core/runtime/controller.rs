@@ -301,7 +301,10 @@ impl Controller {
                 .map(|n| vec![n.to_string()])
                 .unwrap_or_default()
         });
-        self.trigger(Trigger { spacing, ..t })
+        self.trigger(match spacing {
+            Some(d) => t.spaced(d),
+            None => t,
+        })
     }
 
     /// Take triggers (and the primary kind's resync) from the process's shared informer: each

@@ -58,9 +58,10 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             history_max_events: 100_000,
-            // Each event holds its value and the previous one: 16 MiB is some 5,000 task
-            // writes to resume a watch from, and a watcher further behind re-lists. At 64 MiB
-            // the history was a quarter of the control plane's memory at 10,000 tasks.
+            // A put's event holds its value (a delete's, the value removed): 16 MiB is some
+            // 10,000 task writes to resume a watch from, and a watcher further behind
+            // re-lists. At 64 MiB the history was a quarter of the control plane's memory at
+            // 10,000 tasks.
             history_max_bytes: 16 << 20,
             watch_buffer: 16_384,
             snapshot_min_log_bytes: 4 << 20,
