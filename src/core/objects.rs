@@ -102,15 +102,38 @@ pub async fn list_tasks(store: &dyn Store) -> Result<Vec<Task>> {
 pub async fn update_task(
     store: &dyn Store,
     id: &str,
+    f: impl FnMut(&mut Task) -> bool,
+) -> Result<Option<Task>> {
+    update_task_from(store, id, None, f).await
+}
+
+/// [`update_task`] starting from `known`, a copy read earlier: its revision guards the first
+/// write, so an unchanged task costs one write instead of a read and a write. A stale copy
+/// fails that compare and the loop re-reads as usual.
+pub async fn update_task_from(
+    store: &dyn Store,
+    id: &str,
+    known: Option<&Task>,
     mut f: impl FnMut(&mut Task) -> bool,
 ) -> Result<Option<Task>> {
     let key = task_key(id);
+    let mut first = known
+        .filter(|t| t.metadata.name == id && t.metadata.revision > 0)
+        .cloned();
     for _ in 0..20 {
-        let Some(mut t) = get::<_, _>(store, &key).await? else {
+        let from_known = first.is_some();
+        let Some(mut t) = (match first.take() {
+            Some(t) => Some(t),
+            None => get::<_, _>(store, &key).await?,
+        }) else {
             return Ok(None);
         };
         let t: &mut Task = &mut t;
         if !f(t) {
+            if from_known {
+                // Only the store's copy may decide that nothing is to be written.
+                continue;
+            }
             return Ok(Some(t.clone()));
         }
         match put_cas(store, &key, t).await {

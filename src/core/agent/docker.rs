@@ -401,6 +401,11 @@ pub struct Observed {
     pub created: Option<chrono::DateTime<chrono::Utc>>,
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The main process, while running (host PID namespace).
+    pub pid: Option<i64>,
+    /// Its addresses on every network it is attached to (none when it shares another
+    /// container's namespace, as awsvpc members do the pause container's).
+    pub addresses: Vec<String>,
 }
 
 impl Observed {
@@ -477,8 +482,35 @@ pub fn observe(i: &ContainerInspectResponse) -> Observed {
             .filter(|_| state == "exited" || state == "dead"),
         error: st.and_then(|s| s.error.clone()).filter(|e| !e.is_empty()),
         oom_killed: st.and_then(|s| s.oom_killed).unwrap_or(false),
+        addresses: addresses(i),
+        pid: st
+            .and_then(|s| s.pid)
+            .filter(|p| *p > 0 && (state == "running" || state == "paused")),
         health,
         state,
         bindings,
     }
+}
+
+/// The IPv4 addresses of a container on its networks.
+pub fn addresses(i: &ContainerInspectResponse) -> Vec<String> {
+    network_ips(
+        i.network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref()),
+    )
+}
+
+/// The addresses in a container's networks (of an inspect or of a list entry).
+pub fn network_ips(
+    networks: Option<&HashMap<String, bollard::models::EndpointSettings>>,
+) -> Vec<String> {
+    networks
+        .map(|n| {
+            n.values()
+                .filter_map(|e| e.ip_address.clone())
+                .filter(|ip| !ip.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
 }

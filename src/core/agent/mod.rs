@@ -3,6 +3,7 @@
 
 pub mod credentials_endpoint;
 pub mod docker;
+pub mod exit_watch;
 pub mod hook;
 pub mod join;
 pub mod logs;
@@ -341,10 +342,12 @@ async fn follow_docker_events(
             match ev {
                 Some(Ok(ev)) => {
                     let action = ev.action.as_deref().unwrap_or("");
-                    let interesting = matches!(
-                        action,
-                        "die" | "start" | "destroy" | "oom" | "kill" | "stop"
-                    ) || action.starts_with("health_status");
+                    // What changes a task's state: an exit (every stop and kill that ends a
+                    // container ends in `die`), a removal, an OOM kill, a health change. Not
+                    // `start`: only this agent starts containers, and it records each start
+                    // itself; an outside `docker start` is found by the resync.
+                    let interesting = matches!(action, "die" | "destroy" | "oom")
+                        || action.starts_with("health_status");
                     if !interesting {
                         continue;
                     }
@@ -372,6 +375,25 @@ async fn follow_docker_events(
     }
 }
 
+/// Mark tasks stopping as their essential containers' processes exit (see `exit_watch`).
+async fn follow_exits(
+    mut exits: tokio::sync::mpsc::UnboundedReceiver<exit_watch::Exited>,
+    runner: Arc<runner::TaskRunner>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let ev = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ev = exits.recv() => ev,
+        };
+        let Some(ev) = ev else { return };
+        if let Err(e) = runner.early_exit(&ev).await {
+            // Docker's die event still stops the task.
+            tracing::debug!(task = %ev.task, error = %e, "early exit not recorded");
+        }
+    }
+}
+
 /// Run the agent until `shutdown`.
 pub async fn run(
     store: DynStore,
@@ -392,6 +414,7 @@ pub async fn run(
         shutdown.clone(),
     )
     .await;
+    let (exit_watch, exits) = exit_watch::ExitWatch::new();
     let runner = Arc::new(
         runner::TaskRunner::new(
             store.clone(),
@@ -401,8 +424,10 @@ pub async fn run(
             cfg.secrets.clone(),
         )
         .with_pull(cfg.pull.clone())
-        .with_metadata(metadata.clone()),
+        .with_metadata(metadata.clone())
+        .with_exit_watch(exit_watch),
     );
+    let early = tokio::spawn(follow_exits(exits, runner.clone(), shutdown.clone()));
     let lease = tokio::spawn(hold_lease(
         store.clone(),
         cfg.clone(),
@@ -412,9 +437,13 @@ pub async fn run(
         shutdown.clone(),
     ));
     let me = cfg.instance_id.clone();
+    let own = runner.clone();
     let mine = move |kv: &crate::store::KeyValue| -> Vec<String> {
         match serde_json::from_slice::<Task>(&kv.value) {
-            Ok(t) if t.status.container_instance.as_deref() == Some(me.as_str()) => {
+            Ok(t)
+                if t.status.container_instance.as_deref() == Some(me.as_str())
+                    && !own.is_own_write(&t.metadata.name, kv.mod_revision) =>
+            {
                 vec![t.metadata.name]
             }
             _ => vec![],
@@ -459,6 +488,7 @@ pub async fn run(
     ));
     controller.run(shutdown.clone()).await;
     let _ = events.await;
+    let _ = early.await;
     let _ = stats.await;
     let _ = logs.await;
     if let Some(m) = &metadata {

@@ -40,6 +40,13 @@ pub struct TaskRunner {
     fenced: AtomicBool,
     /// The task metadata endpoint (ids, env and DNAT routes for each container), if serving.
     metadata: Option<Arc<super::metadata::Metadata>>,
+    /// Pidfds on essential containers' main processes: an exit is seen before Docker's `die`.
+    exits: Option<super::exit_watch::ExitWatch>,
+    /// Task id → the revision of this agent's latest write of it: the watch event of that
+    /// write only shows what the reconcile that made it already acted on (see `is_own_write`).
+    own_writes: std::sync::Mutex<HashMap<String, i64>>,
+    /// Pinned task definitions (`family:N`) read so far: a revision's spec never changes.
+    taskdefs: std::sync::Mutex<HashMap<String, TaskDefinition>>,
 }
 
 /// Why a task must stop, as ECS reports it.
@@ -65,6 +72,9 @@ impl TaskRunner {
             puller: Puller::new(docker, PullConfig::default()),
             fenced: AtomicBool::new(false),
             metadata: None,
+            exits: None,
+            own_writes: Default::default(),
+            taskdefs: Default::default(),
         }
     }
 
@@ -74,22 +84,150 @@ impl TaskRunner {
         self
     }
 
-    /// Route the task's addresses (its container's, or its pause container's in awsvpc mode)
-    /// to the metadata endpoint.
-    async fn route_metadata(&self, task_id: &str, container: &str) {
+    /// The definition a task names, read from the store once per pinned revision (a changed
+    /// spec registers a new revision; the old one's spec stays as it was).
+    async fn taskdef(&self, reference: &str) -> objects::Result<Option<TaskDefinition>> {
+        let lock = || self.taskdefs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(td) = lock().get(reference) {
+            return Ok(Some(td.clone()));
+        }
+        let td = objects::taskdef(&*self.store, reference).await?;
+        let pinned = crate::model::parse_taskdef_ref(reference).is_some_and(|(_, r)| r.is_some());
+        if let Some(td) = td.as_ref().filter(|_| pinned) {
+            let mut m = lock();
+            if m.len() >= 512 {
+                m.clear();
+            }
+            m.insert(reference.to_string(), td.clone());
+        }
+        Ok(td)
+    }
+
+    /// [`objects::update_task_from`] (`known`: the copy this pass started from), remembering
+    /// the revision when this call wrote.
+    async fn write_task(
+        &self,
+        id: &str,
+        known: Option<&Task>,
+        mut f: impl FnMut(&mut Task) -> bool,
+    ) -> objects::Result<Option<Task>> {
+        let mut wrote = false;
+        let r = objects::update_task_from(&*self.store, id, known, |t| {
+            wrote = f(t);
+            wrote
+        })
+        .await?;
+        let mut own = self.own_writes.lock().unwrap_or_else(|p| p.into_inner());
+        match &r {
+            Some(t) if wrote && !t.is_stopped() => {
+                own.insert(id.to_string(), t.metadata.revision);
+            }
+            // Stopped (nothing more will be written) or gone: forget it.
+            Some(t) if t.is_stopped() => {
+                own.remove(id);
+            }
+            None => {
+                own.remove(id);
+            }
+            _ => {}
+        }
+        Ok(r)
+    }
+
+    /// Whether a task change at `revision` is this agent's own latest write: reconciling it
+    /// again would only re-read Docker (a list and an inspect per container) while Docker is
+    /// busy starting the next containers. Any other change, and every Docker event, still
+    /// enqueues the task.
+    pub fn is_own_write(&self, task: &str, revision: i64) -> bool {
+        self.own_writes
+            .lock()
+            .map(|o| o.get(task) == Some(&revision))
+            .unwrap_or(false)
+    }
+
+    /// Route a running container's addresses (in awsvpc mode only the pause container has
+    /// any) to the metadata endpoint. Known routes cost nothing, so every pass calls this:
+    /// an agent restarted under running tasks routes them again.
+    async fn route_metadata(&self, task_id: &str, o: &Observed) {
         let Some(m) = &self.metadata else { return };
-        let Ok(i) = self
-            .docker
-            .inspect_container(
-                container,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await
-        else {
+        if !o.running() {
             return;
-        };
-        for ip in super::metadata::addresses(&i) {
-            m.allow(task_id, &ip).await;
+        }
+        for ip in &o.addresses {
+            m.allow(task_id, ip).await;
+        }
+    }
+
+    /// Watch essential containers' processes with `w` (its exits go to [`TaskRunner::early_exit`]).
+    pub fn with_exit_watch(mut self, w: super::exit_watch::ExitWatch) -> Self {
+        self.exits = Some(w);
+        self
+    }
+
+    /// An essential container's main process has exited (seen on its pidfd, before Docker's
+    /// `die`): mark the task stopping with ECS's reason at once, so its service starts the
+    /// replacement while Docker is still tearing the container down. The task's resources
+    /// stay held until the STOPPED record, which (with the exit code) still waits for Docker.
+    pub async fn early_exit(&self, ev: &super::exit_watch::Exited) -> anyhow::Result<bool> {
+        if self.is_fenced() {
+            // Self-fencing stops containers on purpose; the records decide later.
+            return Ok(false);
+        }
+        let mut marked = false;
+        objects::update_task(&*self.store, &ev.task, |t| {
+            if t.is_stopped()
+                || t.status.desired_status != DesiredStatus::Running
+                || t.status.container_instance.as_deref() != Some(&self.instance)
+            {
+                return false;
+            }
+            let other = t
+                .status
+                .containers
+                .iter()
+                .find(|c| c.name == ev.name)
+                .and_then(|c| c.docker_id.as_deref())
+                .is_some_and(|id| id != ev.container);
+            if other {
+                return false;
+            }
+            t.status.desired_status = DesiredStatus::Stopped;
+            if t.status.last_status < TaskState::Deactivating {
+                t.status.last_status = TaskState::Deactivating;
+                t.status.stopping_at = Some(now());
+            }
+            if t.status.stop_code.is_none() {
+                t.status.stop_code = Some(stop_codes::ESSENTIAL_CONTAINER_EXITED.into());
+                t.status.stopped_reason = Some(early_reason(&ev.name));
+            }
+            marked = true;
+            true
+        })
+        .await?;
+        if marked {
+            tracing::info!(task = %ev.task, container = %ev.name, "essential container's process exited");
+        }
+        Ok(marked)
+    }
+
+    /// Watch the main process of each running essential container that has no restart policy
+    /// (a restart in place must not stop the task).
+    fn watch_exits(
+        &self,
+        task: &str,
+        order: &[ContainerDefinition],
+        observed: &BTreeMap<String, Observed>,
+    ) {
+        let Some(w) = &self.exits else { return };
+        for c in order {
+            if !c.is_essential() || c.restart_policy.as_ref().is_some_and(|p| p.enabled) {
+                continue;
+            }
+            if let Some((o, pid)) = observed.get(&c.name).and_then(|o| o.pid.map(|p| (o, p))) {
+                if o.running() && !o.id.is_empty() {
+                    w.ensure(task, &c.name, &o.id, pid);
+                }
+            }
         }
     }
 
@@ -175,6 +313,7 @@ impl TaskRunner {
         td: &TaskDefinition,
         c: &ContainerDefinition,
         secret_env: &[(String, String)],
+        adopt: bool,
     ) -> anyhow::Result<Observed> {
         let name = d::container_name(&task.metadata.name, &c.name);
         let mut extra =
@@ -195,7 +334,6 @@ impl TaskRunner {
         if awsvpc {
             // Join the task's own network namespace, held by its pause container.
             let pause = d::container_name(&task.metadata.name, d::PAUSE);
-            self.route_metadata(&task.metadata.name, &pause).await;
             if let Some(h) = body.host_config.as_mut() {
                 h.network_mode = Some(format!("container:{pause}"));
                 h.port_bindings = None;
@@ -215,8 +353,10 @@ impl TaskRunner {
             .await
         {
             Ok(r) => r.id,
-            // Created by an earlier attempt (e.g. before a crash): adopt it.
-            Err(e) if d::is_status(&e, 409) => name.clone(),
+            // Created by an earlier attempt (e.g. before a crash): adopt it, or, when this
+            // pass did not look at Docker first, start over looking.
+            Err(e) if d::is_status(&e, 409) && adopt => name.clone(),
+            Err(e) if d::is_status(&e, 409) => return Err(AlreadyCreated.into()),
             Err(e) => return Err(e.into()),
         };
         match self
@@ -231,12 +371,12 @@ impl TaskRunner {
             Err(e) if d::is_status(&e, 304) => {}
             Err(e) => return Err(e.into()),
         }
-        if !awsvpc {
-            self.route_metadata(&task.metadata.name, &id).await;
-        }
-        self.inspect(&id)
+        let o = self
+            .inspect(&id)
             .await?
-            .ok_or_else(|| anyhow::anyhow!("container {name} vanished right after start"))
+            .ok_or_else(|| anyhow::anyhow!("container {name} vanished right after start"))?;
+        self.route_metadata(&task.metadata.name, &o).await;
+        Ok(o)
     }
 
     /// Pull `c.image` as this agent's behaviour says. A pull that takes more than a moment
@@ -327,7 +467,7 @@ impl TaskRunner {
         let id = task.metadata.name.clone();
         if task.status.last_status < TaskState::Deactivating || cause.is_some() {
             let cause_ref = cause.as_ref();
-            objects::update_task(&*self.store, &id, |t| {
+            self.write_task(&id, Some(task), |t| {
                 if t.is_stopped() {
                     return false;
                 }
@@ -372,9 +512,14 @@ impl TaskRunner {
                 finals.insert(n.clone(), o2);
             }
         }
-        objects::update_task(&*self.store, &id, |t| {
+        self.write_task(&id, None, |t| {
             if t.is_stopped() {
                 return false;
+            }
+            // The early mark named the container; Docker now knows how it ended.
+            let early = t.status.stopped_reason.as_deref().and_then(early_container);
+            if let Some(o) = early.and_then(|n| finals.get(n).map(|o| (n, o))) {
+                t.status.stopped_reason = Some(exited_reason(o.0, o.1));
             }
             for cs in t.status.containers.iter_mut() {
                 if let Some(o) = finals.get(&cs.name) {
@@ -413,8 +558,18 @@ impl TaskRunner {
     }
 
     async fn run_task(&self, task: &Task) -> anyhow::Result<Action> {
+        match self.run_task_with(task, true).await {
+            Err(e) if e.is::<AlreadyCreated>() => self.run_task_with(task, false).await,
+            r => r,
+        }
+    }
+
+    /// One pass of a task that should run. `optimistic`: a task nothing was recorded for yet
+    /// skips listing its containers (nothing to find but what a crashed attempt left, which
+    /// the create then runs into: [`AlreadyCreated`] and the pass is redone looking first).
+    async fn run_task_with(&self, task: &Task, optimistic: bool) -> anyhow::Result<Action> {
         let id = task.metadata.name.clone();
-        let td = objects::taskdef(&*self.store, &task.spec.task_definition).await?;
+        let td = self.taskdef(&task.spec.task_definition).await?;
         let Some(td) = td else {
             return self
                 .stop_task(
@@ -428,7 +583,15 @@ impl TaskRunner {
                 .await;
         };
         let order = start_order(&td.spec.container_definitions);
-        let mut observed = self.observed(&id).await?;
+        let fresh = optimistic
+            && td.spec.network_mode() != NetworkMode::Awsvpc
+            && task.status.last_status < TaskState::Running
+            && task.status.containers.iter().all(|c| c.docker_id.is_none());
+        let mut observed = if fresh {
+            BTreeMap::new()
+        } else {
+            self.observed(&id).await?
+        };
         let mut task_ip = None;
         if td.spec.network_mode() == NetworkMode::Awsvpc {
             match observed.get(d::PAUSE) {
@@ -469,6 +632,10 @@ impl TaskRunner {
                     }
                 },
             }
+        }
+        // Routes first: an awsvpc task's containers reach the endpoint from their first moment.
+        for o in observed.values() {
+            self.route_metadata(&id, o).await;
         }
         let mut waiting = false;
         let mut task_secrets: Option<TaskSecrets> = None;
@@ -553,10 +720,11 @@ impl TaskRunner {
                     )
                     .await;
             }
-            match self.create_and_start(task, &td, c, &cs.env).await {
+            match self.create_and_start(task, &td, c, &cs.env, !fresh).await {
                 Ok(o) => {
                     observed.insert(c.name.clone(), o);
                 }
+                Err(e) if e.is::<AlreadyCreated>() => return Err(e),
                 Err(e) => {
                     let msg = format!("{e}");
                     let reason = if msg.contains("No such image") {
@@ -614,25 +782,18 @@ impl TaskRunner {
                 }
             }
         }
+        self.watch_exits(&id, &order, &observed);
         // Essential semantics: one essential container exiting stops the task.
         for c in &order {
             if let Some(o) = observed.get(&c.name) {
                 if c.is_essential() && o.exited() {
-                    let code = o
-                        .exit_code
-                        .map(|e| format!("exit code {e}"))
-                        .unwrap_or_else(|| o.error.clone().unwrap_or_else(|| "exited".into()));
                     return self
                         .stop_task(
                             task,
                             Some(&td),
                             Some(StopCause {
                                 code: stop_codes::ESSENTIAL_CONTAINER_EXITED,
-                                reason: format!(
-                                    "Essential container in task exited: {} ({code}{})",
-                                    c.name,
-                                    if o.oom_killed { ", OOM killed" } else { "" }
-                                ),
+                                reason: exited_reason(&c.name, o),
                             }),
                         )
                         .await;
@@ -673,7 +834,7 @@ impl TaskRunner {
         } else {
             TaskState::Activating
         };
-        objects::update_task(&*self.store, &id, |t| {
+        self.write_task(&id, Some(task), |t| {
             if t.is_stopped() || t.status.container_instance.as_deref() != Some(&self.instance) {
                 return false;
             }
@@ -705,6 +866,33 @@ impl TaskRunner {
         }
         Ok(Action::Done)
     }
+}
+
+/// A create ran into a container of the same name that the pass did not know of.
+#[derive(Debug, thiserror::Error)]
+#[error("a container of this task already exists")]
+struct AlreadyCreated;
+
+const EXITED: &str = "Essential container in task exited: ";
+
+/// The reason of a task whose essential container `name` ended as `o` says.
+fn exited_reason(name: &str, o: &Observed) -> String {
+    let code = o
+        .exit_code
+        .map(|e| format!("exit code {e}"))
+        .unwrap_or_else(|| o.error.clone().unwrap_or_else(|| "exited".into()));
+    let oom = if o.oom_killed { ", OOM killed" } else { "" };
+    format!("{EXITED}{name} ({code}{oom})")
+}
+
+/// The reason of the early mark: the container's process ended, how is not known yet.
+fn early_reason(name: &str) -> String {
+    format!("{EXITED}{name}")
+}
+
+/// The container an early mark's reason names (container names have no spaces).
+fn early_container(reason: &str) -> Option<&str> {
+    reason.strip_prefix(EXITED).filter(|n| !n.contains(' '))
 }
 
 /// ECS restart policy: enabled, exit code not ignored, and the container ran at least
@@ -764,7 +952,7 @@ impl TaskRunner {
             return Ok(None);
         }
         if task.status.last_status < TaskState::Deactivating {
-            objects::update_task(&*self.store, &task.metadata.name, |t| {
+            self.write_task(&task.metadata.name, Some(task), |t| {
                 if t.is_stopped() || t.status.last_status >= TaskState::Deactivating {
                     return false;
                 }
@@ -933,10 +1121,15 @@ impl Reconciler for TaskRunner {
             return Ok(Action::RequeueAfter(Duration::from_secs(2)));
         }
         if task.status.desired_status == DesiredStatus::Stopped {
-            if let Some(wait) = self.draining(&task).await? {
-                return Ok(Action::RequeueAfter(wait));
+            // A task whose essential container died has nothing left to drain.
+            let died =
+                task.status.stop_code.as_deref() == Some(stop_codes::ESSENTIAL_CONTAINER_EXITED);
+            if !died {
+                if let Some(wait) = self.draining(&task).await? {
+                    return Ok(Action::RequeueAfter(wait));
+                }
             }
-            let td = objects::taskdef(&*self.store, &task.spec.task_definition).await?;
+            let td = self.taskdef(&task.spec.task_definition).await?;
             return self.stop_task(&task, td.as_ref(), None).await;
         }
         self.run_task(&task).await

@@ -11,6 +11,10 @@
 //! is shadowed; an agent deletes its own rules (by comment) at start and at clean shutdown,
 //! and a task's rules when its containers are removed. DNAT to the gateway address (a local
 //! address of the host) needs no `route_localnet`.
+//!
+//! Since an agent starts by deleting every rule of its instance, it knows exactly which rules
+//! are its own afterwards (`Metadata` keeps them): adding one is a single `iptables -I` on the
+//! path to RUNNING, and removing one a single `-D`, with no listing or check.
 
 use std::net::SocketAddr;
 
@@ -87,14 +91,12 @@ async fn install_locked(instance: &str) -> Result<(), DnatError> {
     remove_matching(&format!("berth-meta {instance} ")).await
 }
 
-/// Route `ip`'s `169.254.170.2:80` to `to` for `task`.
-pub async fn allow(instance: &str, task: &str, ip: &str, to: SocketAddr) -> Result<(), DnatError> {
-    let src = format!("{ip}/32");
-    let dest = to.to_string();
+/// The rule routing `ip`'s `169.254.170.2:80` to `to` for `task`.
+fn rule(instance: &str, task: &str, ip: &str, to: SocketAddr) -> Vec<String> {
     let c = comment(instance, task);
-    let rule = [
+    [
         "-s",
-        &src,
+        &format!("{ip}/32"),
         "-d",
         "169.254.170.2/32",
         "-p",
@@ -108,21 +110,28 @@ pub async fn allow(instance: &str, task: &str, ip: &str, to: SocketAddr) -> Resu
         "-j",
         "DNAT",
         "--to-destination",
-        &dest,
-    ];
-    let mut check = vec!["-t", "nat", "-C", CHAIN];
-    check.extend_from_slice(&rule);
-    if iptables(&check).await.is_ok() {
-        return Ok(());
-    }
-    let mut add = vec!["-t", "nat", "-I", CHAIN, "1"];
-    add.extend_from_slice(&rule);
-    iptables(&add).await.map(|_| ())
+        &to.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
-/// Remove `task`'s rules.
-pub async fn forget(instance: &str, task: &str) -> Result<(), DnatError> {
-    remove_matching(&format!("{} ", comment(instance, task))).await
+async fn on_chain(op: &[&str], rule: &[String]) -> Result<(), DnatError> {
+    let mut args: Vec<&str> = vec!["-t", "nat"];
+    args.extend_from_slice(op);
+    args.extend(rule.iter().map(String::as_str));
+    iptables(&args).await.map(|_| ())
+}
+
+/// Route `ip`'s `169.254.170.2:80` to `to` for `task` (a rule the caller knows is not there).
+pub async fn insert(instance: &str, task: &str, ip: &str, to: SocketAddr) -> Result<(), DnatError> {
+    on_chain(&["-I", CHAIN, "1"], &rule(instance, task, ip, to)).await
+}
+
+/// Remove the rule [`insert`] added.
+pub async fn delete(instance: &str, task: &str, ip: &str, to: SocketAddr) -> Result<(), DnatError> {
+    on_chain(&["-D", CHAIN], &rule(instance, task, ip, to)).await
 }
 
 /// Remove every rule (of any agent) whose source address is not in `live` (the addresses of

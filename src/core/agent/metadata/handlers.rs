@@ -59,16 +59,11 @@ struct Resolved {
 }
 
 fn summary_ips(c: &ContainerSummary) -> Vec<String> {
-    c.network_settings
-        .as_ref()
-        .and_then(|n| n.networks.as_ref())
-        .map(|n| {
-            n.values()
-                .filter_map(|e| e.ip_address.clone())
-                .filter(|ip| !ip.is_empty())
-                .collect()
-        })
-        .unwrap_or_default()
+    crate::agent::docker::network_ips(
+        c.network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref()),
+    )
 }
 
 async fn resolve(

@@ -15,9 +15,7 @@ pub mod dnat;
 mod handlers;
 mod shapes;
 
-pub use shapes::addresses;
-
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +50,9 @@ pub struct Metadata {
     pub addr: SocketAddr,
     /// Whether the DNAT rules could be installed (iptables present, root).
     pub dnat: bool,
+    /// This agent's rules: task → addresses (all of the instance's rules were deleted at
+    /// start, so this is exactly what the chain holds for it).
+    routes: std::sync::Mutex<HashMap<String, BTreeSet<String>>>,
 }
 
 /// 128 random bits, hex.
@@ -110,6 +111,7 @@ pub async fn start(
         secrets,
         addr,
         dnat,
+        routes: Default::default(),
     });
     let app = Router::new()
         .route("/v4/{id}", get(handlers::container))
@@ -203,14 +205,30 @@ impl Metadata {
         if !self.dnat || ip.parse::<Ipv4Addr>().is_err() {
             return;
         }
-        if let Err(e) = dnat::allow(&self.instance, task, ip, self.addr).await {
-            tracing::warn!(task, ip, error = %e, "task metadata DNAT rule not installed");
+        let new = self
+            .routes_mut()
+            .entry(task.to_string())
+            .or_default()
+            .insert(ip.to_string());
+        if !new {
+            return;
         }
+        if let Err(e) = dnat::insert(&self.instance, task, ip, self.addr).await {
+            tracing::warn!(task, ip, error = %e, "task metadata DNAT rule not installed");
+            if let Some(ips) = self.routes_mut().get_mut(task) {
+                ips.remove(ip);
+            }
+        }
+    }
+
+    fn routes_mut(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeSet<String>>> {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Remove this agent's DNAT rules (clean shutdown; the shared chain stays).
     pub async fn uninstall(&self) {
         if self.dnat {
+            self.routes_mut().clear();
             if let Err(e) = dnat::uninstall(&self.instance).await {
                 tracing::warn!(error = %e, "task metadata endpoint: DNAT rules not removed");
             }
@@ -222,8 +240,11 @@ impl Metadata {
         if !self.dnat {
             return;
         }
-        if let Err(e) = dnat::forget(&self.instance, task).await {
-            tracing::warn!(task, error = %e, "task metadata DNAT rules not removed");
+        let ips = self.routes_mut().remove(task).unwrap_or_default();
+        for ip in ips {
+            if let Err(e) = dnat::delete(&self.instance, task, &ip, self.addr).await {
+                tracing::warn!(task, ip, error = %e, "task metadata DNAT rule not removed");
+            }
         }
     }
 }

@@ -34,20 +34,6 @@ fn mode_name(m: NetworkMode) -> &'static str {
     }
 }
 
-/// The IPv4 addresses of a container on its networks.
-pub fn addresses(i: &ContainerInspectResponse) -> Vec<String> {
-    i.network_settings
-        .as_ref()
-        .and_then(|n| n.networks.as_ref())
-        .map(|n| {
-            n.values()
-                .filter_map(|e| e.ip_address.clone())
-                .filter(|ip| !ip.is_empty())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// One container (`GET /v4/<id>`). `task_ips` are the task's addresses in awsvpc mode (the
 /// pause container's), used when the container has none of its own.
 pub fn container(
@@ -79,7 +65,7 @@ pub fn container(
     let mode = td
         .map(|t| t.spec.network_mode())
         .unwrap_or(NetworkMode::Bridge);
-    let mut ips = addresses(i);
+    let mut ips = crate::agent::docker::addresses(i);
     if ips.is_empty() {
         ips = task_ips.to_vec();
     }
