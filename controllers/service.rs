@@ -19,7 +19,7 @@ use berth_core::model::{
 };
 use berth_core::objects::{self, ObjectError};
 use berth_core::runtime::{
-    Action, ClusterCache, Controller, ControllerOptions, Reconciler, Trigger,
+    Action, ClusterCache, Controller, ControllerOptions, OwnWrites, Reconciler, Trigger,
 };
 use berth_core::store::{Compare, DynStore, KeyValue, Op, Txn, MAX_TXN_BYTES, MAX_TXN_COMPARES};
 
@@ -29,6 +29,8 @@ pub const STOPPED_TASK_RETENTION: chrono::Duration = chrono::Duration::hours(1);
 pub struct ServiceController {
     store: DynStore,
     cache: ClusterCache,
+    /// Its own writes of service records: the trigger skips them (see `controller_with`).
+    own: OwnWrites,
 }
 
 impl ServiceController {
@@ -44,11 +46,13 @@ impl ServiceController {
         ServiceController {
             store,
             cache: cache.clone(),
+            own: OwnWrites::default(),
         }
     }
 
     pub fn controller_with(store: DynStore, cache: &ClusterCache) -> Controller {
         let r = Arc::new(ServiceController::new(store.clone(), cache));
+        let own = r.own.clone();
         Controller::new(
             "service",
             store,
@@ -60,7 +64,10 @@ impl ServiceController {
             },
         )
         .shared(&cache.informer)
-        .primary_spaced(Kind::Service, common::TASK_BURST_SPACING)
+        // Another controller's write of a service (the deployment controller's first
+        // deployment, a new PRIMARY) is acted on at once; this controller's own status
+        // writes, which come in bursts while a service's tasks start, wake nothing.
+        .primary_except_own(Kind::Service, own)
         .trigger(
             Trigger::on::<Task>(keys::prefix(Kind::Task), common::task_service)
                 .spaced(common::TASK_BURST_SPACING),
@@ -165,6 +172,7 @@ impl ServiceController {
             .filter(|t| t.is_active())
             .collect();
         let Some(svc) = svc else {
+            self.own.forget(name);
             // Owner gone: its tasks are orphans and go too.
             let ids: Vec<String> = active.iter().map(|t| t.metadata.name.clone()).collect();
             self.stop_tasks(&ids, &format!("service {name} was deleted"))
@@ -499,7 +507,15 @@ impl ServiceController {
                 .and_then(Op::put(tk, t.to_bytes()));
         }
         let r = self.store.txn(txn).await?;
-        Ok(r.succeeded.then_some(r.revision))
+        Ok(self.wrote(key, r.succeeded.then_some(r.revision)))
+    }
+
+    /// Remember a successful write of the service at `key` (see [`OwnWrites`]).
+    fn wrote(&self, key: &str, revision: Option<i64>) -> Option<i64> {
+        if let (Some(rev), Some(name)) = (revision, keys::name_of(key, Kind::Service)) {
+            self.own.record(name, rev);
+        }
+        revision
     }
 
     /// More new tasks, fenced on the service revision the previous write left, with the
@@ -521,7 +537,7 @@ impl ServiceController {
                 .and_then(Op::put(tk, t.to_bytes()));
         }
         let r = self.store.txn(txn).await?;
-        Ok(r.succeeded.then_some(r.revision))
+        Ok(self.wrote(key, r.succeeded.then_some(r.revision)))
     }
 }
 

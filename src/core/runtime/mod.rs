@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod cluster_cache;
 pub mod controller;
 pub mod informer;
+pub mod own_writes;
 pub mod queue;
 pub mod reflector;
 pub mod watcher;
@@ -14,5 +15,6 @@ pub use controller::{
     Action, Controller, ControllerOptions, ControllerStatus, Reconciler, Registry, Trigger,
 };
 pub use informer::{CacheError, SharedInformer};
+pub use own_writes::OwnWrites;
 pub use reflector::{Change, ChangeKind, Reflector};
 pub use watcher::{watcher, Cache, WatcherEvent};
