@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::harness::RawContainer;
+use super::harness::{cpu_seconds, dockerd_pid, RawContainer};
 use super::webdriver::{self, Browser};
 use berth_core::metrics::sample::{now_ms, stats_key, ContainerSample, InstanceSample};
 use berth_core::model::{
@@ -375,25 +375,6 @@ async fn dashboard(n: u32) -> anyhow::Result<()> {
     browser.close().await;
     node.shutdown().await;
     Ok(())
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0) // USER_HZ is 100 on Linux
-}
-
-fn dockerd_pid() -> Option<String> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid = e.file_name().to_string_lossy().to_string();
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        (comm.trim() == "dockerd").then_some(pid)
-    })
 }
 
 async fn stats_cost(m: u32, secs: u64, image: &str) -> anyhow::Result<()> {

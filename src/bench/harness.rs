@@ -216,6 +216,10 @@ impl BenchNode {
         let mut agent = AgentConfig::new(&instance, "default");
         agent.cpu = Some(1024 * 64);
         agent.memory = Some(64 * 1024);
+        // The raw side's `docker run` pulls only a missing image; so does this agent. (ECS's
+        // default behaviour asks the registry on every start: a round trip the comparison
+        // would charge to berth's path, not Docker's.)
+        agent.pull.behavior = berth_core::agent::pull::PullBehavior::PreferCached;
         let node = node::start(
             store.clone(),
             NodeConfig {
@@ -248,4 +252,23 @@ impl BenchNode {
             }
         }
     }
+}
+
+/// utime + stime of a process, in seconds.
+pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0) // USER_HZ is 100 on Linux
+}
+
+pub fn dockerd_pid() -> Option<String> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid = e.file_name().to_string_lossy().to_string();
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "dockerd").then_some(pid)
+    })
 }
