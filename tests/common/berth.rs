@@ -13,7 +13,30 @@ use serde_json::Value;
 
 use super::manifests::IMAGE;
 
+/// A port free on every address now, from below the kernel's ephemeral range: a port the
+/// kernel hands out for `:0` (berth's own endpoints bind those) can then never be the one a
+/// test is about to give berth. Ports are taken in turn from a random start, so tests in one
+/// process never draw the same one.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .unwrap_or(32768);
+    let (from, span) = (10_000u32, low.saturating_sub(10_000).max(1000));
+    let _ = NEXT.compare_exchange(
+        0,
+        1 + uuid::Uuid::new_v4().as_u128() as u32 % span,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let port = (from + NEXT.fetch_add(1, Ordering::SeqCst) % span) as u16;
+        if TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
