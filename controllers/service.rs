@@ -6,7 +6,8 @@
 //! reconcile (another process, an old read) can never double-create: the write fails and the
 //! reconcile starts over from fresh state (Kubernetes' "expectations", by construction).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tokio::time::Duration;
@@ -19,7 +20,7 @@ use berth_core::model::{
 };
 use berth_core::objects::{self, ObjectError};
 use berth_core::runtime::{
-    Action, ClusterCache, Controller, ControllerOptions, OwnWrites, Reconciler, Trigger,
+    Action, ClusterCache, Controller, ControllerOptions, Reconciler, Trigger,
 };
 use berth_core::store::{Compare, DynStore, KeyValue, Op, Txn, MAX_TXN_BYTES, MAX_TXN_COMPARES};
 
@@ -29,8 +30,8 @@ pub const STOPPED_TASK_RETENTION: chrono::Duration = chrono::Duration::hours(1);
 pub struct ServiceController {
     store: DynStore,
     cache: ClusterCache,
-    /// Its own writes of service records: the trigger skips them (see `controller_with`).
-    own: OwnWrites,
+    /// Service → the PRIMARY deployment its latest reconcile acted on (see `controller_with`).
+    seen_primary: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl ServiceController {
@@ -46,13 +47,26 @@ impl ServiceController {
         ServiceController {
             store,
             cache: cache.clone(),
-            own: OwnWrites::default(),
+            seen_primary: Default::default(),
         }
     }
 
     pub fn controller_with(store: DynStore, cache: &ClusterCache) -> Controller {
         let r = Arc::new(ServiceController::new(store.clone(), cache));
-        let own = r.own.clone();
+        let seen = r.seen_primary.clone();
+        let new_primary = move |svc: &Service| -> Vec<String> {
+            let name = &svc.metadata.name;
+            let primary = svc
+                .status
+                .deployments
+                .iter()
+                .find(|d| d.status == "PRIMARY");
+            let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            match primary {
+                Some(d) if seen.get(name) != Some(&d.id) => vec![name.clone()],
+                _ => vec![],
+            }
+        };
         Controller::new(
             "service",
             store,
@@ -64,10 +78,14 @@ impl ServiceController {
             },
         )
         .shared(&cache.informer)
-        // Another controller's write of a service (the deployment controller's first
-        // deployment, a new PRIMARY) is acted on at once; this controller's own status
-        // writes, which come in bursts while a service's tasks start, wake nothing.
-        .primary_except_own(Kind::Service, own)
+        .primary_spaced(Kind::Service, common::TASK_BURST_SPACING)
+        // ...except a PRIMARY deployment this controller has not acted on yet (a new service's
+        // first, written by the deployment controller right after our first, empty pass; a
+        // new revision's): its tasks are created at once, not a spacing later.
+        .trigger(Trigger::on::<Service>(
+            keys::prefix(Kind::Service),
+            new_primary,
+        ))
         .trigger(
             Trigger::on::<Task>(keys::prefix(Kind::Task), common::task_service)
                 .spaced(common::TASK_BURST_SPACING),
@@ -172,7 +190,10 @@ impl ServiceController {
             .filter(|t| t.is_active())
             .collect();
         let Some(svc) = svc else {
-            self.own.forget(name);
+            self.seen_primary
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(name);
             // Owner gone: its tasks are orphans and go too.
             let ids: Vec<String> = active.iter().map(|t| t.metadata.name.clone()).collect();
             self.stop_tasks(&ids, &format!("service {name} was deleted"))
@@ -213,6 +234,10 @@ impl ServiceController {
         else {
             return Ok(Action::Done);
         };
+        self.seen_primary
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), primary.id.clone());
         let Some(td) = common::taskdef(&*self.store, &self.cache, &primary.task_definition).await?
         else {
             event_once(
@@ -507,15 +532,7 @@ impl ServiceController {
                 .and_then(Op::put(tk, t.to_bytes()));
         }
         let r = self.store.txn(txn).await?;
-        Ok(self.wrote(key, r.succeeded.then_some(r.revision)))
-    }
-
-    /// Remember a successful write of the service at `key` (see [`OwnWrites`]).
-    fn wrote(&self, key: &str, revision: Option<i64>) -> Option<i64> {
-        if let (Some(rev), Some(name)) = (revision, keys::name_of(key, Kind::Service)) {
-            self.own.record(name, rev);
-        }
-        revision
+        Ok(r.succeeded.then_some(r.revision))
     }
 
     /// More new tasks, fenced on the service revision the previous write left, with the
@@ -537,7 +554,7 @@ impl ServiceController {
                 .and_then(Op::put(tk, t.to_bytes()));
         }
         let r = self.store.txn(txn).await?;
-        Ok(self.wrote(key, r.succeeded.then_some(r.revision)))
+        Ok(r.succeeded.then_some(r.revision))
     }
 }
 

@@ -44,7 +44,7 @@ pub struct TaskRunner {
     exits: Option<super::exit_watch::ExitWatch>,
     /// Task id → the revision of this agent's latest write of it: the watch event of that
     /// write only shows what the reconcile that made it already acted on (see `is_own_write`).
-    own_writes: std::sync::Mutex<HashMap<String, i64>>,
+    own_writes: crate::runtime::OwnWrites,
     /// Pinned task definitions (`family:N`) read so far: a revision's spec never changes.
     taskdefs: std::sync::Mutex<HashMap<String, TaskDefinition>>,
 }
@@ -117,18 +117,11 @@ impl TaskRunner {
             wrote
         })
         .await?;
-        let mut own = self.own_writes.lock().unwrap_or_else(|p| p.into_inner());
         match &r {
-            Some(t) if wrote && !t.is_stopped() => {
-                own.insert(id.to_string(), t.metadata.revision);
-            }
+            Some(t) if wrote && !t.is_stopped() => self.own_writes.record(id, t.metadata.revision),
             // Stopped (nothing more will be written) or gone: forget it.
-            Some(t) if t.is_stopped() => {
-                own.remove(id);
-            }
-            None => {
-                own.remove(id);
-            }
+            Some(t) if t.is_stopped() => self.own_writes.forget(id),
+            None => self.own_writes.forget(id),
             _ => {}
         }
         Ok(r)
@@ -139,10 +132,7 @@ impl TaskRunner {
     /// busy starting the next containers. Any other change, and every Docker event, still
     /// enqueues the task.
     pub fn is_own_write(&self, task: &str, revision: i64) -> bool {
-        self.own_writes
-            .lock()
-            .map(|o| o.get(task) == Some(&revision))
-            .unwrap_or(false)
+        self.own_writes.is_own(task, revision)
     }
 
     /// Route a running container's addresses (in awsvpc mode only the pause container has

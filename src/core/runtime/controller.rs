@@ -294,19 +294,6 @@ impl Controller {
         self.primary_with(kind, Some(spacing))
     }
 
-    /// [`Controller::primary`] without the changes the reconciler made itself (`own`, which it
-    /// fills as it writes): another writer's change (a new deployment on a service, say)
-    /// is reconciled at once, while the reconciler's own status writes cost nothing.
-    pub fn primary_except_own(mut self, kind: Kind, own: super::OwnWrites) -> Self {
-        self.primary = Some(kind);
-        self.trigger(Trigger::new(keys::prefix(kind), move |kv: &KeyValue| {
-            keys::name_of(&kv.key, kind)
-                .filter(|n| !own.is_own(n, kv.mod_revision))
-                .map(|n| vec![n.to_string()])
-                .unwrap_or_default()
-        }))
-    }
-
     fn primary_with(mut self, kind: Kind, spacing: Option<Duration>) -> Self {
         self.primary = Some(kind);
         let t = Trigger::new(keys::prefix(kind), move |kv: &KeyValue| {
