@@ -46,7 +46,7 @@ use crate::model::{keys, Kind, Task};
 use crate::store::remote::{wire, INSTANCE_HEADER, UNAUTHENTICATED};
 use crate::store::{KeyValue, Op, StoreError, Txn};
 
-use super::agent_index::AssignmentIndex;
+use super::agent_index::{self, AssignmentIndex, Feed};
 use super::auth_state::{AuthState, Caller};
 use super::error::ApiError;
 
@@ -234,6 +234,12 @@ impl AgentState {
         Ok(c.instance)
     }
 
+    /// The process's assignment index, started on first use.
+    fn index(&self) -> &AssignmentIndex {
+        self.index
+            .get_or_init(|| AssignmentIndex::start(self.auth.store.clone()))
+    }
+
     /// The instance's scope: cached up to [`SCOPE_TTL`] and built from the assignment index
     /// (its own tasks only), or read from the store now (`fresh`: every task is listed).
     async fn scope(&self, instance: &str, fresh: bool) -> Result<Arc<Scope>, StoreError> {
@@ -250,10 +256,7 @@ impl AgentState {
             .await?;
         let indexed = match fresh {
             true => None,
-            false => self
-                .index
-                .get_or_init(|| AssignmentIndex::start(store.clone()))
-                .tasks_of(instance),
+            false => self.index().tasks_of(instance),
         };
         let s = match indexed {
             Some(tasks) => {
@@ -473,11 +476,19 @@ async fn store_range(State(st): State<AgentState>, parts: Parts, body: Bytes) ->
             Ok(x) => x,
             Err(r) => return r,
         };
+    if req.prefix == keys::prefix(Kind::Task) {
+        // Its own tasks from the index: the cost of the agent's tasks, not the cluster's.
+        if let Some((kvs, revision)) = st.index().range(&instance) {
+            let kvs = kvs.iter().map(wire::Kv::from).collect();
+            return Json(wire::RangeResp { kvs, revision }).into_response();
+        }
+    }
     let (kvs, revision) = match st.auth.store.range(&req.prefix).await {
         Ok(x) => x,
         Err(e) => return store_error(&e),
     };
     let scope = if req.prefix.starts_with(&keys::prefix(Kind::Task)) {
+        agent_index::count_read(kvs.len());
         // Tasks are judged on their own values.
         Arc::new(Scope::new(&instance))
     } else if req.prefix.starts_with(crate::model::lb::lb_keys::TARGETS) {
@@ -612,17 +623,26 @@ async fn store_watch(State(st): State<AgentState>, parts: Parts, body: Bytes) ->
             Ok(x) => x,
             Err(r) => return r,
         };
-    let inner = match st.auth.store.watch(&req.prefix, req.from_revision).await {
-        Ok(s) => s,
-        Err(e) => return store_error(&e),
-    };
-    // The credential is checked again now and then: a revoked one ends the watch.
     let credential = parts
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(|a| a[7.min(a.len())..].to_string())
         .unwrap_or_default();
+    if req.prefix == keys::prefix(Kind::Task) {
+        let from = match req.from_revision {
+            r if r <= 0 => st.index().revision() + 1,
+            r => r,
+        };
+        if let Some(feed) = st.index().subscribe(&instance, from) {
+            return feed_response(st, instance, credential, from, feed);
+        }
+    }
+    let inner = match st.auth.store.watch(&req.prefix, req.from_revision).await {
+        Ok(s) => s,
+        Err(e) => return store_error(&e),
+    };
+    // The credential is checked again now and then: a revoked one ends the watch.
     let checked = Arc::new(Mutex::new(Instant::now()));
     let st2 = st.clone();
     let mut last_progress = Instant::now();
@@ -676,6 +696,11 @@ async fn store_watch(State(st): State<AgentState>, parts: Parts, body: Bytes) ->
                 let rev = evs.iter().map(|e| e.kv.mod_revision).max().unwrap_or(0);
                 let task_prefix = keys::prefix(Kind::Task);
                 let only_tasks = evs.iter().all(|e| e.kv.key.starts_with(&task_prefix));
+                agent_index::count_read(
+                    evs.iter()
+                        .filter(|e| e.kv.key.starts_with(&task_prefix))
+                        .count(),
+                );
                 let scope = match only_tasks {
                     // Tasks are judged on their own values.
                     true => Ok(Arc::new(Scope::new(&instance))),
@@ -748,6 +773,123 @@ async fn store_watch(State(st): State<AgentState>, parts: Parts, body: Bytes) ->
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .body(Body::from_stream(lines))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn watch_line(line: &wire::WatchLine) -> Bytes {
+    let mut b = serde_json::to_vec(line).unwrap_or_default();
+    b.push(b'\n');
+    Bytes::from(b)
+}
+
+type Lines = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+/// Send `b` unless it is not past `last` (counted as read when `count`); false once the
+/// client is gone.
+async fn send_batch(out: &Lines, b: &agent_index::Batch, last: &mut i64, count: bool) -> bool {
+    if b.revision <= *last {
+        return true;
+    }
+    if count {
+        agent_index::count_read(b.events.len());
+    }
+    let line = watch_line(&wire::WatchLine {
+        events: b.events.clone(),
+        ..Default::default()
+    });
+    if out.send(Ok(line)).await.is_err() {
+        return false;
+    }
+    *last = b.revision;
+    true
+}
+
+/// An agent's watch of its tasks from the assignment index's feed. It ends when the agent
+/// falls behind or the index relists; the agent's store resumes from its last revision, from
+/// the index's history or, before it, from a store watch.
+fn feed_response(
+    st: AgentState,
+    instance: String,
+    credential: String,
+    from: i64,
+    feed: Feed,
+) -> Response {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    let (out, lines) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    tokio::spawn(async move {
+        let Feed { replay, mut live } = feed;
+        let mut last = from - 1;
+        for b in replay {
+            if !send_batch(&out, &b, &mut last, false).await {
+                return;
+            }
+        }
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut checked = Instant::now();
+        loop {
+            tokio::select! {
+                r = live.recv() => match r {
+                    Ok(b) => {
+                        if !send_batch(&out, &b, &mut last, true).await {
+                            return;
+                        }
+                    }
+                    Err(RecvError::Lagged(_) | RecvError::Closed) => return,
+                },
+                _ = tick.tick() => {
+                    // The credential is checked again now and then: a revoked one ends the watch.
+                    if checked.elapsed() >= CREDENTIAL_RECHECK {
+                        checked = Instant::now();
+                        let valid = agent_join::credential_for(&*st.auth.store, &credential)
+                            .await
+                            .map(|c| c.is_some_and(|c| c.instance == instance))
+                            .unwrap_or(true);
+                        if !valid {
+                            let e = StoreError::Invalid(format!(
+                                "{UNAUTHENTICATED}the agent credential was revoked"
+                            ));
+                            let line = wire::WatchLine {
+                                store_error: Some(wire::Error::from(&e)),
+                                ..Default::default()
+                            };
+                            let _ = out.send(Ok(watch_line(&line))).await;
+                            return;
+                        }
+                    }
+                    // Progress: the index's revision, once what was sent before it is out.
+                    let progress = st.index().revision();
+                    loop {
+                        match live.try_recv() {
+                            Ok(b) => {
+                                if !send_batch(&out, &b, &mut last, true).await {
+                                    return;
+                                }
+                            }
+                            Err(TryRecvError::Empty) => break,
+                            Err(_) => return,
+                        }
+                    }
+                    if progress > last {
+                        let line = wire::WatchLine {
+                            progress: Some(progress),
+                            ..Default::default()
+                        };
+                        if out.send(Ok(watch_line(&line))).await.is_err() {
+                            return;
+                        }
+                        last = progress;
+                    }
+                }
+                _ = out.closed() => return,
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(
+            tokio_stream::wrappers::ReceiverStream::new(lines),
+        ))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 

@@ -26,6 +26,8 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+/// Task records read to answer joined agents (see `agent_index`): for tests of their cost.
+pub use agent_index::task_records_read as agent_task_records_read;
 pub use auth_state::{AuthState, Caller};
 pub use error::ApiError;
 pub use state::{ApiState, MAX_BODY_BYTES};
