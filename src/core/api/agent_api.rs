@@ -662,22 +662,8 @@ async fn store_watch(State(st): State<AgentState>, parts: Parts, body: Bytes) ->
                     due
                 };
                 if due {
-                    let valid = agent_join::credential_for(&*st.auth.store, &credential)
-                        .await
-                        .map(|c| c.is_some_and(|c| c.instance == instance))
-                        .unwrap_or(true);
-                    if !valid {
-                        let e = StoreError::Invalid(format!(
-                            "{UNAUTHENTICATED}the agent credential was revoked"
-                        ));
-                        return (
-                            wire::WatchLine {
-                                store_error: Some(wire::Error::from(&e)),
-                                ..Default::default()
-                            },
-                            true,
-                            0,
-                        );
+                    if let Some(line) = revoked(&st, &credential, &instance).await {
+                        return (line, true, 0);
                     }
                 }
                 let evs = match item {
@@ -763,17 +749,26 @@ async fn store_watch(State(st): State<AgentState>, parts: Parts, body: Bytes) ->
             } else {
                 Some(line)
             };
-            futures::future::ready(out.map(|l| {
-                let mut b = serde_json::to_vec(&l).unwrap_or_default();
-                b.push(b'\n');
-                Ok::<Bytes, std::io::Error>(Bytes::from(b))
-            }))
+            futures::future::ready(out.map(|l| Ok::<Bytes, std::io::Error>(watch_line(&l))))
         });
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .body(Body::from_stream(lines))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// A watch line ending the watch if the agent's credential was revoked (checked now and then).
+async fn revoked(st: &AgentState, credential: &str, instance: &str) -> Option<wire::WatchLine> {
+    let valid = agent_join::credential_for(&*st.auth.store, credential)
+        .await
+        .map(|c| c.is_some_and(|c| c.instance == instance))
+        .unwrap_or(true);
+    let e = StoreError::Invalid(format!("{UNAUTHENTICATED}the agent credential was revoked"));
+    (!valid).then(|| wire::WatchLine {
+        store_error: Some(wire::Error::from(&e)),
+        ..Default::default()
+    })
 }
 
 fn watch_line(line: &wire::WatchLine) -> Bytes {
@@ -793,11 +788,14 @@ async fn send_batch(out: &Lines, b: &agent_index::Batch, last: &mut i64, count: 
     if count {
         agent_index::count_read(b.events.len());
     }
-    let line = watch_line(&wire::WatchLine {
-        events: b.events.clone(),
-        ..Default::default()
-    });
-    if out.send(Ok(line)).await.is_err() {
+    // A watch line of these events, serialized from the shared batch (no copy of it).
+    #[derive(serde::Serialize)]
+    struct Events<'a> {
+        events: &'a [wire::Event],
+    }
+    let mut line = serde_json::to_vec(&Events { events: &b.events }).unwrap_or_default();
+    line.push(b'\n');
+    if out.send(Ok(Bytes::from(line))).await.is_err() {
         return false;
     }
     *last = b.revision;
@@ -840,18 +838,7 @@ fn feed_response(
                     // The credential is checked again now and then: a revoked one ends the watch.
                     if checked.elapsed() >= CREDENTIAL_RECHECK {
                         checked = Instant::now();
-                        let valid = agent_join::credential_for(&*st.auth.store, &credential)
-                            .await
-                            .map(|c| c.is_some_and(|c| c.instance == instance))
-                            .unwrap_or(true);
-                        if !valid {
-                            let e = StoreError::Invalid(format!(
-                                "{UNAUTHENTICATED}the agent credential was revoked"
-                            ));
-                            let line = wire::WatchLine {
-                                store_error: Some(wire::Error::from(&e)),
-                                ..Default::default()
-                            };
+                        if let Some(line) = revoked(&st, &credential, &instance).await {
                             let _ = out.send(Ok(watch_line(&line))).await;
                             return;
                         }
