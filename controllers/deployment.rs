@@ -8,7 +8,8 @@
 //! PRIMARY again. A FAILED revision is not retried until a different one is applied.
 //! The service controller does the task arithmetic toward whatever is PRIMARY.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tokio::time::Duration;
@@ -16,7 +17,7 @@ use tokio::time::Duration;
 use super::common::{self, counts_healthy, event_once};
 use super::rollout;
 use berth_core::model::{
-    keys, new_id, now, Deployment, DesiredStatus, Kind, Service, Task, TaskDefinition,
+    keys, new_id, now, Deployment, DesiredStatus, Kind, Service, ServiceSpec, Task, TaskDefinition,
 };
 use berth_core::objects::{self, ObjectError};
 use berth_core::runtime::{
@@ -35,6 +36,8 @@ const SETTLE: Duration = Duration::from_secs(3);
 pub struct DeploymentController {
     store: DynStore,
     cache: ClusterCache,
+    /// Service → the spec its latest reconcile read (see `controller_with`).
+    seen_spec: Arc<Mutex<HashMap<String, ServiceSpec>>>,
 }
 
 impl DeploymentController {
@@ -48,8 +51,18 @@ impl DeploymentController {
         let r = Arc::new(DeploymentController {
             store: store.clone(),
             cache: cache.clone(),
+            seen_spec: Default::default(),
         });
         let by_family = common::family_trigger(cache);
+        let seen = r.seen_spec.clone();
+        let spec_changed = move |svc: &Service| -> Vec<String> {
+            let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.get(&svc.metadata.name) == Some(&svc.spec) {
+                vec![]
+            } else {
+                vec![svc.metadata.name.clone()]
+            }
+        };
         Controller::new(
             "deployment",
             store,
@@ -61,11 +74,17 @@ impl DeploymentController {
             },
         )
         .shared(&cache.informer)
-        // Not spaced: a spec change must become a deployment at once (an ECS client's
-        // `services_stable` waiter right after UpdateService would otherwise see the old
-        // deployment alone, and stable). Status writes to the record come from controllers
-        // whose own reconciles are spaced.
-        .primary(Kind::Service)
+        // Status writes by other controllers are spaced: at once, each task-creating write of
+        // the service controller made this one rewrite the record, which failed the service
+        // controller's next fenced write (a 10,000-task scale-up lost ~200 such races)...
+        .primary_spaced(Kind::Service, common::TASK_BURST_SPACING)
+        // ...but a spec change this controller has not read yet becomes a deployment at once
+        // (an ECS client's `services_stable` waiter right after UpdateService would otherwise
+        // see the old deployment alone, and stable).
+        .trigger(Trigger::on::<Service>(
+            keys::prefix(Kind::Service),
+            spec_changed,
+        ))
         .trigger(
             Trigger::on::<Task>(keys::prefix(Kind::Task), common::task_service)
                 .spaced(common::TASK_BURST_SPACING),
@@ -95,8 +114,16 @@ impl DeploymentController {
     async fn reconcile_service(&self, name: &str) -> anyhow::Result<Action> {
         let key = keys::key(Kind::Service, name);
         let Some(svc): Option<Service> = objects::get(&*self.store, &key).await? else {
+            self.seen_spec
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(name);
             return Ok(Action::Done);
         };
+        self.seen_spec
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), svc.spec.clone());
         if svc.metadata.deletion_timestamp.is_some() {
             return Ok(Action::Done);
         }

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use tokio::time::Duration;
@@ -202,7 +203,8 @@ impl Scheduler {
             }
         }
 
-        // Commit, grouped by instance, chunked to the store's transaction limits.
+        // Commit, grouped by instance, chunked to the store's transaction limits; chunks on
+        // different instances go out concurrently.
         let mut commit = Commit {
             base: cands,
             revisions: instances.iter().map(|i| i.metadata.revision).collect(),
@@ -211,43 +213,27 @@ impl Scheduler {
             last_revision: 0,
             conflicts: 0,
         };
-        let mut chunk: Vec<(usize, &[Plan])> = Vec::new();
-        let (mut ops, mut bytes) = (0usize, 0usize);
-        for (&i, list) in &plans {
-            let inst_bytes = instances[i].to_bytes().len() + 256;
-            let mut rest: &[Plan] = list;
-            while !rest.is_empty() {
-                // Room for this instance's record and at least one of its tasks?
-                let mut n = 0;
-                let mut b = inst_bytes;
-                // Compares: one per task and one per instance record.
-                while n < rest.len() && ops + n + 2 <= MAX_TXN_COMPARES {
-                    let tb = rest[n].task.to_bytes().len() + 256;
-                    if bytes + b + tb > MAX_TXN_BYTES {
-                        break;
-                    }
-                    b += tb;
-                    n += 1;
-                }
-                if n == 0 {
-                    if chunk.is_empty() {
-                        anyhow::bail!("one placement does not fit a transaction");
-                    }
-                    self.commit(&mut commit, &instances, &std::mem::take(&mut chunk))
-                        .await?;
-                    (ops, bytes) = (0, 0);
-                    continue;
-                }
-                chunk.push((i, &rest[..n]));
-                ops += n + 1;
-                bytes += b;
-                rest = &rest[n..];
-            }
+        let (together, in_order) = chunks(&plans, &instances)?;
+        let outcomes: Vec<anyhow::Result<Outcome>> = {
+            let c = &commit;
+            let instances = &instances;
+            // Collected first: a closure held across the await trips async_trait's lifetimes.
+            let commits: Vec<_> = together
+                .iter()
+                .map(|ch| Box::pin(self.commit(c, instances, ch)))
+                .collect();
+            futures::stream::iter(commits)
+                .buffer_unordered(COMMIT_CONCURRENCY)
+                .collect()
+                .await
+        };
+        for o in outcomes {
+            commit.apply(o?);
         }
-        if !chunk.is_empty() {
-            self.commit(&mut commit, &instances, &chunk).await?;
+        for ch in &in_order {
+            let o = self.commit(&commit, &instances, ch).await?;
+            commit.apply(o);
         }
-
         for (t, why) in &unplaceable {
             if t.status.placement_message.as_deref() != Some(why.as_str()) {
                 objects::update_task(&*self.store, &t.metadata.name, |t| {
@@ -298,28 +284,33 @@ impl Scheduler {
     /// `placementGeneration` tells the two apart: every placement bumps it, so an instance
     /// whose generation is still the one decided on has seen no placement since the cut, and
     /// its tasks' usage is what the decision assumed. Those are retried on their fresh
-    /// revision (Nomad's partial plan apply); the others are left to the next pass.
+    /// revision, read from the cache once it has caught up with the store (one round trip,
+    /// not one read per instance: Nomad's partial plan apply); the others are left to the
+    /// next pass.
     async fn commit(
         &self,
-        c: &mut Commit,
+        c: &Commit,
         instances: &[Arc<ContainerInstance>],
-        chunk: &[(usize, &[Plan])],
-    ) -> anyhow::Result<()> {
-        for _attempt in 0..COMMIT_ATTEMPTS {
+        chunk: &Chunk<'_>,
+    ) -> anyhow::Result<Outcome> {
+        let mut out = Outcome::default();
+        // This chunk's instances as retried: fresher records than `c` holds.
+        let mut fresh: HashMap<usize, (i64, ContainerInstance)> = HashMap::new();
+        let mut failed: HashSet<usize> = HashSet::new();
+        for attempt in 0..COMMIT_ATTEMPTS {
             let mut txn = Txn::new();
             let mut staged: Vec<(usize, Candidate, ContainerInstance)> = Vec::new();
             for (i, plans) in chunk {
                 let i = *i;
                 // Failed before (or an earlier part of this instance's list did).
-                if c.failed.contains(&i) {
+                if c.failed.contains(&i) || failed.contains(&i) {
                     continue;
                 }
                 let mut cand = c.base[i].clone();
-                let mut rec = c
-                    .records
-                    .get(&i)
-                    .cloned()
-                    .unwrap_or_else(|| (*instances[i]).clone());
+                let (revision, mut rec) = match fresh.get(&i) {
+                    Some((r, rec)) => (*r, rec.clone()),
+                    None => (c.revisions[i], c.record(i, instances)),
+                };
                 for p in plans.iter() {
                     cand.take(&p.req);
                     let key = objects::task_key(&p.task.metadata.name);
@@ -336,59 +327,55 @@ impl Scheduler {
                 rec.status.pending_tasks_count += plans.len() as u32;
                 let ikey = keys::key(Kind::ContainerInstance, &rec.metadata.name);
                 txn = txn
-                    .when(Compare::mod_revision(&ikey, c.revisions[i]))
+                    .when(Compare::mod_revision(&ikey, revision))
                     .and_then(Op::put(ikey, rec.to_bytes()));
                 staged.push((i, cand, rec));
             }
             if staged.is_empty() {
-                return Ok(());
+                break;
             }
             debug_assert!(txn.success.len() <= MAX_TXN_OPS);
             debug_assert!(txn.success.iter().map(op_bytes).sum::<usize>() <= MAX_TXN_BYTES);
             let r = self.store.txn(txn).await?;
             if r.succeeded {
                 tracing::debug!(instances = staged.len(), revision = r.revision, "placed");
-                for (i, cand, rec) in staged {
-                    c.base[i] = cand;
-                    c.revisions[i] = r.revision;
-                    c.records.insert(i, rec);
-                }
-                c.last_revision = r.revision;
-                return Ok(());
+                out.placed = staged;
+                out.revision = r.revision;
+                break;
             }
-            c.conflicts += 1;
+            out.conflicts += 1;
+            let now = self.store.revision().await?;
+            let _ = self.cache.wait_for(now).await;
             for (i, ..) in &staged {
                 let i = *i;
-                let decided = c
-                    .records
-                    .get(&i)
-                    .map_or(instances[i].status.placement_generation, |r| {
-                        r.status.placement_generation
-                    });
+                let (revision, decided) = match fresh.get(&i) {
+                    Some((r, rec)) => (*r, rec.status.placement_generation),
+                    None => (
+                        c.revisions[i],
+                        c.record(i, instances).status.placement_generation,
+                    ),
+                };
                 let key = keys::key(Kind::ContainerInstance, &instances[i].metadata.name);
-                match objects::get::<_, _>(&*self.store, &key).await? {
-                    Some(fresh)
-                        if {
-                            let fresh: &ContainerInstance = &fresh;
-                            fresh.status.placement_generation == decided
-                                && fresh.metadata.revision != c.revisions[i]
-                        } =>
+                match self.cache.instances.get(&key) {
+                    Some(f)
+                        if f.status.placement_generation == decided
+                            && f.metadata.revision != revision =>
                     {
-                        let fresh: ContainerInstance = fresh;
-                        c.revisions[i] = fresh.metadata.revision;
-                        c.records.insert(i, fresh);
+                        fresh.insert(i, (f.metadata.revision, (*f).clone()));
                     }
                     // Placed on by someone else, gone, or unchanged (then a task moved).
                     _ => {
-                        c.failed.insert(i);
+                        failed.insert(i);
                     }
                 }
             }
+            if attempt + 1 == COMMIT_ATTEMPTS {
+                failed.extend(chunk.iter().map(|(i, _)| *i));
+            }
         }
-        c.failed.extend(chunk.iter().map(|(i, _)| *i));
-        Ok(())
+        out.failed = failed.into_iter().collect();
+        Ok(out)
     }
-
     /// A task asked to stop before it was ever placed: nothing runs, so it stops right here.
     async fn stop_unplaced(&self, id: &str) -> anyhow::Result<()> {
         objects::update_task(&*self.store, id, |t| {
@@ -407,6 +394,76 @@ impl Scheduler {
 /// Spacing of passes triggered by instance and lease changes.
 const INSTANCE_SPACING: Duration = Duration::from_millis(100);
 
+/// Transactions of one pass in flight at once (each on instances no other one touches).
+const COMMIT_CONCURRENCY: usize = 4;
+
+/// One transaction's placements: (instance index, some of its plans).
+type Chunk<'a> = Vec<(usize, &'a [Plan])>;
+
+/// What one chunk's commit did.
+#[derive(Default)]
+struct Outcome {
+    /// Instances placed on, with their candidate and record as written.
+    placed: Vec<(usize, Candidate, ContainerInstance)>,
+    /// The revision of the transaction that placed them.
+    revision: i64,
+    failed: Vec<usize>,
+    conflicts: u32,
+}
+
+/// Split the placements into transactions within the store's limits. An instance's list goes
+/// whole into one transaction whenever it fits in one, so those transactions touch disjoint
+/// instances and may commit concurrently (the first list). A list too long for one is split
+/// into transactions of its own that must commit in order, each fenced on the revision the
+/// one before left (the second).
+fn chunks<'a>(
+    plans: &'a BTreeMap<usize, Vec<Plan>>,
+    instances: &[Arc<ContainerInstance>],
+) -> anyhow::Result<(Vec<Chunk<'a>>, Vec<Chunk<'a>>)> {
+    let mut together: Vec<Chunk<'a>> = Vec::new();
+    let mut in_order: Vec<Chunk<'a>> = Vec::new();
+    let mut cur: Chunk<'a> = Vec::new();
+    let (mut ops, mut bytes) = (0usize, 0usize);
+    for (&i, list) in plans {
+        let inst_bytes = instances[i].to_bytes().len() + 256;
+        let sizes: Vec<usize> = list.iter().map(|p| p.task.to_bytes().len() + 256).collect();
+        let total: usize = inst_bytes + sizes.iter().sum::<usize>();
+        // Compares: one per task and one per instance record.
+        let fits = |ops: usize, bytes: usize| {
+            ops + list.len() < MAX_TXN_COMPARES && bytes + total <= MAX_TXN_BYTES
+        };
+        if fits(0, 0) {
+            if !fits(ops, bytes) {
+                together.push(std::mem::take(&mut cur));
+                (ops, bytes) = (0, 0);
+            }
+            cur.push((i, list));
+            ops += list.len() + 1;
+            bytes += total;
+            continue;
+        }
+        let mut rest: &[Plan] = list;
+        let mut sizes: &[usize] = &sizes;
+        while !rest.is_empty() {
+            let (mut n, mut b) = (0, inst_bytes);
+            while n < rest.len() && n + 2 <= MAX_TXN_COMPARES && b + sizes[n] <= MAX_TXN_BYTES {
+                b += sizes[n];
+                n += 1;
+            }
+            if n == 0 {
+                anyhow::bail!("one placement does not fit a transaction");
+            }
+            in_order.push(vec![(i, &rest[..n])]);
+            rest = &rest[n..];
+            sizes = &sizes[n..];
+        }
+    }
+    if !cur.is_empty() {
+        together.push(cur);
+    }
+    Ok((together, in_order))
+}
+
 /// State of a pass's commits: what each instance holds as committed so far.
 struct Commit {
     base: Vec<Candidate>,
@@ -417,6 +474,27 @@ struct Commit {
     last_revision: i64,
     /// Transactions that failed a compare.
     conflicts: u32,
+}
+
+impl Commit {
+    /// Instance `i`'s record as this pass last wrote it, else as the cut read it.
+    fn record(&self, i: usize, instances: &[Arc<ContainerInstance>]) -> ContainerInstance {
+        self.records
+            .get(&i)
+            .cloned()
+            .unwrap_or_else(|| (*instances[i]).clone())
+    }
+
+    fn apply(&mut self, o: Outcome) {
+        for (i, cand, rec) in o.placed {
+            self.base[i] = cand;
+            self.revisions[i] = o.revision;
+            self.records.insert(i, rec);
+        }
+        self.last_revision = self.last_revision.max(o.revision);
+        self.failed.extend(o.failed);
+        self.conflicts += o.conflicts;
+    }
 }
 
 /// What decides whether a request fits an instance (strategy only ranks; the group matters

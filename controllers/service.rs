@@ -177,6 +177,7 @@ impl ServiceController {
     }
 
     async fn reconcile_service(&self, name: &str) -> anyhow::Result<Action> {
+        let began = tokio::time::Instant::now();
         let key = keys::key(Kind::Service, name);
         let svc: Option<Service> = objects::get(&*self.store, &key).await?;
         if let Some(s) = &svc {
@@ -372,22 +373,19 @@ impl ServiceController {
             .collect();
         let more_to_create = (creates.len() as u32) < step.start;
         if !creates.is_empty() {
-            let ids: Vec<String> = creates
-                .iter()
-                .map(|t: &Task| format!("(task {})", t.metadata.name))
-                .collect();
+            let ids: Vec<&str> = creates.iter().map(|t| t.metadata.name.as_str()).collect();
             next.status.push_event(format!(
                 "service {name} has started {} tasks: {}.",
                 creates.len(),
-                ids.join(" ")
+                task_list(&ids)
             ));
         }
         if !to_stop.is_empty() {
-            let ids: Vec<String> = to_stop.iter().map(|t| format!("(task {t})")).collect();
+            let ids: Vec<&str> = to_stop.iter().map(String::as_str).collect();
             next.status.push_event(format!(
                 "service {name} has stopped {} running tasks: {}.",
                 to_stop.len(),
-                ids.join(" ")
+                task_list(&ids)
             ));
         }
 
@@ -424,13 +422,21 @@ impl ServiceController {
         };
         let Some(mut fence) = written else {
             // Lost a race with another writer: start over on fresh state.
+            tracing::debug!(
+                service = name,
+                creates = n_creates,
+                "service changed before the write"
+            );
             return Ok(Action::Requeue);
         };
         for chunk in chunks {
             match self.write_more(&key, fence, &next, &chunk).await? {
                 Some(rev) => fence = rev,
                 // The service changed: the rest is decided again on fresh state.
-                None => return Ok(Action::Requeue),
+                None => {
+                    tracing::debug!(service = name, "service changed between chunks");
+                    return Ok(Action::Requeue);
+                }
             }
         }
         self.stop_tasks(
@@ -438,6 +444,14 @@ impl ServiceController {
             &format!("Scaling activity initiated by (deployment {primary_id})"),
         )
         .await?;
+        tracing::debug!(
+            service = name,
+            tasks = tasks.len(),
+            created = n_creates,
+            stopped = to_stop.len(),
+            ms = began.elapsed().as_millis() as u64,
+            "service pass"
+        );
         if more_to_create {
             Ok(Action::Requeue)
         } else if let Some(d) = requeue {
@@ -558,6 +572,24 @@ impl ServiceController {
     }
 }
 
+/// Task ids named in one service event; the rest are counted. The service record travels with
+/// every task-creating transaction and every watch event of the service: a scale-up of 1,024
+/// tasks listing every id made each event ~46 KB and the record (50 events) megabytes.
+const EVENT_TASK_IDS: usize = 10;
+
+/// `(task a) (task b) … and N more`, as ECS's events list them, at most EVENT_TASK_IDS named.
+fn task_list(ids: &[&str]) -> String {
+    let mut out: Vec<String> = ids
+        .iter()
+        .take(EVENT_TASK_IDS)
+        .map(|t| format!("(task {t})"))
+        .collect();
+    if ids.len() > EVENT_TASK_IDS {
+        out.push(format!("and {} more", ids.len() - EVENT_TASK_IDS));
+    }
+    out.join(" ")
+}
+
 /// New tasks per pass (a pass of a big service writes several transactions).
 const MAX_CREATES_PER_PASS: u32 = 1024;
 
@@ -606,5 +638,22 @@ impl Reconciler for ServiceController {
         // Tasks whose service is gone are reconciled through their group's name (from the
         // cache's index: a resync reads no store).
         Ok(self.cache.services_with_tasks())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_names_at_most_ten_tasks_and_counts_the_rest() {
+        let ids: Vec<String> = (0..1024).map(|i| format!("t{i}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let s = task_list(&ids);
+        assert!(s.starts_with("(task t0) (task t1) "), "{s}");
+        assert!(s.ends_with("(task t9) and 1014 more"), "{s}");
+        assert_eq!(task_list(&ids[..2]), "(task t0) (task t1)");
+        assert_eq!(task_list(&ids[..10]).matches("(task ").count(), 10);
+        assert!(!task_list(&ids[..10]).contains("more"));
     }
 }
