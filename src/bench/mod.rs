@@ -93,6 +93,10 @@ pub enum BenchCommand {
         /// Tasks placed on an empty cluster and again on the full one (the rates compared).
         #[arg(long, default_value_t = 1000)]
         batch: u32,
+        /// Batches placed on each of the two clusters (each deleted and drained before the
+        /// next, so every one starts from the same running count); the median rate is compared.
+        #[arg(long, default_value_t = 3)]
+        repeat: u32,
         #[arg(long, default_value = "embedded", value_name = "embedded|etcd")]
         store: String,
         /// Upper bound of each phase, in seconds.
@@ -161,6 +165,7 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
             instances,
             tasks,
             batch,
+            repeat,
             store,
             timeout,
             idle,
@@ -169,6 +174,7 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
                 instances: *instances,
                 tasks: *tasks,
                 batch: *batch,
+                repeat: (*repeat).max(1),
                 store: store.clone(),
                 timeout: std::time::Duration::from_secs(*timeout),
                 idle: std::time::Duration::from_secs(*idle),
