@@ -309,7 +309,7 @@ impl Scheduler {
                 let mut cand = c.base[i].clone();
                 let (revision, mut rec) = match fresh.get(&i) {
                     Some((r, rec)) => (*r, rec.clone()),
-                    None => (c.revisions[i], c.record(i, instances)),
+                    None => (c.revisions[i], c.record(i, instances).clone()),
                 };
                 for p in plans.iter() {
                     cand.take(&p.req);
@@ -376,6 +376,7 @@ impl Scheduler {
         out.failed = failed.into_iter().collect();
         Ok(out)
     }
+
     /// A task asked to stop before it was ever placed: nothing runs, so it stops right here.
     async fn stop_unplaced(&self, id: &str) -> anyhow::Result<()> {
         objects::update_task(&*self.store, id, |t| {
@@ -478,11 +479,12 @@ struct Commit {
 
 impl Commit {
     /// Instance `i`'s record as this pass last wrote it, else as the cut read it.
-    fn record(&self, i: usize, instances: &[Arc<ContainerInstance>]) -> ContainerInstance {
-        self.records
-            .get(&i)
-            .cloned()
-            .unwrap_or_else(|| (*instances[i]).clone())
+    fn record<'a>(
+        &'a self,
+        i: usize,
+        instances: &'a [Arc<ContainerInstance>],
+    ) -> &'a ContainerInstance {
+        self.records.get(&i).unwrap_or(&instances[i])
     }
 
     fn apply(&mut self, o: Outcome) {
