@@ -67,6 +67,7 @@ pub fn all_with(
         )),
         shared(recovery::RecoveryController::controller(
             store.clone(),
+            cache,
             cfg.lost_instance_grace,
         )),
         shared(lb_target::LbTargetController::controller_with(

@@ -18,7 +18,10 @@ use berth_core::model::{
     TaskState,
 };
 use berth_core::objects;
-use berth_core::runtime::{Action, Controller, ControllerOptions, Reconciler, Trigger};
+use berth_core::runtime::cluster_cache::{ACTIVE, TASKS_BY_PHASE};
+use berth_core::runtime::{
+    Action, ClusterCache, Controller, ControllerOptions, Reconciler, Trigger,
+};
 use berth_core::store::{Compare, DynStore, KeyValue, Op, Txn};
 
 /// How long an instance may stay disconnected after its lease expired before its tasks are
@@ -28,6 +31,9 @@ pub const DEFAULT_LOST_INSTANCE_GRACE: Duration = Duration::from_secs(300);
 
 pub struct RecoveryController {
     store: DynStore,
+    /// The process's shared cache: resyncs and a lost instance's task list read it, not the
+    /// store (a relist of every task each 15 s was the idle control plane's largest cost).
+    cache: ClusterCache,
     lost_grace: Duration,
 }
 
@@ -35,11 +41,16 @@ const TASK: &str = "task/";
 const INSTANCE: &str = "instance/";
 
 impl RecoveryController {
-    pub fn controller(store: DynStore, lost_grace: Duration) -> Controller {
-        let r = Arc::new(RecoveryController {
-            store: store.clone(),
+    pub fn new(store: DynStore, cache: &ClusterCache, lost_grace: Duration) -> Self {
+        RecoveryController {
+            store,
+            cache: cache.clone(),
             lost_grace,
-        });
+        }
+    }
+
+    pub fn controller(store: DynStore, cache: &ClusterCache, lost_grace: Duration) -> Controller {
+        let r = Arc::new(Self::new(store.clone(), cache, lost_grace));
         let unhealthy = |kv: &KeyValue| -> Vec<String> {
             match serde_json::from_slice::<Task>(&kv.value) {
                 Ok(t)
@@ -142,11 +153,19 @@ impl RecoveryController {
             return Ok(Action::RequeueAfter(left));
         }
         let lease_key = keys::instance_lease_key(id);
-        let tasks = objects::list_tasks(&*self.store).await?;
-        for t in tasks
-            .iter()
-            .filter(|t| t.status.container_instance.as_deref() == Some(id) && !t.is_stopped())
-        {
+        // The cache's copies only name the tasks: `mark_lost` re-reads each and writes with a
+        // compare on it (and on the lease's absence), so a stale copy costs nothing wrong.
+        let tasks = if self.cache.informer.is_synced() {
+            self.cache.tasks_on_instance(id)
+        } else {
+            objects::list_tasks(&*self.store)
+                .await?
+                .into_iter()
+                .filter(|t| t.status.container_instance.as_deref() == Some(id))
+                .map(Arc::new)
+                .collect()
+        };
+        for t in tasks.iter().filter(|t| !t.is_stopped()) {
             let reason = format!(
                 "Task lost: container instance {id} has been disconnected since {}",
                 since.to_rfc3339()
@@ -221,17 +240,31 @@ impl Reconciler for RecoveryController {
     }
 
     async fn resync_keys(&self) -> anyhow::Result<Vec<String>> {
-        let mut keys_out = Vec::new();
-        for t in objects::list_tasks(&*self.store).await? {
-            if t.is_active() && t.status.health_status == HealthStatus::Unhealthy {
-                keys_out.push(format!("{TASK}{}", t.metadata.name));
-            }
-        }
-        let instances: Vec<ContainerInstance> =
-            objects::list(&*self.store, &keys::prefix(Kind::ContainerInstance)).await?;
-        for i in instances.iter().filter(|i| !i.status.agent_connected) {
-            keys_out.push(format!("{INSTANCE}{}", i.metadata.name));
-        }
+        let (tasks, instances) = if self.cache.informer.is_synced() {
+            (
+                self.cache.tasks.by_index(TASKS_BY_PHASE, ACTIVE),
+                self.cache.instances.list(),
+            )
+        } else {
+            let tasks = objects::list_tasks(&*self.store).await?;
+            let instances: Vec<ContainerInstance> =
+                objects::list(&*self.store, &keys::prefix(Kind::ContainerInstance)).await?;
+            (
+                tasks.into_iter().map(Arc::new).collect(),
+                instances.into_iter().map(Arc::new).collect(),
+            )
+        };
+        let mut keys_out: Vec<String> = tasks
+            .iter()
+            .filter(|t| t.is_active() && t.status.health_status == HealthStatus::Unhealthy)
+            .map(|t| format!("{TASK}{}", t.metadata.name))
+            .collect();
+        keys_out.extend(
+            instances
+                .iter()
+                .filter(|i| !i.status.agent_connected)
+                .map(|i| format!("{INSTANCE}{}", i.metadata.name)),
+        );
         Ok(keys_out)
     }
 }

@@ -392,17 +392,7 @@ async fn drain(
     use berth_core::model::Service;
     use berth_core::objects;
     let key = keys::key(Kind::Service, name);
-    for _ in 0..20 {
-        let Some(mut s): Option<Service> = objects::get(&**store, &key).await? else {
-            break;
-        };
-        s.metadata.deletion_timestamp = Some(berth_core::model::now());
-        match objects::put_cas(&**store, &key, &s).await {
-            Ok(_) => break,
-            Err(objects::ObjectError::Conflict(_)) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+    objects::delete_service(&**store, name).await?;
     let group = format!("service:{name}");
     let t = Instant::now();
     loop {

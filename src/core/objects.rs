@@ -4,7 +4,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::model::{
-    keys, parse_taskdef_ref, ContainerInstance, Kind, Object, Task, TaskDefinition,
+    keys, now, parse_taskdef_ref, ContainerInstance, Kind, Object, Service, Task, TaskDefinition,
 };
 use crate::store::{Compare, Op, Store, StoreError, Txn};
 
@@ -156,25 +156,57 @@ pub async fn set_instance_state(
     id: &str,
     state: &str,
 ) -> Result<Option<ContainerInstance>> {
-    let key = keys::key(Kind::ContainerInstance, id);
+    update(
+        store,
+        &keys::key(Kind::ContainerInstance, id),
+        |i: &mut ContainerInstance| {
+            if i.status.status == state {
+                return false;
+            }
+            i.status.status = state.to_string();
+            true
+        },
+    )
+    .await
+}
+
+/// Delete a service ([`Service::mark_deleted`]), CAS-retried. `Ok(None)`: no such service.
+pub async fn delete_service(store: &dyn Store, name: &str) -> Result<Option<Service>> {
+    update(store, &keys::key(Kind::Service, name), |s: &mut Service| {
+        s.mark_deleted(now())
+    })
+    .await
+}
+
+/// Re-read the object at `key`, apply `f`, write it back with CAS; retry on conflict. `f`
+/// returns false to leave the object as it is. Returns it as finally stored (None: no such
+/// key). Tasks have their own [`update_task_from`], which may start from a known copy.
+pub async fn update<S, T>(
+    store: &dyn Store,
+    key: &str,
+    mut f: impl FnMut(&mut Object<S, T>) -> bool,
+) -> Result<Option<Object<S, T>>>
+where
+    S: Serialize + DeserializeOwned,
+    T: Serialize + DeserializeOwned + Default,
+{
     for _ in 0..20 {
-        let Some(mut i): Option<ContainerInstance> = get(store, &key).await? else {
+        let Some(mut o) = get::<S, T>(store, key).await? else {
             return Ok(None);
         };
-        if i.status.status == state {
-            return Ok(Some(i));
+        if !f(&mut o) {
+            return Ok(Some(o));
         }
-        i.status.status = state.to_string();
-        match put_cas(store, &key, &i).await {
+        match put_cas(store, key, &o).await {
             Ok(rev) => {
-                i.metadata.revision = rev;
-                return Ok(Some(i));
+                o.metadata.revision = rev;
+                return Ok(Some(o));
             }
             Err(ObjectError::Conflict(_)) => continue,
             Err(e) => return Err(e),
         }
     }
-    Err(ObjectError::Conflict(key))
+    Err(ObjectError::Conflict(key.to_string()))
 }
 
 /// Ask a task to stop ([`Task::request_stop`]), CAS-retried. `Ok(None)`: no such task.

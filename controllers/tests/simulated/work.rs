@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
+use berth_controllers::recovery::{RecoveryController, DEFAULT_LOST_INSTANCE_GRACE};
 use berth_controllers::scheduler::Scheduler;
 use berth_controllers::service::ServiceController;
 use berth_core::agent::simulated::{SimulatedAgent, SimulatedAgentConfig};
@@ -120,8 +121,9 @@ async fn settle(inner: &DynStore, cache: &ClusterCache) {
 }
 
 /// The reads of (a steady service reconcile, a reconcile that scales web 3 → 5, the scheduler
-/// pass that places those 2) with `unrelated` RUNNING tasks of another service around.
-async fn measure(unrelated: u32) -> [Work; 3] {
+/// pass that places those 2, the recovery controller's periodic resync) with `unrelated`
+/// RUNNING tasks of another service around.
+async fn measure(unrelated: u32) -> [Work; 4] {
     let dir = tempfile::tempdir().unwrap();
     let inner: DynStore = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
     let counting = Arc::new(CountingStore {
@@ -190,9 +192,14 @@ async fn measure(unrelated: u32) -> [Work; 3] {
     assert!(cache.unplaced_tasks().is_empty(), "the pass placed both");
     assert_eq!(cache.tasks_of_service("web").len(), 5);
 
+    let recovery = RecoveryController::new(store.clone(), &cache, DEFAULT_LOST_INSTANCE_GRACE);
+    let before = reads(&counting, &cache);
+    recovery.resync_keys().await.unwrap();
+    let resync = minus(reads(&counting, &cache), before);
+
     agent_stop.cancel();
     agent.join().await;
-    [steady, scale, place]
+    [steady, scale, place, resync]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,6 +219,16 @@ async fn service_and_scheduler_work_does_not_follow_the_cluster() {
         assert_eq!(
             s.store_ranges, 0,
             "{what}: a reconcile lists no prefix of the store"
+        );
+    }
+    // A resync looks at every task by nature, but in the cache: it reads nothing from the
+    // store (it relisted every task and instance each 15 s).
+    for (n, r) in [(10, small[3]), (500, large[3])] {
+        eprintln!("recovery resync with {n} unrelated tasks: {r:?}");
+        assert_eq!(
+            (r.store_gets, r.store_ranges),
+            (0, 0),
+            "recovery resync read the store"
         );
     }
 }

@@ -27,7 +27,9 @@ pub struct Exited {
     pub container: String,
 }
 
-/// One watch per container id while its process lives.
+/// One watch per container id while its process lives. Dropping the set (its agent
+/// stopping) ends every watch: an agent that is gone reports no more exits, and an embedded
+/// agent restarted in the same process does not leave descriptors behind.
 pub struct ExitWatch {
     tx: mpsc::UnboundedSender<Exited>,
     watched: std::sync::Arc<Mutex<HashMap<String, tokio::task::AbortHandle>>>,
@@ -85,6 +87,15 @@ impl ExitWatch {
     }
 }
 
+impl Drop for ExitWatch {
+    fn drop(&mut self) {
+        let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, handle) in watched.drain() {
+            handle.abort();
+        }
+    }
+}
+
 /// A pidfd for `pid`, only if that process belongs to `container`'s cgroup.
 fn open_verified(pid: i64, container: &str) -> Option<OwnedFd> {
     if pid <= 0 || container.len() < 12 {
@@ -138,25 +149,32 @@ mod tests {
         assert!(w.is_empty());
     }
 
-    #[tokio::test]
-    async fn an_exit_is_reported_once() {
-        // A child in our own cgroup stands in for a container: watch it under our cgroup's
-        // name, kill it, expect one exit.
+    /// A child process in this test's own cgroup, standing in for a container: its PID and
+    /// the cgroup path to name it by. None (and no child left) at the root cgroup ("/").
+    fn child_in_own_cgroup() -> Option<(std::process::Child, i64, String)> {
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .expect("sleep");
         let pid = child.id() as i64;
         let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-        let Some(name) = cgroup
+        let name = cgroup
             .lines()
             .filter_map(|l| l.splitn(3, ':').nth(2))
             .map(str::to_string)
-            .find(|p| p.len() >= 12)
-        else {
-            // The root cgroup ("/"): nothing to name the process by here.
+            .find(|p| p.len() >= 12);
+        if name.is_none() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        name.map(|n| (child, pid, n))
+    }
+
+    #[tokio::test]
+    async fn an_exit_is_reported_once() {
+        // A child in our own cgroup stands in for a container: watch it under our cgroup's
+        // name, kill it, expect one exit.
+        let Some((mut child, pid, name)) = child_in_own_cgroup() else {
             return;
         };
         let (w, mut rx) = ExitWatch::new();
@@ -175,5 +193,22 @@ mod tests {
         let _ = child.wait();
         assert!(w.is_empty());
         assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn dropping_the_set_ends_its_watches() {
+        let Some((mut child, pid, name)) = child_in_own_cgroup() else {
+            return;
+        };
+        let (w, mut rx) = ExitWatch::new();
+        assert!(w.ensure("t1", "web", &name, pid));
+        drop(w);
+        child.kill().unwrap();
+        let _ = child.wait();
+        // The watch task was aborted: its sender is gone without a report.
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+            .await
+            .expect("the channel closes");
+        assert_eq!(got, None);
     }
 }

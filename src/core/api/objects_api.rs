@@ -10,7 +10,7 @@ use super::error::{decode, ApiError};
 use super::state::ApiState;
 use crate::apply::{self, ApplyOptions};
 use crate::manifest::Document;
-use crate::model::{keys, now, parse_taskdef_ref, Kind, Service, TaskDefinition};
+use crate::model::{keys, parse_taskdef_ref, Kind, Service, TaskDefinition};
 use crate::objects::{self, ObjectError};
 use crate::store::KeyValue;
 
@@ -128,28 +128,16 @@ pub async fn delete_one(
     let kind = parse_kind(&kind)?;
     let store = &*st.store;
     match kind {
-        Kind::Service => {
-            let key = keys::key(kind, &name);
-            for _ in 0..10 {
-                let Some(mut s): Option<Service> = objects::get(store, &key).await? else {
-                    return Err(ApiError::not_found(format!("service {name:?} not found")));
-                };
-                if s.metadata.deletion_timestamp.is_none() {
-                    s.metadata.deletion_timestamp = Some(now());
-                    s.status.status = "DRAINING".into();
-                }
-                match objects::put_cas(store, &key, &s).await {
-                    Ok(_) => {
-                        return Ok(Json(
-                            json!({"kind": "Service", "name": name, "result": "deleting"}),
-                        ))
-                    }
-                    Err(ObjectError::Conflict(_)) => continue,
-                    Err(e) => return Err(e.into()),
-                }
+        Kind::Service => match objects::delete_service(store, &name).await {
+            Ok(Some(_)) => Ok(Json(
+                json!({"kind": "Service", "name": name, "result": "deleting"}),
+            )),
+            Ok(None) => Err(ApiError::not_found(format!("service {name:?} not found"))),
+            Err(ObjectError::Conflict(_)) => {
+                Err(ApiError::conflict("service is changing too fast; retry"))
             }
-            Err(ApiError::conflict("service is changing too fast; retry"))
-        }
+            Err(e) => Err(e.into()),
+        },
         Kind::Task => {
             let t = super::tasks_api::stop(store, &name, "Task stopped by user").await?;
             Ok(Json(

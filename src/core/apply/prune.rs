@@ -138,8 +138,7 @@ pub async fn plan_prune(
                     keep(off());
                     continue;
                 }
-                s.metadata.deletion_timestamp = Some(now);
-                s.status.status = "DRAINING".into();
+                s.mark_deleted(now);
                 plan.ops.push(Op::put(key, encode(&mut s)));
                 plan.results.push(result(Outcome::Pruned));
             }

@@ -164,6 +164,20 @@ pub type Service = Object<ServiceSpec, ServiceStatus>;
 /// Service events kept on the object (newest first).
 pub const MAX_SERVICE_EVENTS: usize = 50;
 
+impl Service {
+    /// Mark the service deleted, ECS's DeleteService: it drains (its tasks stop) and the
+    /// service controller removes it once nothing runs. Returns whether anything changed —
+    /// the one "delete a service" of every writer (API, apply delete, prune).
+    pub fn mark_deleted(&mut self, at: DateTime<Utc>) -> bool {
+        if self.metadata.deletion_timestamp.is_some() {
+            return false;
+        }
+        self.metadata.deletion_timestamp = Some(at);
+        self.status.status = "DRAINING".into();
+        true
+    }
+}
+
 impl ServiceStatus {
     pub fn push_event(&mut self, message: impl Into<String>) {
         let message = message.into();

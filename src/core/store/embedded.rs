@@ -1086,11 +1086,19 @@ impl Writer {
         }
 
         if self.wal.wants_snapshot() {
+            let began = std::time::Instant::now();
             let snapshot = lock(&self.shared.state).encode_snapshot(self.wal.seq + 1);
+            let encoded = began.elapsed();
             if let Err(e) = self.wal.rotate(&snapshot) {
                 // The old log is still complete; keep appending and retry after the next batch.
                 tracing::warn!("embedded store snapshot failed: {e}");
             }
+            tracing::debug!(
+                bytes = snapshot.len(),
+                encode_ms = encoded.as_millis() as u64,
+                total_ms = began.elapsed().as_millis() as u64,
+                "embedded store snapshot"
+            );
         }
     }
 }

@@ -35,13 +35,11 @@ pub async fn plan_delete(store: &dyn Store, docs: &[Document]) -> Result<Plan, A
                     None => Outcome::Unchanged,
                     Some(kv) => {
                         let mut s: Service = decode(&kv)?;
-                        if s.metadata.deletion_timestamp.is_some() {
-                            Outcome::Unchanged
-                        } else {
-                            s.metadata.deletion_timestamp = Some(now);
-                            s.status.status = "DRAINING".into();
+                        if s.mark_deleted(now) {
                             ops.push(Op::put(key, encode(&mut s)));
                             Outcome::Pruned
+                        } else {
+                            Outcome::Unchanged
                         }
                     }
                 }
