@@ -22,7 +22,7 @@ use berth_core::runtime::cluster_cache::{ACTIVE, TASKS_BY_PHASE};
 use berth_core::runtime::{
     Action, ClusterCache, Controller, ControllerOptions, Reconciler, Trigger,
 };
-use berth_core::store::{Compare, DynStore, KeyValue, Op, Txn};
+use berth_core::store::{Compare, DynStore, Op, Txn};
 
 /// How long an instance may stay disconnected after its lease expired before its tasks are
 /// declared lost. Like Kubernetes' default eviction timeout: a pause or a partition shorter
@@ -51,24 +51,23 @@ impl RecoveryController {
 
     pub fn controller(store: DynStore, cache: &ClusterCache, lost_grace: Duration) -> Controller {
         let r = Arc::new(Self::new(store.clone(), cache, lost_grace));
-        let unhealthy = |kv: &KeyValue| -> Vec<String> {
-            match serde_json::from_slice::<Task>(&kv.value) {
-                Ok(t)
-                    if t.is_active()
-                        && t.status.health_status == HealthStatus::Unhealthy
-                        && t.service_name().is_some() =>
-                {
-                    vec![format!("{TASK}{}", t.metadata.name)]
-                }
-                _ => vec![],
+        // Typed triggers: with the shared informer they get its decoded objects, so no task
+        // event is decoded a second time here.
+        let unhealthy = |t: &Task| -> Vec<String> {
+            if t.is_active()
+                && t.status.health_status == HealthStatus::Unhealthy
+                && t.service_name().is_some()
+            {
+                vec![format!("{TASK}{}", t.metadata.name)]
+            } else {
+                vec![]
             }
         };
-        let instance = |kv: &KeyValue| -> Vec<String> {
-            match serde_json::from_slice::<ContainerInstance>(&kv.value) {
-                Ok(i) if !i.status.agent_connected => {
-                    vec![format!("{INSTANCE}{}", i.metadata.name)]
-                }
-                _ => vec![],
+        let instance = |i: &ContainerInstance| -> Vec<String> {
+            if i.status.agent_connected {
+                vec![]
+            } else {
+                vec![format!("{INSTANCE}{}", i.metadata.name)]
             }
         };
         Controller::new(
@@ -81,8 +80,8 @@ impl RecoveryController {
                 ..Default::default()
             },
         )
-        .trigger(Trigger::new(keys::prefix(Kind::Task), unhealthy))
-        .trigger(Trigger::new(
+        .trigger(Trigger::on::<Task>(keys::prefix(Kind::Task), unhealthy))
+        .trigger(Trigger::on::<ContainerInstance>(
             keys::prefix(Kind::ContainerInstance),
             instance,
         ))

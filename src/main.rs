@@ -11,9 +11,9 @@ fn main() -> std::process::ExitCode {
 
 /// glibc raises its mmap threshold to the size of every large block freed (up to 32 MiB), so
 /// after a few big transient buffers (store snapshots, watch relists, large list replies)
-/// such blocks come from the heap and are never returned: `berth bench scale` measured
-/// 182 MiB after the fill with the default, 143 MiB with the threshold pinned at glibc's
-/// initial 128 KiB (peak 223 → 194 MiB), at the same placement rate and idle CPU.
+/// such blocks come from the heap and are never returned. Pinned at 1 MiB, `berth bench
+/// scale` read 131–132 MiB after the fill instead of 182–202 MiB; pinned at glibc's initial
+/// 128 KiB, mid-sized buffers went through mmap too and idle CPU rose to ~2% (README).
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
